@@ -1,0 +1,440 @@
+"""The ``syncworker`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from syncworker import __version__
+from syncworker.config import Config, load_config
+from syncworker.core.engine import Engine
+from syncworker.errors import ConfigError, SyncWorkerError
+from syncworker.observe.logging import configure_logging, redact_value
+from syncworker.state import DEFAULT_STATE_URL, StateStore, state_store_from_url
+from syncworker.state.base import DeadLetterStatus
+
+T = TypeVar("T")
+EXIT_CONFIG = 2
+EXIT_FAILURE = 1
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="syncworker")
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default="console",
+    show_default=True,
+    help="Log lines for people (console) or machines (json).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+def main(log_format: str, log_level: str) -> None:
+    """Keeps data moving between queues, databases, APIs, search indexes and files."""
+    configure_logging(log_format, log_level)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """A mistake the user can fix is one line on stderr and a non-zero exit, not a trace."""
+    try:
+        yield
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except SyncWorkerError as exc:
+        click.echo(f"error: {redact_value(str(exc))}", err=True)
+        sys.exit(EXIT_FAILURE)
+
+
+# -- run / validate -----------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--once", is_flag=True, help="Run one sync of every pipeline, then exit.")
+@click.option("--pipeline", "only", multiple=True, help="Run only this pipeline (repeatable).")
+def run(file: Path, once: bool, only: tuple[str, ...]) -> None:
+    """Run the pipelines of FILE until SIGTERM/SIGINT."""
+    with _user_errors():
+        config = load_config(file)
+        sys.exit(asyncio.run(_run(config, once=once, only=list(only) or None)))
+
+
+async def _run(config: Config, *, once: bool, only: list[str] | None) -> int:
+    state = state_store_from_url(config.app.state)
+    engine = Engine(
+        config.build(state, only), state, shutdown_timeout_s=config.app.shutdown_timeout
+    )
+    if once:
+        runs = await engine.run_once()
+        return 0 if all(r.status == "success" for r in runs) else EXIT_FAILURE
+    return await engine.run()
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def validate(file: Path) -> None:
+    """Check FILE without starting anything."""
+    with _user_errors():
+        config = load_config(file)
+    names = ", ".join(config.pipelines)
+    click.echo(f"{file}: ok ({len(config.pipelines)} pipeline(s): {names})")
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("syncworker-demo"),
+    show_default=True,
+    help="Workspace for the queue, the state store and the output files.",
+)
+@click.option("--messages", default=10_000, show_default=True, help="Sample messages to queue.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def demo(workdir: Path, messages: int, progress: bool) -> None:
+    """Run the embedded demo: SQLite queue -> JSONL files + SQLite table, no services."""
+    from syncworker.demo import run_demo
+
+    with _user_errors():
+        sys.exit(asyncio.run(run_demo(workdir, messages, progress=progress)))
+
+
+# -- enqueue ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("messages", nargs=-1)
+@click.option(
+    "--queue",
+    "queue_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The SQLite queue file.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Take the queue file from this config's sqlite_queue pipeline.",
+)
+@click.option("--pipeline", help="Which pipeline of --config (when it has several).")
+@click.option("--stream", default="default", show_default=True)
+@click.option(
+    "--table", default=None, help="Queue table (default: the source's or the standard one)."
+)
+def enqueue(
+    messages: tuple[str, ...],
+    queue_path: Path | None,
+    config_file: Path | None,
+    pipeline: str | None,
+    stream: str,
+    table: str | None,
+) -> None:
+    """Queue MESSAGES (or one per line from stdin) on a SQLite queue."""
+    from syncworker.connectors.sqlite.queue import DEFAULT_TABLE, SqliteQueue
+
+    with _user_errors():
+        path, config_table = _queue_target(queue_path, config_file, pipeline)
+        payloads = list(messages) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        with SqliteQueue(path, table=table or config_table or DEFAULT_TABLE) as queue:
+            count = queue.enqueue(payloads, stream=stream)
+    click.echo(f"queued {count} message(s) on stream {stream!r} in {path}")
+
+
+def _queue_target(
+    queue_path: Path | None, config_file: Path | None, pipeline: str | None
+) -> tuple[Path, str | None]:
+    if queue_path is not None:
+        return queue_path, None
+    if config_file is None:
+        raise ConfigError("give --queue PATH or --config FILE")
+    config = load_config(config_file)
+    candidates = {
+        n: s
+        for n, s in config.pipelines.items()
+        if s.source.type == "sqlite_queue" and (pipeline is None or n == pipeline)
+    }
+    if len(candidates) != 1:
+        raise ConfigError(
+            "expected exactly one pipeline with a sqlite_queue source"
+            + ("" if pipeline else "; choose one with --pipeline"),
+            file=str(config_file),
+        )
+    source = next(iter(candidates.values())).source
+    return Path(source.path), source.table  # type: ignore[attr-defined]
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def _state_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--state", "state_url", help=f"State store URL [{DEFAULT_STATE_URL}]")(fn)
+    fn = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Take the state store from this config file.",
+    )(fn)
+    return fn
+
+
+def _open_state(config_file: Path | None, state_url: str | None) -> StateStore:
+    if state_url:
+        return state_store_from_url(state_url)
+    if config_file:
+        return state_store_from_url(load_config(config_file).app.state)
+    return state_store_from_url(DEFAULT_STATE_URL)
+
+
+def _with_state(
+    config_file: Path | None, state_url: str | None, work: Callable[[StateStore], Awaitable[T]]
+) -> T:
+    async def go() -> T:
+        store = _open_state(config_file, state_url)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    with _user_errors():
+        return asyncio.run(go())
+
+
+@main.command()
+@_state_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(config_file: Path | None, state_url: str | None, as_json: bool) -> None:
+    """Last runs, dead letters and errors per pipeline, from the state store."""
+    report = _with_state(config_file, state_url, _status_report)
+    if as_json:
+        click.echo(orjson.dumps(redact_value(report), option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table(
+        "pipeline",
+        "last run",
+        "result",
+        "processed",
+        "duration",
+        "dead letters",
+        "last error",
+        title="syncworker status",
+    )
+    for name, item in report["pipelines"].items():
+        last = item["last_run"] or {}
+        table.add_row(
+            name,
+            _when(last.get("finished_at")),
+            last.get("status", "-"),
+            str(last.get("processed", "-")),
+            _ms(last.get("duration_ms")),
+            str(sum(item["dead_letters"].values())),
+            (item["last_error"] or {}).get("message", "-")[:60],
+        )
+    Console().print(table)
+
+
+async def _status_report(store: StateStore) -> dict[str, Any]:
+    runs = await store.runs(limit=1000)
+    names = sorted({r.pipeline for r in runs} | set(await _dead_letter_pipelines(store)))
+    pipelines: dict[str, Any] = {}
+    for name in names:
+        last = next((r for r in runs if r.pipeline == name), None)
+        errors = await store.errors(name, limit=1)
+        pipelines[name] = {
+            "last_run": None
+            if last is None
+            else {
+                "finished_at": last.finished_at,
+                "status": last.status,
+                "processed": last.processed,
+                "dead_lettered": last.dead_lettered,
+                "duration_ms": round(last.duration_ms, 1),
+                "streams": last.streams,
+                "error": last.error,
+            },
+            "dead_letters": await store.count_dead_letters(name),
+            "last_error": None
+            if not errors
+            else {
+                "type": errors[0].type,
+                "message": errors[0].message,
+                "at": errors[0].created_at,
+            },
+        }
+    return {"pipelines": pipelines}
+
+
+async def _dead_letter_pipelines(store: StateStore) -> list[str]:
+    return sorted({d.pipeline for d in await store.dead_letters(limit=10_000)})
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1000:.2f} s"
+
+
+# -- dead letters -------------------------------------------------------------------------
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: records no sink would take, kept with their error."""
+
+
+@dlq.command("list")
+@_state_options
+@click.option("--pipeline")
+@click.option("--status", "status_", type=click.Choice(["dead", "requeued", "replaying"]))
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def dlq_list(
+    config_file: Path | None,
+    state_url: str | None,
+    pipeline: str | None,
+    status_: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List dead letters, oldest first."""
+    wanted = cast(DeadLetterStatus | None, status_)
+    letters = _with_state(
+        config_file, state_url, lambda s: s.dead_letters(pipeline, wanted, limit)
+    )
+    if as_json:
+        rows = [redact_value(_letter_dict(d, full=False)) for d in letters]
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table(
+        "id",
+        "pipeline",
+        "stream",
+        "key",
+        "status",
+        "where",
+        "error",
+        title=f"{len(letters)} dead letter(s)",
+    )
+    for d in letters:
+        table.add_row(
+            str(d.id),
+            d.pipeline,
+            d.stream,
+            d.key,
+            d.status,
+            d.sink or "-",
+            redact_value(d.error)[:70],
+        )
+    Console().print(table)
+
+
+@dlq.command("show")
+@click.argument("letter_id", type=int)
+@_state_options
+def dlq_show(letter_id: int, config_file: Path | None, state_url: str | None) -> None:
+    """Show one dead letter whole: record, error and stack."""
+    letter = _with_state(config_file, state_url, lambda s: s.dead_letter(letter_id))
+    if letter is None:
+        click.echo(f"error: no dead letter with id {letter_id}", err=True)
+        sys.exit(EXIT_FAILURE)
+    body = redact_value(_letter_dict(letter, full=True))
+    click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+
+
+@dlq.command("requeue")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "everything", is_flag=True, help="Every dead letter (of --pipeline).")
+@click.option("--pipeline")
+@_state_options
+def dlq_requeue(
+    ids: tuple[int, ...],
+    everything: bool,
+    pipeline: str | None,
+    config_file: Path | None,
+    state_url: str | None,
+) -> None:
+    """Send dead letters back to their pipeline; it writes them again on its next run."""
+    _require_selection(ids, everything)
+    count = _with_state(
+        config_file,
+        state_url,
+        lambda s: s.requeue_dead_letters(list(ids) if ids else None, pipeline),
+    )
+    click.echo(f"requeued {count} dead letter(s)")
+
+
+@dlq.command("purge")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "everything", is_flag=True, help="Every dead letter (of --pipeline).")
+@click.option("--pipeline")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation with --all.")
+@_state_options
+def dlq_purge(
+    ids: tuple[int, ...],
+    everything: bool,
+    pipeline: str | None,
+    yes: bool,
+    config_file: Path | None,
+    state_url: str | None,
+) -> None:
+    """Delete dead letters for good."""
+    _require_selection(ids, everything)
+    if everything and not yes:
+        scope = f"of pipeline {pipeline!r}" if pipeline else "of every pipeline"
+        click.confirm(f"Delete every dead letter {scope}?", abort=True)
+    count = _with_state(
+        config_file, state_url, lambda s: s.purge_dead_letters(list(ids) if ids else None, pipeline)
+    )
+    click.echo(f"purged {count} dead letter(s)")
+
+
+def _require_selection(ids: tuple[int, ...], everything: bool) -> None:
+    if bool(ids) == everything:
+        click.echo("error: give dead letter ids, or --all", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _letter_dict(letter: Any, *, full: bool) -> dict[str, Any]:
+    body = {
+        "id": letter.id,
+        "pipeline": letter.pipeline,
+        "stream": letter.stream,
+        "key": letter.key,
+        "op": letter.op,
+        "status": letter.status,
+        "where": letter.sink,
+        "error_type": letter.error_type,
+        "error": letter.error,
+        "attempts": letter.attempts,
+        "created_at": letter.created_at,
+    }
+    if full:
+        body.update(data=letter.data, meta=letter.meta, stack=letter.stack)
+    return body
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,425 @@
+"""The config file: YAML, ``${VAR}`` / ``${VAR:-default}`` from the environment, validated.
+
+Every mistake becomes one line naming the file (and line), the setting and what was expected:
+
+    syncworker.yaml:12: pipelines.chat.batch.bath_size: unknown setting; did you mean 'size'?
+
+Connector sections are validated by the model each connector owns (``config_model``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from syncworker.core import registry
+from syncworker.core.durations import DurationS
+from syncworker.core.pipeline import Pipeline, PipelineSettings
+from syncworker.core.policies import BreakerPolicy, RetryPolicy
+from syncworker.core.protocols import ConnectorConfig
+from syncworker.core.schedule import Schedule
+from syncworker.errors import ConfigError
+from syncworker.state import DEFAULT_STATE_URL, StateStore, sqlite_path
+
+Loc = tuple[str | int, ...]
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class _Strict(BaseModel):
+    model_config = {"extra": "forbid", "frozen": True}
+
+
+class BatchConfig(_Strict):
+    size: int = Field(100, ge=1, le=100_000, description="records per batch at most")
+    max_wait: DurationS = Field(1.0, ge=0, description="how long to wait to fill a batch")
+    max_in_flight: int = Field(2, ge=1, le=64, description="batches claimed and unfinished")
+
+
+class RetryConfig(_Strict):
+    attempts: int = Field(3, ge=1, le=100, description="tries per batch before giving up")
+    delay: DurationS = Field(1.0, ge=0, description="wait before the first retry")
+    factor: float = Field(2.0, ge=1, description="each retry waits this much longer")
+    max_delay: DurationS = Field(30.0, ge=0, description="longest wait between retries")
+    jitter: float = Field(0.1, ge=0, le=1, description="random spread of waits, a fraction")
+
+
+class BreakerConfig(_Strict):
+    delay: DurationS = Field(1.0, ge=0, description="first pause after a whole-batch failure")
+    factor: float = Field(2.0, ge=1, description="each further failure pauses this much longer")
+    max_delay: DurationS = Field(60.0, ge=0, description="longest pause")
+
+
+class ScheduleConfig(_Strict):
+    stream: bool | None = Field(None, description="run continuously")
+    every: DurationS | None = Field(
+        None, gt=0, description="interval from end of one run to the start of the next"
+    )
+    cron: str | None = Field(None, description="a cron expression (UTC)")
+    manual: bool | None = Field(None, description="run only when asked (API, sync_now)")
+    run_at_start: bool | None = Field(
+        None, description="'every': run once at start-up (default true)"
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"expected a cron expression like '*/5 * * * *', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ScheduleConfig:
+        chosen = [k for k in ("stream", "every", "cron", "manual") if getattr(self, k)]
+        if len(chosen) != 1:
+            raise ValueError(
+                "expected exactly one of stream: true, every: DURATION, "
+                "cron: EXPRESSION, manual: true"
+            )
+        return self
+
+    def build(self) -> Schedule:
+        if self.every is not None:
+            return Schedule.every(self.every, run_at_start=self.run_at_start is not False)
+        if self.cron is not None:
+            return Schedule.at(self.cron)
+        return Schedule.manual() if self.manual else Schedule.stream()
+
+
+class DeadLetterConfig(_Strict):
+    store: Literal["state"] = Field("state", description="where dead letters are kept")
+
+
+class PipelineConfig(_Strict):
+    source: dict[str, Any] = Field(description="the source connector, by type")
+    processors: list[dict[str, Any]] = Field(default_factory=list)
+    sinks: list[dict[str, Any]] = Field(min_length=1, description="one or more sinks")
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    schedule: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(stream=True))
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
+    enabled: bool = Field(True, description="false: validated but not run")
+
+
+class AppConfig(_Strict):
+    state: str = Field(DEFAULT_STATE_URL, description="state store URL (sqlite:///PATH)")
+    shutdown_timeout: DurationS = Field(
+        30.0, ge=0, description="how long in-flight batches get to finish at shutdown"
+    )
+    pipelines: dict[str, PipelineConfig] = Field(min_length=1)
+
+    @field_validator("state")
+    @classmethod
+    def _state_url(cls, value: str) -> str:
+        try:
+            sqlite_path(value)
+        except ConfigError as exc:
+            raise ValueError(exc.reason) from None
+        return value
+
+    @field_validator("pipelines")
+    @classmethod
+    def _names(cls, value: dict[str, PipelineConfig]) -> dict[str, PipelineConfig]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"pipeline name {name!r}: use letters, digits, '_', '-', '.'")
+        return value
+
+
+@dataclass(slots=True)
+class PipelineSpec:
+    """A pipeline's validated config with each connector's own typed model."""
+
+    name: str
+    config: PipelineConfig
+    source: ConnectorConfig
+    sinks: list[ConnectorConfig]
+    processors: list[ConnectorConfig] = field(default_factory=list)
+
+    def settings(self, shutdown_timeout_s: float) -> PipelineSettings:
+        c = self.config
+        return PipelineSettings(
+            batch_size=c.batch.size,
+            max_wait_s=c.batch.max_wait,
+            max_in_flight=c.batch.max_in_flight,
+            retry=RetryPolicy(
+                c.retry.attempts, c.retry.delay, c.retry.factor, c.retry.max_delay, c.retry.jitter
+            ),
+            breaker=BreakerPolicy(c.breaker.delay, c.breaker.factor, c.breaker.max_delay),
+            schedule=c.schedule.build(),
+            shutdown_timeout_s=shutdown_timeout_s,
+        )
+
+
+@dataclass(slots=True)
+class Config:
+    """A loaded, validated config file."""
+
+    path: Path | None
+    app: AppConfig
+    pipelines: dict[str, PipelineSpec]
+
+    def build(self, state: StateStore, only: list[str] | None = None) -> list[Pipeline]:
+        """Pipelines with connectors constructed (not yet opened)."""
+        names = only or [n for n, spec in self.pipelines.items() if spec.config.enabled]
+        unknown = [n for n in names if n not in self.pipelines]
+        if unknown:
+            raise ConfigError(
+                f"no pipeline named {unknown[0]!r}; the config has {', '.join(self.pipelines)}",
+                file=self._file(),
+            )
+        return [build_pipeline(self.pipelines[n], state, self.app.shutdown_timeout) for n in names]
+
+    def _file(self) -> str | None:
+        return str(self.path) if self.path else None
+
+
+def build_pipeline(spec: PipelineSpec, state: StateStore, shutdown_timeout_s: float) -> Pipeline:
+    return Pipeline(
+        spec.name,
+        _construct("source", spec.source, f"{spec.name}.source"),
+        [
+            _construct("sink", c, _connector_name(spec.name, c, i, spec.sinks))
+            for i, c in enumerate(spec.sinks)
+        ],
+        [_construct("processor", c, c.name or c.type) for c in spec.processors],
+        spec.settings(shutdown_timeout_s),
+        state,
+    )
+
+
+def _connector_name(
+    pipeline: str, config: ConnectorConfig, index: int, siblings: list[ConnectorConfig]
+) -> str:
+    if config.name:
+        return config.name
+    same_type = [c for c in siblings if c.type == config.type]
+    return config.type if len(same_type) == 1 else f"{config.type}[{index}]"
+
+
+def _construct(kind: registry.Kind, config: ConnectorConfig, name: str) -> Any:
+    return registry.lookup(kind, config.type)(config, name=name)
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    """Read, substitute and validate a config file; ``ConfigError`` (one line) if wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror}", file=str(path)) from None
+    return parse_config(text, path, environ)
+
+
+def parse_config(
+    text: str, path: Path | None = None, environ: dict[str, str] | None = None
+) -> Config:
+    file = str(path) if path else "<config>"
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"not valid YAML: {problem}", file=file, line=mark.line + 1 if mark else None
+        ) from None
+    lines = _line_map(root) if root is not None else {}
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping with a 'pipelines' section", file=file)
+    data = _substitute(raw, (), environ if environ is not None else dict(os.environ), file, lines)
+    try:
+        app = AppConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, AppConfig, (), file, lines) from None
+    pipelines = {name: _spec(name, pc, file, lines) for name, pc in app.pipelines.items()}
+    return Config(path, app, pipelines)
+
+
+def _spec(name: str, pc: PipelineConfig, file: str, lines: dict[Loc, int]) -> PipelineSpec:
+    base: Loc = ("pipelines", name)
+    return PipelineSpec(
+        name=name,
+        config=pc,
+        source=_connector("source", pc.source, (*base, "source"), file, lines),
+        sinks=[
+            _connector("sink", c, (*base, "sinks", i), file, lines) for i, c in enumerate(pc.sinks)
+        ],
+        processors=[
+            _connector("processor", c, (*base, "processors", i), file, lines)
+            for i, c in enumerate(pc.processors)
+        ],
+    )
+
+
+def _connector(
+    kind: registry.Kind, data: dict[str, Any], loc: Loc, file: str, lines: dict[Loc, int]
+) -> ConnectorConfig:
+    type_name = data.get("type")
+    if not isinstance(type_name, str):
+        known = ", ".join(registry.names(kind))
+        raise ConfigError(
+            f"missing 'type'; expected one of: {known}",
+            file=file,
+            path=_dotted(loc),
+            line=_line(lines, loc),
+        )
+    try:
+        model: type[ConnectorConfig] = registry.lookup(kind, type_name).config_model
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.reason, file=file, path=_dotted((*loc, "type")), line=_line(lines, (*loc, "type"))
+        ) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, model, loc, file, lines, label=type_name) from None
+
+
+# -- environment --------------------------------------------------------------------------
+
+
+def _substitute(
+    value: Any, loc: Loc, environ: dict[str, str], file: str, lines: dict[Loc, int]
+) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, (*loc, k), environ, file, lines) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, (*loc, i), environ, file, lines) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        found = environ.get(name)
+        if found is not None and (found != "" or default is None):
+            return found
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"environment variable {name} is not set (write ${{{name}:-DEFAULT}} "
+            "to give a default)",
+            file=file,
+            path=_dotted(loc),
+            line=_line(lines, loc),
+        )
+
+    return _ENV.sub(replace, value)
+
+
+# -- error lines --------------------------------------------------------------------------
+
+
+def _config_error(
+    exc: ValidationError,
+    model: type[BaseModel],
+    base: Loc,
+    file: str,
+    lines: dict[Loc, int],
+    label: str | None = None,
+) -> ConfigError:
+    """The first validation error as one line (the rest follow once that one is fixed)."""
+    error = exc.errors(include_url=False)[0]
+    loc: Loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
+    full = (*base, *loc)
+    message = _describe(error, model, loc, label)
+    return ConfigError(message, file=file, path=_dotted(full) or None, line=_line(lines, full))
+
+
+def _describe(error: Any, model: type[BaseModel], loc: Loc, label: str | None) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        owner = _model_at(model, loc[:-1])
+        allowed = list(owner.model_fields) if owner else []
+        where = f" for {label}" if label and len(loc) == 1 else ""
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        suggestion = (
+            f"; did you mean {hint[0]!r}?"
+            if hint
+            else f"; expected one of: {', '.join(allowed)}"
+            if allowed
+            else ""
+        )
+        return f"unknown setting {str(loc[-1])!r}{where}{suggestion}"
+    if kind == "missing":
+        return "required setting is missing"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f", got {got!r}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{message[0].lower()}{message[1:]}{shown}" if message else f"invalid{shown}"
+
+
+def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """The model class that validates the value at ``loc`` under ``model``."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(part))
+            if info is None:
+                return None
+            current = info.annotation
+            continue
+        args = [a for a in typing.get_args(current) if a is not type(None)]
+        if not args:
+            return None
+        current = args[-1]  # dict[str, X] -> X; list[X] -> X
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line(lines: dict[Loc, int], loc: Loc) -> int | None:
+    """The line of ``loc`` in the file, or of its nearest parent that is there."""
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _line_map(node: yaml.Node) -> dict[Loc, int]:
+    out: dict[Loc, int] = {}
+    for loc, line in _walk(node, ()):
+        out.setdefault(loc, line)
+    return out
+
+
+def _walk(node: yaml.Node, loc: Loc) -> Iterator[tuple[Loc, int]]:
+    yield loc, node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*loc, key_node.value)
+            yield child, key_node.start_mark.line + 1
+            yield from _walk(value_node, child)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _walk(item, (*loc, index))

@@ -1,0 +1,203 @@
+"""Delivery of one batch to every sink: processors, fan-out, retries, bisection.
+
+The outcome is either "delivered" (some records possibly rejected, to be dead-lettered) or
+``SinkUnavailable`` (roll the whole batch back). The runtime decides from the error class
+(``errors.is_transient``): a transient error is the sink's fault, anything else the data's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from syncworker.core.policies import RetryPolicy
+from syncworker.core.protocols import Processor, Sink, WriteResult
+from syncworker.core.record import Record
+from syncworker.errors import PermanentError, RetryableError, SinkUnavailable, is_transient
+
+log = structlog.get_logger(__name__)
+
+Sleep = Callable[[float], Awaitable[bool]]
+"""Sleeps for the given seconds; returns False when the pipeline is stopping instead."""
+
+
+@dataclass(slots=True)
+class Rejection:
+    """A record that a processor or sink refused, with why."""
+
+    record: Record
+    where: str
+    error: BaseException
+    stack: str | None = None
+
+    @property
+    def message(self) -> str:
+        return f"{type(self.error).__name__}: {self.error}"
+
+
+@dataclass(slots=True)
+class Delivery:
+    """What happened to a batch that was not rolled back."""
+
+    written: list[Record] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    filtered: int = 0
+
+
+def apply_processors(
+    processors: Sequence[Processor], records: Sequence[Record]
+) -> tuple[list[Record], list[Rejection], int]:
+    """Run every processor over every record: (kept, rejected, filtered count)."""
+    if not processors:
+        return list(records), [], 0
+    kept: list[Record] = []
+    rejected: list[Rejection] = []
+    filtered = 0
+    for record in records:
+        current: Record | None = record
+        for processor in processors:
+            try:
+                current = processor.process(record)
+            except Exception as exc:
+                rejected.append(
+                    Rejection(record, f"processor:{processor.name}", exc, traceback.format_exc())
+                )
+                break
+            if current is None:
+                filtered += 1
+                break
+            record = current
+        else:
+            kept.append(record)
+    return kept, rejected, filtered
+
+
+class SinkWriter:
+    """Writes a batch to one sink: retries with backoff, then bisects to the bad records."""
+
+    def __init__(self, sink: Sink, retry: RetryPolicy, sleep: Sleep) -> None:
+        self.sink = sink
+        self._retry = retry
+        self._sleep = sleep
+
+    async def write(self, records: Sequence[Record]) -> list[Rejection]:
+        """The records this sink rejected; raises ``SinkUnavailable`` to roll the batch back."""
+        last_exc: BaseException | None = None
+        for attempt in range(1, self._retry.attempts + 1):
+            try:
+                result = await self.sink.write(records)
+            except Exception as exc:
+                last_exc = exc
+                log.warning(
+                    "sink_write_failed",
+                    sink=self.sink.name,
+                    attempt=attempt,
+                    records=len(records),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                if isinstance(exc, PermanentError) or attempt == self._retry.attempts:
+                    break
+                await self._backoff(attempt, exc)
+                continue
+            return await self._rejections(records, result, nested=False)
+        assert last_exc is not None
+        if is_transient(last_exc):
+            raise SinkUnavailable(self.sink.name, last_exc) from last_exc
+        return await self._bisect(records, last_exc)
+
+    async def _backoff(self, attempt: int, exc: BaseException) -> None:
+        delay_s = self._retry.delay_for(attempt)
+        if isinstance(exc, RetryableError) and exc.delay_s is not None:
+            delay_s = max(delay_s, exc.delay_s)
+        if not await self._sleep(delay_s):
+            raise SinkUnavailable(self.sink.name, RetryableError("pipeline is stopping"))
+
+    async def _bisect(self, records: Sequence[Record], exc: BaseException) -> list[Rejection]:
+        """Split the batch until each failure is pinned on one record; the rest is written."""
+        if len(records) == 1:
+            stack = "".join(traceback.format_exception(exc))
+            return [Rejection(records[0], f"sink:{self.sink.name}", exc, stack)]
+        middle = len(records) // 2
+        rejected: list[Rejection] = []
+        for half in (records[:middle], records[middle:]):
+            try:
+                result = await self.sink.write(half)
+            except Exception as half_exc:
+                if is_transient(half_exc):
+                    raise SinkUnavailable(self.sink.name, half_exc) from half_exc
+                rejected.extend(await self._bisect(half, half_exc))
+                continue
+            rejected.extend(await self._rejections(half, result, nested=True))
+        return rejected
+
+    async def _rejections(
+        self, records: Sequence[Record], result: WriteResult | None, *, nested: bool
+    ) -> list[Rejection]:
+        """Turn a sink's per-record report into rejections; transient ones are retried once
+        as a smaller batch, and count as the sink being unavailable if they fail again."""
+        if result is None or not result.failed:
+            return []
+        where = f"sink:{self.sink.name}"
+        retry = [records[i] for i, exc in sorted(result.failed.items()) if is_transient(exc)]
+        rejected = [
+            Rejection(records[i], where, exc, "".join(traceback.format_exception(exc)))
+            for i, exc in sorted(result.failed.items())
+            if not is_transient(exc)
+        ]
+        if retry and nested:
+            first = next(exc for exc in result.failed.values() if is_transient(exc))
+            raise SinkUnavailable(self.sink.name, first)
+        if retry:
+            await self._backoff(1, next(e for e in result.failed.values() if is_transient(e)))
+            rejected.extend(await self._retry_subset(retry))
+        return rejected
+
+    async def _retry_subset(self, records: list[Record]) -> list[Rejection]:
+        try:
+            result = await self.sink.write(records)
+        except Exception as exc:
+            if is_transient(exc):
+                raise SinkUnavailable(self.sink.name, exc) from exc
+            return await self._bisect(records, exc)
+        return await self._rejections(records, result, nested=True)
+
+
+async def deliver(
+    records: Sequence[Record], processors: Sequence[Processor], writers: Sequence[SinkWriter]
+) -> Delivery:
+    """Process ``records`` and write the survivors to every sink at once.
+
+    Raises ``SinkUnavailable`` if any sink is down (after all sinks finished their attempt,
+    so none is left writing in the background).
+    """
+    kept, rejected, filtered = apply_processors(processors, records)
+    delivery = Delivery(filtered=filtered)
+    delivery.rejected.extend(rejected)
+    if not kept:
+        return delivery
+    results = await asyncio.gather(*(w.write(kept) for w in writers), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    by_record: dict[int, Rejection] = {}
+    for result in results:
+        assert not isinstance(result, BaseException)
+        for rejection in result:
+            _merge(by_record, rejection)
+    delivery.rejected.extend(by_record.values())
+    delivery.written = [r for r in kept if id(r) not in by_record]
+    return delivery
+
+
+def _merge(by_record: dict[int, Rejection], rejection: Rejection) -> None:
+    """One dead letter per record even when several sinks refused it."""
+    existing = by_record.get(id(rejection.record))
+    if existing is None:
+        by_record[id(rejection.record)] = rejection
+        return
+    existing.where = f"{existing.where},{rejection.where}"
+    existing.stack = "\n".join(s for s in (existing.stack, rejection.stack) if s)

@@ -1,0 +1,124 @@
+"""The engine: runs several pipelines in one asyncio process and stops them cleanly.
+
+Signal handlers are optional so the engine embeds in tests and other programs; ``syncworker
+run`` installs them. The first SIGTERM/SIGINT stops claiming and gives in-flight batches the
+shutdown timeout to finish (the rest go back to their source); a second one cuts that short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from syncworker.core.pipeline import Pipeline, SyncMode
+from syncworker.state.base import RunRecord, StateStore
+
+log = structlog.get_logger(__name__)
+
+
+class Engine:
+    """Owns the state store and the pipelines' lifetimes."""
+
+    def __init__(
+        self, pipelines: Sequence[Pipeline], state: StateStore, *, shutdown_timeout_s: float = 30.0
+    ) -> None:
+        names = [p.name for p in pipelines]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pipeline names must be unique: {names}")
+        self.pipelines = {p.name: p for p in pipelines}
+        self.state = state
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.started_at: float | None = None
+        self._stop_requested = asyncio.Event()
+        self._signals = 0
+
+    def pipeline(self, name: str) -> Pipeline:
+        """The pipeline called ``name``; KeyError if there is none."""
+        return self.pipelines[name]
+
+    async def start(self) -> None:
+        await self.state.open()
+        self.started_at = time.time()
+        log.info("engine_started", pid=os.getpid(), pipelines=list(self.pipelines))
+        for pipeline in self.pipelines.values():
+            await pipeline.start()
+
+    async def run(self, *, install_signal_handlers: bool = True) -> int:
+        """Start, run until ``request_stop()`` or a signal, stop. Returns the exit code (0)."""
+        if install_signal_handlers:
+            self._install_signal_handlers()
+        await self.start()
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self.stop()
+        return 0
+
+    async def run_once(self, mode: SyncMode = "incremental") -> list[RunRecord]:
+        """One sync run of every pipeline (concurrently), then close everything."""
+        await self.state.open()
+        self.started_at = time.time()
+        try:
+            return list(await asyncio.gather(*(p.run_once(mode) for p in self.pipelines.values())))
+        finally:
+            for pipeline in self.pipelines.values():
+                await pipeline.close()
+            self._log_final_stats()
+            await self.state.close()
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def stop(self) -> None:
+        """Stop every pipeline within the shutdown timeout, log the final figures, close."""
+        started = time.monotonic()
+        log.info("engine_stopping", timeout_s=self.shutdown_timeout_s)
+        await asyncio.gather(*(self._stop_one(p) for p in self.pipelines.values()))
+        self._log_final_stats(time.monotonic() - started)
+        await self.state.close()
+
+    async def _stop_one(self, pipeline: Pipeline) -> None:
+        try:
+            await pipeline.stop(self._timeout_now())
+        except Exception:
+            log.exception("pipeline_stop_failed", pipeline=pipeline.name)
+
+    def _timeout_now(self) -> float:
+        # A second signal while stopping means "now": batches still out go back at once.
+        return 0.0 if self._signals > 1 else self.shutdown_timeout_s
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        log.info("signal_received", signal=signal.Signals(signum).name, count=self._signals)
+        if self._signals > 1:
+            for pipeline in self.pipelines.values():
+                pipeline.abort()
+        self.request_stop()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else None,
+            "pipelines": {name: p.status() for name, p in self.pipelines.items()},
+        }
+
+    def _log_final_stats(self, stop_duration_s: float | None = None) -> None:
+        totals = {name: p.status()["totals"] for name, p in self.pipelines.items()}
+        log.info(
+            "engine_stopped",
+            pid=os.getpid(),
+            pipelines=totals,
+            stop_duration_s=round(stop_duration_s, 3) if stop_duration_s else None,
+        )

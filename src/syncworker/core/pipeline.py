@@ -1,0 +1,713 @@
+"""The pipeline loop: claim -> process -> finish, once, for every connector.
+
+Guarantees (DESIGN.md): a source acks only after every sink wrote the batch; a bad record is
+isolated by bisection and dead-lettered while the rest flows on; a sink that is down rolls
+the batch back and pauses the pipeline (circuit breaker) until it answers again; at most
+``max_in_flight`` batches are claimed and unfinished at any time; stopping finishes or
+returns in-flight batches within the shutdown timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import traceback
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+
+from syncworker.core.delivery import Delivery, Rejection, SinkWriter, deliver
+from syncworker.core.events import EventBus, Handler
+from syncworker.core.policies import BreakerPolicy, CircuitBreaker, RetryPolicy
+from syncworker.core.protocols import Countable, Processor, Sink, Source
+from syncworker.core.record import Batch, Record
+from syncworker.core.replay import DeadLetterReplay
+from syncworker.core.schedule import Schedule
+from syncworker.errors import (
+    ConnectorError,
+    SinkUnavailable,
+    UnsupportedOperation,
+    is_transient,
+)
+from syncworker.state.base import DeadLetter, ErrorRecord, RunRecord, StateStore
+
+log = structlog.get_logger(__name__)
+
+SyncMode = Literal["incremental", "full"]
+State = Literal["created", "starting", "running", "paused", "stopping", "stopped"]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    """Policies of one pipeline (the ``batch``, ``retry``, ``schedule``... config sections)."""
+
+    batch_size: int = 100
+    max_wait_s: float = 1.0
+    max_in_flight: int = 2
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    schedule: Schedule = field(default_factory=Schedule.stream)
+    shutdown_timeout_s: float = 30.0
+    # In stream mode a run (one row in the run log, one sync_success) is cut at least this
+    # often, so a never-ending backlog still reports progress.
+    stream_run_max_s: float = 10.0
+    # An 'every' run taking this share of its interval logs a warning.
+    overlap_warning_ratio: float = 0.8
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Counters of the run under way."""
+
+    mode: str
+    started_at: float = field(default_factory=time.time)
+    started_mono: float = field(default_factory=time.monotonic)
+    processed: int = 0
+    written: int = 0
+    dead_lettered: int = 0
+    filtered: int = 0
+    batches: int = 0
+    failed_batches: int = 0
+    streams: Counter[str] = field(default_factory=Counter)
+    error: str | None = None
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started_mono
+
+    def add(self, delivery: Delivery, records: Sequence[Record]) -> None:
+        self.batches += 1
+        self.processed += len(records)
+        self.written += len(delivery.written)
+        self.dead_lettered += len(delivery.rejected)
+        self.filtered += delivery.filtered
+        self.streams.update(r.stream for r in records)
+
+
+@dataclass(slots=True)
+class Totals:
+    """Counters since the pipeline started."""
+
+    processed: int = 0
+    written: int = 0
+    dead_lettered: int = 0
+    filtered: int = 0
+    runs: int = 0
+    failed_batches: int = 0
+
+    def add(self, run: RunStats) -> None:
+        self.processed += run.processed
+        self.written += run.written
+        self.dead_lettered += run.dead_lettered
+        self.filtered += run.filtered
+        self.failed_batches += run.failed_batches
+        self.runs += 1
+
+
+class Pipeline:
+    """A source, processors and sinks, with their policies, run on a schedule."""
+
+    def __init__(
+        self,
+        name: str,
+        source: Source,
+        sinks: Sequence[Sink],
+        processors: Sequence[Processor] = (),
+        settings: PipelineSettings | None = None,
+        state: StateStore | None = None,
+    ) -> None:
+        if not sinks:
+            raise ValueError(f"pipeline {name!r} needs at least one sink")
+        self.name = name
+        self.source = source
+        self.sinks = list(sinks)
+        self.processors = list(processors)
+        self.settings = settings or PipelineSettings()
+        self.state = state
+        self.events = EventBus()
+        self.totals = Totals()
+        self._breaker = CircuitBreaker(self.settings.breaker)
+        self._writers = [SinkWriter(s, self.settings.retry, self._sleep) for s in self.sinks]
+        self._replay = DeadLetterReplay(state, name) if state is not None else None
+        self._stopping = asyncio.Event()
+        self._aborting = asyncio.Event()
+        self._trigger = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.settings.max_in_flight)
+        # Insertion-ordered, so batches cancelled at shutdown go back newest first and the
+        # source ends up in its original order.
+        self._tasks: dict[asyncio.Task[None], None] = {}
+        self._main: asyncio.Task[None] | None = None
+        self._waiters: list[asyncio.Future[RunRecord]] = []
+        self._pending_mode: SyncMode = "incremental"
+        self._opened = False
+        self._state: State = "created"
+        self._current: RunStats | None = None
+        self._last_run: RunRecord | None = None
+        self._last_error: dict[str, Any] | None = None
+
+    # -- public API ----------------------------------------------------------------------
+
+    def on(self, event: str, handler: Handler) -> Handler:
+        """Subscribe to ``sync_success``, ``sync_error``, ``worker_started``, ``worker_stopped``."""
+        return self.events.on(event, handler)
+
+    async def open(self) -> None:
+        """Connect the source and sinks, retrying with backoff until they answer or stop()."""
+        if self._opened:
+            return
+        while True:
+            try:
+                await self._open_connectors()
+            except Exception as exc:
+                await self._close_connectors()
+                if not is_transient(exc):
+                    raise
+                await self._fail("connect_failed", exc)
+                if not await self._sleep(self._breaker.trip()):
+                    raise
+                continue
+            self._breaker.succeed()
+            self._opened = True
+            return
+
+    async def _open_connectors(self) -> None:
+        await self.source.open()
+        for sink in self.sinks:
+            await sink.open()
+        if self._replay is not None:
+            await self._replay.open()
+
+    async def close(self) -> None:
+        """Close connectors (in-flight work must be finished or returned first)."""
+        if not self._opened:
+            return
+        self._opened = False
+        await self._close_connectors()
+
+    async def _close_connectors(self) -> None:
+        connectors: list[Source | Sink] = [self.source, *self.sinks]
+        for connector in connectors:
+            try:
+                await connector.close()
+            except Exception as exc:
+                log.warning(
+                    "close_failed", pipeline=self.name, connector=connector.name, error=str(exc)
+                )
+
+    async def __aenter__(self) -> Pipeline:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the connectors and run on the schedule in a background task."""
+        if self._main is not None:
+            return
+        self._state = "starting"
+        self._stopping.clear()
+        self._main = asyncio.create_task(self._run_forever(), name=f"pipeline:{self.name}")
+
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Stop claiming, finish or return in-flight batches within the timeout, close."""
+        timeout_s = self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
+        self._state = "stopping"
+        self._stopping.set()
+        main, self._main = self._main, None
+        if main is not None:
+            abort = asyncio.ensure_future(self._aborting.wait())
+            await asyncio.wait(
+                {main, abort}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            abort.cancel()
+            if not main.done():
+                log.warning(
+                    "shutdown_timeout",
+                    pipeline=self.name,
+                    in_flight=len(self._tasks),
+                    timeout_s=timeout_s,
+                )
+                await self._cancel_in_flight(main)
+        await self.close()
+        self._state = "stopped"
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.cancel()
+        await self.events.emit("worker_stopped", {"process_id": os.getpid(), "pipeline": self.name})
+
+    def abort(self) -> None:
+        """Cut a stop() under way short: in-flight batches go back to the source now."""
+        self._aborting.set()
+
+    async def run_once(self, mode: SyncMode = "incremental") -> RunRecord:
+        """One sync run now, in this task: drain the source, then return the run's record."""
+        await self.open()
+        run = await self._run(mode, stream=False, force_record=True)
+        assert run is not None  # force_record: every run is recorded
+        return run
+
+    async def sync_now(self, mode: SyncMode = "incremental") -> RunRecord:
+        """Ask for a run now and wait for it. A run under way finishes first, then a new one
+        starts, so everything queued before this call is included."""
+        if self._main is None:
+            return await self.run_once(mode)
+        self._require_mode(mode)
+        waiter: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._pending_mode = mode
+        self._trigger.set()
+        return await waiter
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready picture of the pipeline for ``status`` and the API."""
+        last = self._last_run
+        breaker_until = self._breaker.open_until
+        return {
+            "name": self.name,
+            "state": self._state,
+            "running": self._state in ("running", "paused"),
+            "schedule": self.settings.schedule.describe(),
+            "source": self.source.name,
+            "sinks": [s.name for s in self.sinks],
+            "in_flight": len(self._tasks),
+            "totals": {
+                "processed": self.totals.processed,
+                "written": self.totals.written,
+                "dead_lettered": self.totals.dead_lettered,
+                "filtered": self.totals.filtered,
+                "runs": self.totals.runs,
+                "failed_batches": self.totals.failed_batches,
+            },
+            "last_sync_at": last.finished_at if last else None,
+            "last_duration_ms": round(last.duration_ms, 1) if last else None,
+            "last_result": last.status if last else None,
+            "last_error": self._last_error,
+            "circuit": {
+                "open": self._breaker.is_open,
+                "consecutive_failures": self._breaker.consecutive_failures,
+                "resumes_in_s": (
+                    round(max(0.0, breaker_until - time.monotonic()), 3) if breaker_until else None
+                ),
+            },
+        }
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    async def _run_forever(self) -> None:
+        try:
+            await self.open()
+        except Exception as exc:
+            if not self._stopping.is_set():
+                await self._fail("open_failed", exc)
+            return
+        self._state = "running"
+        await self.events.emit(
+            "worker_started",
+            {
+                "process_id": os.getpid(),
+                "pipeline": self.name,
+                "config": {
+                    "schedule": self.settings.schedule.describe(),
+                    "batch_size": self.settings.batch_size,
+                },
+            },
+        )
+        if self.settings.schedule.kind == "stream":
+            await self._stream_loop()
+        else:
+            await self._scheduled_loop()
+
+    async def _stream_loop(self) -> None:
+        while not self._stopping.is_set():
+            run = await self._run(self._take_mode(), stream=True, force_record=False)
+            if run is None and not self._trigger.is_set():
+                await self._wait_for_work()
+
+    async def _scheduled_loop(self) -> None:
+        schedule = self.settings.schedule
+        delay_s = 0.0 if schedule.run_at_start else schedule.delay_until_next_s()
+        while not self._stopping.is_set():
+            await self._wait_trigger(delay_s)
+            if self._stopping.is_set():
+                return
+            run = await self._run(self._take_mode(), stream=False, force_record=True)
+            self._warn_if_near_interval(run)
+            delay_s = schedule.delay_until_next_s()
+
+    def _warn_if_near_interval(self, run: RunRecord | None) -> None:
+        interval_s = self.settings.schedule.interval_s
+        if run is None or interval_s is None:
+            return
+        duration_s = run.duration_ms / 1000.0
+        if duration_s >= self.settings.overlap_warning_ratio * interval_s:
+            log.warning(
+                "run_near_interval",
+                pipeline=self.name,
+                duration_s=round(duration_s, 3),
+                interval_s=interval_s,
+                recommendation=f"sync takes {duration_s:.0f} s of a {interval_s:.0f} s "
+                "interval: raise the interval or the batch size",
+            )
+
+    async def _wait_trigger(self, delay_s: float | None) -> None:
+        """Sleep until the delay passes (None: forever), sync_now() or stop()."""
+        waits = {
+            asyncio.ensure_future(self._trigger.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
+        }
+        try:
+            await asyncio.wait(waits, timeout=delay_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    async def _wait_for_work(self) -> None:
+        """Stream mode, idle: wait for the source's signal, a trigger or stop."""
+        waits = {
+            asyncio.ensure_future(self.source.wait(self.settings.max_wait_s)),
+            asyncio.ensure_future(self._trigger.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
+        }
+        try:
+            await asyncio.wait(
+                waits, timeout=self.settings.max_wait_s + 1.0, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    def _take_mode(self) -> SyncMode:
+        mode, self._pending_mode = self._pending_mode, "incremental"
+        self._trigger.clear()
+        return mode
+
+    def _require_mode(self, mode: SyncMode) -> None:
+        if mode == "full" and not hasattr(self.source, "scan"):
+            raise UnsupportedOperation(
+                f"pipeline {self.name!r}: source {self.source.name!r} cannot do a full sync"
+            )
+
+    async def _sleep(self, delay_s: float) -> bool:
+        """Sleep unless stopping; False when stop() interrupted it."""
+        if self._stopping.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay_s)
+        except TimeoutError:
+            return True
+        return False
+
+    # -- one run ---------------------------------------------------------------------------
+
+    async def _run(self, mode: SyncMode, *, stream: bool, force_record: bool) -> RunRecord | None:
+        """Drain requeued dead letters then the source; record the run if anything happened."""
+        self._require_mode(mode)
+        waiters, self._waiters = self._waiters, []
+        stats = RunStats(mode)
+        self._current = stats
+        try:
+            if self._replay is not None:
+                await self._drain(self._replay, stats, fill=False)
+            await self._drain(self.source, stats, fill=stream)
+            await self._wait_in_flight()
+        finally:
+            self._current = None
+        if not (force_record or waiters or stats.processed or stats.failed_batches):
+            return None
+        run = await self._finish_run(stats)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(run)
+        return run
+
+    async def _drain(self, source: Source, stats: RunStats, *, fill: bool) -> None:
+        """Claim and dispatch batches until the source is empty (or the run is cut)."""
+        while not self._stopping.is_set():
+            await self._breaker.wait_ready(self._stopping)
+            if self._stopping.is_set():
+                return
+            probing = self._breaker.is_open
+            self._state = "paused" if probing else "running"
+            await self._slots.acquire()
+            parts = await self._claim(source, stats, fill=fill)
+            if not parts:
+                self._slots.release()
+                return
+            if probing:
+                await self._finish(source, parts, stats)
+            else:
+                self._dispatch(source, parts, stats)
+            if fill and stats.elapsed_s() >= self.settings.stream_run_max_s:
+                return
+            if not fill and stats.error is not None:
+                # A scheduled run ends at its first failure; the next run (after the
+                # breaker's pause) tries again, so `run --once` never hangs on a dead sink.
+                return
+
+    def _dispatch(self, source: Source, parts: list[Batch], stats: RunStats) -> None:
+        task = asyncio.create_task(self._finish(source, parts, stats), name=f"batch:{self.name}")
+        self._tasks[task] = None
+        task.add_done_callback(lambda done: self._tasks.pop(done, None))
+
+    async def _wait_in_flight(self) -> None:
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def _claim(self, source: Source, stats: RunStats, *, fill: bool) -> list[Batch]:
+        """Up to batch_size records; with ``fill``, wait up to max_wait for a full batch."""
+        parts: list[Batch] = []
+        count = 0
+        deadline: float | None = None
+        size = self.settings.batch_size
+        while count < size:
+            try:
+                batch = await source.claim(size - count)
+            except Exception as exc:
+                await self._source_failed(source, exc, stats)
+                break
+            if batch is not None and batch.records:
+                parts.append(batch)
+                count += len(batch.records)
+                deadline = deadline or time.monotonic() + self.settings.max_wait_s
+                continue
+            if not fill or not parts or self._stopping.is_set():
+                break
+            remaining_s = (deadline or 0.0) - time.monotonic()
+            if remaining_s <= 0:
+                break
+            await source.wait(remaining_s)
+        return parts
+
+    async def _source_failed(self, source: Source, exc: Exception, stats: RunStats) -> None:
+        if not isinstance(exc, ConnectorError) and not is_transient(exc):
+            log.error(
+                "source_claim_bug",
+                pipeline=self.name,
+                source=source.name,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        stats.error = f"{type(exc).__name__}: {exc}"
+        pause_s = self._breaker.trip()
+        log.warning(
+            "source_unavailable",
+            pipeline=self.name,
+            source=source.name,
+            error=stats.error,
+            pause_s=pause_s,
+        )
+        await self._fail("source_unavailable", exc)
+
+    # -- finishing a batch -----------------------------------------------------------------
+
+    async def _finish(self, source: Source, parts: list[Batch], stats: RunStats) -> None:
+        """Deliver, then dead-letter what was rejected, then ack; or roll back. Frees the
+        in-flight slot taken when the batch was claimed."""
+        try:
+            await self._settle_batch(source, parts, stats)
+        finally:
+            self._slots.release()
+
+    async def _settle_batch(self, source: Source, parts: list[Batch], stats: RunStats) -> None:
+        records = [r for part in parts for r in part.records]
+        try:
+            delivery = await deliver(records, self.processors, self._writers)
+            await self._dead_letter(delivery.rejected)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._nack(source, parts))
+            raise
+        except Exception as exc:
+            await self._rollback(source, parts, stats, exc)
+            return
+        await self._ack(source, parts)
+        self._breaker.succeed()
+        stats.add(delivery, records)
+        log.debug(
+            "batch_committed",
+            pipeline=self.name,
+            records=len(records),
+            written=len(delivery.written),
+            dead_lettered=len(delivery.rejected),
+        )
+
+    async def _rollback(
+        self, source: Source, parts: list[Batch], stats: RunStats, exc: Exception
+    ) -> None:
+        await self._nack(source, parts)
+        stats.failed_batches += 1
+        stats.error = f"{type(exc).__name__}: {exc}"
+        pause_s = self._breaker.trip()
+        self._state = "paused"
+        event = "sink_unavailable" if isinstance(exc, SinkUnavailable) else "batch_failed"
+        log.warning(
+            event,
+            pipeline=self.name,
+            records=sum(len(p) for p in parts),
+            error=stats.error,
+            pause_s=pause_s,
+        )
+        await self._fail(event, exc)
+
+    async def _dead_letter(self, rejected: list[Rejection]) -> None:
+        """Keep rejected records in the state store before the batch is acked."""
+        if not rejected:
+            return
+        if self.state is None:
+            for rejection in rejected:
+                log.error(
+                    "record_rejected_no_state_store",
+                    pipeline=self.name,
+                    record_key=rejection.record.key,
+                    error=rejection.message,
+                )
+            raise ConnectorError(
+                f"pipeline {self.name!r}: records rejected and no state store to dead-letter them"
+            )
+        letters = [_letter(self.name, r) for r in rejected]
+        await self.state.add_dead_letters(letters)
+        for rejection in rejected:
+            log.warning(
+                "record_dead_lettered",
+                pipeline=self.name,
+                where=rejection.where,
+                record_key=rejection.record.key,
+                stream=rejection.record.stream,
+                error=rejection.message,
+            )
+            await self.state.record_error(
+                ErrorRecord(
+                    type="dead_letter",
+                    pipeline=self.name,
+                    record_key=rejection.record.key,
+                    message=rejection.message,
+                    stack=rejection.stack,
+                    metadata={"where": rejection.where, "stream": rejection.record.stream},
+                )
+            )
+
+    async def _ack(self, source: Source, parts: list[Batch]) -> None:
+        for part in parts:
+            await self._settle(source.ack, part, "ack")
+
+    async def _nack(self, source: Source, parts: list[Batch]) -> None:
+        for part in reversed(parts):
+            await self._settle(source.nack, part, "nack")
+
+    async def _settle(self, method: Any, part: Batch, what: str) -> None:
+        """Ack or nack with retries; when it keeps failing the source's crash recovery
+        (lease, processing list) brings the records back, so log and go on."""
+        policy = self.settings.retry
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                await method(part)
+                return
+            except Exception as exc:
+                log.warning(
+                    f"{what}_failed",
+                    pipeline=self.name,
+                    attempt=attempt,
+                    records=len(part),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                if attempt == policy.attempts:
+                    return
+                await asyncio.sleep(policy.delay_for(attempt))
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    async def _finish_run(self, stats: RunStats) -> RunRecord:
+        status: Literal["success", "partial", "error"] = "success"
+        if stats.error is not None:
+            status = "partial" if stats.batches else "error"
+        run = RunRecord(
+            pipeline=self.name,
+            mode=stats.mode,
+            started_at=stats.started_at,
+            finished_at=time.time(),
+            status=status,
+            processed=stats.processed,
+            written=stats.written,
+            dead_lettered=stats.dead_lettered,
+            filtered=stats.filtered,
+            streams=dict(stats.streams),
+            error=stats.error,
+        )
+        self.totals.add(stats)
+        self._last_run = run
+        if self.state is not None:
+            try:
+                run.id = await self.state.record_run(run)
+            except Exception as exc:
+                log.warning("run_log_failed", pipeline=self.name, error=str(exc))
+        log.info(
+            "sync_finished",
+            pipeline=self.name,
+            mode=run.mode,
+            status=run.status,
+            processed=run.processed,
+            dead_lettered=run.dead_lettered,
+            duration_ms=round(run.duration_ms, 1),
+            streams=run.streams,
+        )
+        if status == "success":
+            await self.events.emit(
+                "sync_success",
+                {
+                    "pipeline": self.name,
+                    "processed_count": run.processed,
+                    "duration_ms": round(run.duration_ms, 1),
+                    "streams": dict(run.streams),
+                    "written_count": run.written,
+                    "dead_lettered_count": run.dead_lettered,
+                },
+            )
+        return run
+
+    async def _fail(self, kind: str, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        stack = "".join(traceback.format_exception(exc))
+        self._last_error = {"type": kind, "message": message, "at": time.time()}
+        if self.state is not None:
+            try:
+                await self.state.record_error(
+                    ErrorRecord(type=kind, pipeline=self.name, message=message, stack=stack)
+                )
+            except Exception as store_exc:
+                log.warning("error_log_failed", pipeline=self.name, error=str(store_exc))
+        await self.events.emit(
+            "sync_error", {"pipeline": self.name, "error": message, "stack": stack}
+        )
+
+    async def _cancel_in_flight(self, main: asyncio.Task[None]) -> None:
+        """Past the shutdown timeout: cancel batches (each returns itself to the source)."""
+        main.cancel()
+        for task in reversed(list(self._tasks)):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(main, return_exceptions=True)
+
+    async def backlog(self) -> int | None:
+        """The source's backlog when it can count it."""
+        if isinstance(self.source, Countable):
+            return await self.source.backlog()
+        return None
+
+
+def _letter(pipeline: str, rejection: Rejection) -> DeadLetter:
+    record = rejection.record
+    return DeadLetter(
+        pipeline=pipeline,
+        stream=record.stream,
+        key=record.key,
+        op=record.op,
+        data=record.data,
+        meta={k: v for k, v in record.meta.items() if k != "dead_letter_id"},
+        error=rejection.message,
+        error_type=type(rejection.error).__name__,
+        sink=rejection.where,
+        stack=rejection.stack,
+        attempts=int(record.meta.get("attempts", 0) or 0) + 1,
+    )

@@ -1,0 +1,148 @@
+"""The contracts between the runtime and connectors.
+
+A connector only says how to connect, claim, write, acknowledge and close for its technology.
+Batching, retries, bisection, dead-lettering, the circuit breaker, max-in-flight and shutdown
+belong to the pipeline loop (``core/pipeline.py``) and are never re-implemented here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from syncworker.core.record import Batch, Record
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where records come from.
+
+    Lifecycle: ``open`` once, then any number of ``claim``/``wait`` calls, each claimed batch
+    finished by exactly one ``ack`` or ``nack``, then ``close``. Calls are not concurrent except
+    that ``ack``/``nack`` of one batch may run while the next ``claim`` is awaited.
+    """
+
+    name: str
+
+    async def open(self) -> None:
+        """Connect and recover work abandoned by dead workers.
+
+        Raises ``ConnectionFailed`` when the dependency is unreachable; the runtime retries with
+        backoff.
+        """
+
+    async def claim(self, limit: int) -> Batch | None:
+        """Claim at most ``limit`` records that are available now, without waiting for more.
+
+        Claimed records are invisible to other consumers until acked or nacked, and recoverable
+        by another worker if this one dies (lease, processing list, unacked delivery).
+        Returns ``None`` (or an empty batch) when nothing is available. A payload the source
+        cannot decode is wrapped, never dropped and never raised. Raises ``ConnectorError`` when
+        the dependency fails; nothing is claimed then.
+        """
+
+    async def wait(self, timeout_s: float) -> None:
+        """Return when records may be available, or after ``timeout_s`` seconds at most.
+
+        Sources with push notifications (LISTEN/NOTIFY, blocking pops) return early; others
+        sleep for their poll interval. Must never raise on timeout.
+        """
+
+    async def ack(self, batch: Batch) -> None:
+        """Every sink wrote (or dead-lettered) ``batch``: forget it for good.
+
+        Called once per batch. Raising ``ConnectorError`` makes the runtime retry the ack;
+        the records may be delivered again, which idempotent sinks absorb.
+        """
+
+    async def nack(self, batch: Batch) -> None:
+        """Return ``batch`` to the source (rollback) so it is claimed again, in order.
+
+        Called after a whole-batch failure or at shutdown. Must not lose a record: if it fails,
+        the records come back through the source's crash recovery instead.
+        """
+
+    async def close(self) -> None:
+        """Release connections. Unfinished batches are left to crash recovery."""
+
+
+@runtime_checkable
+class Countable(Protocol):
+    """Optional: a source that can tell its backlog (for status, metrics and progress bars)."""
+
+    async def backlog(self) -> int:
+        """How many records are waiting to be claimed now."""
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What a sink reports for one batch: the index of each record it rejected, with the error.
+
+    Records not listed are written. A sink that cannot tell records apart raises instead.
+    """
+
+    failed: dict[int, BaseException] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where records go. Writes are idempotent by ``Record.key``: writing twice changes nothing.
+
+    ``write`` is called with records of one batch; the same batch may be written again
+    (retries, redelivery) or in halves (bisection to isolate a bad record).
+    """
+
+    name: str
+
+    async def open(self) -> None:
+        """Connect; create what the sink needs (a table, a directory) if configured to.
+
+        Raises ``ConnectionFailed`` when the dependency is unreachable.
+        """
+
+    async def write(self, records: Sequence[Record]) -> WriteResult | None:
+        """Write ``records`` (upserts and deletes by key) durably before returning.
+
+        Raise a ``ConnectorError``/``RetryableError`` when the dependency is unavailable (the
+        whole batch is retried, then rolled back). Raise any other exception when the data is
+        at fault but the sink cannot say which record (the runtime bisects). Return a
+        ``WriteResult`` listing rejected records when it can say (those are dead-lettered).
+        """
+
+    async def close(self) -> None:
+        """Flush and release connections."""
+
+
+@runtime_checkable
+class Processor(Protocol):
+    """A pure step between source and sinks: map, filter, rename, a Python callable.
+
+    ``process`` gets one record and returns it changed, a replacement, or ``None`` to drop it
+    from the sinks (the source still acks it). Raising marks that record as failed: it is
+    dead-lettered with the error and the rest of the batch flows on.
+    """
+
+    name: str
+
+    def process(self, record: Record) -> Record | None:
+        """Transform one record. Must not do I/O."""
+
+
+class ConnectorConfig(BaseModel):
+    """Base of every connector's typed config model: unknown keys are rejected."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    type: str
+    name: str | None = None
+
+
+class ConnectorFactory(Protocol):
+    """What the registry holds: a class with a config model, built from a validated config."""
+
+    config_model: ClassVar[type[ConnectorConfig]]
+
+    def __call__(self, config: Any, *, name: str) -> Any: ...

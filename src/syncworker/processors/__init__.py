@@ -1,0 +1,7 @@
+"""Built-in processors: pure steps between a source and its sinks."""
+
+CONNECTORS = {
+    "processor:map": "syncworker.processors.builtin:MapProcessor",
+    "processor:filter": "syncworker.processors.builtin:FilterProcessor",
+    "processor:python": "syncworker.processors.builtin:PythonProcessor",
+}

@@ -1,0 +1,110 @@
+"""What the state store keeps: checkpoints, the run log, the error log and dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+DeadLetterStatus = Literal["dead", "requeued", "replaying"]
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A record no sink would take (or a processor rejected), kept with its error.
+
+    ``status``: ``dead`` (waiting for a person), ``requeued`` (to be written again by its
+    pipeline), ``replaying`` (claimed by the pipeline; back to ``requeued`` if that run dies).
+    """
+
+    pipeline: str
+    stream: str
+    key: str
+    op: str
+    data: dict[str, Any]
+    error: str
+    error_type: str
+    sink: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    stack: str | None = None
+    id: int | None = None
+    status: DeadLetterStatus = "dead"
+    attempts: int = 1
+    created_at: float | None = None
+    updated_at: float | None = None
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """One sync run of one pipeline."""
+
+    pipeline: str
+    mode: str
+    started_at: float
+    finished_at: float
+    status: Literal["success", "partial", "error"]
+    processed: int = 0
+    written: int = 0
+    dead_lettered: int = 0
+    filtered: int = 0
+    streams: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    id: int | None = None
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.finished_at - self.started_at) * 1000.0
+
+
+@dataclass(slots=True)
+class ErrorRecord:
+    """One logged failure: a whole-batch failure, a dead-lettered record, a failed run."""
+
+    type: str
+    pipeline: str
+    message: str
+    record_key: str | None = None
+    stack: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    created_at: float | None = None
+    resolved: bool = False
+
+
+class StateStore(Protocol):
+    """Where pipelines keep what must outlive the process. Every method is safe to call from
+    several processes at once (the engine and the CLI)."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def get_checkpoint(self, pipeline: str, name: str) -> str | None: ...
+    async def set_checkpoint(self, pipeline: str, name: str, value: str) -> None: ...
+
+    async def record_run(self, run: RunRecord) -> int: ...
+    async def runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRecord]: ...
+
+    async def record_error(self, error: ErrorRecord) -> int: ...
+    async def errors(
+        self, pipeline: str | None = None, *, unresolved_only: bool = False, limit: int = 50
+    ) -> list[ErrorRecord]: ...
+    async def resolve_errors(self, ids: list[int]) -> int: ...
+
+    async def add_dead_letters(self, letters: list[DeadLetter]) -> list[int]: ...
+    async def dead_letters(
+        self,
+        pipeline: str | None = None,
+        status: DeadLetterStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[DeadLetter]: ...
+    async def dead_letter(self, letter_id: int) -> DeadLetter | None: ...
+    async def count_dead_letters(self, pipeline: str | None = None) -> dict[str, int]: ...
+    async def requeue_dead_letters(
+        self, ids: list[int] | None = None, pipeline: str | None = None
+    ) -> int: ...
+    async def claim_requeued(self, pipeline: str, limit: int) -> list[DeadLetter]: ...
+    async def release_requeued(self, ids: list[int]) -> None: ...
+    async def delete_dead_letters(self, ids: list[int]) -> int: ...
+    async def purge_dead_letters(
+        self, ids: list[int] | None = None, pipeline: str | None = None
+    ) -> int: ...

@@ -1,0 +1,174 @@
+"""Config files: environment substitution, validation, one clear line per mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from syncworker.config import load_config, parse_config
+from syncworker.core.durations import parse_duration_s
+from syncworker.errors import ConfigError
+
+GOOD = """\
+state: sqlite:///{tmp}/state.db
+pipelines:
+  chat:
+    source: {{type: sqlite_queue, path: "{tmp}/queue.db", key_field: id}}
+    processors: [{{type: map, fields: {{id: id, body: text}}}}]
+    sinks:
+      - {{type: jsonl, path: "${{SYNC_FILE_PATH:-{tmp}/out}}"}}
+      - {{type: sqlite, path: "{tmp}/out.db"}}
+    batch: {{size: "${{SYNC_BATCH_SIZE:-100}}", max_wait: 1s}}
+    schedule: {{every: "${{SYNC_INTERVAL_MS:-60000}}ms"}}
+    retry: {{attempts: 3, delay: 5s, factor: 2, max_delay: 30s}}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "syncworker.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_line(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ=environ or {})
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_good_config_with_defaults_from_the_environment(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD.format(tmp=tmp_path)), environ={})
+    spec = config.pipelines["chat"]
+    assert spec.config.batch.size == 100
+    assert spec.config.schedule.every == 60.0
+    assert spec.source.type == "sqlite_queue"
+    assert [s.type for s in spec.sinks] == ["jsonl", "sqlite"]
+    settings = spec.settings(30)
+    assert settings.schedule.kind == "every" and settings.schedule.interval_s == 60
+    assert settings.retry.delay_s == 5 and settings.retry.max_delay_s == 30
+
+
+def test_environment_values_win_over_defaults(tmp_path: Path) -> None:
+    environ = {"SYNC_BATCH_SIZE": "250", "SYNC_INTERVAL_MS": "1500"}
+    config = load_config(write(tmp_path, GOOD.format(tmp=tmp_path)), environ=environ)
+    assert config.pipelines["chat"].config.batch.size == 250
+    assert config.pipelines["chat"].config.schedule.every == 1.5
+
+
+def test_missing_variable_without_default(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace('"${SYNC_BATCH_SIZE:-100}"', '"${BATCH}"')
+    line = error_line(tmp_path, text)
+    assert (
+        "syncworker.yaml:9: pipelines.chat.batch.size: environment variable BATCH is not set"
+        in line
+    )
+
+
+def test_misspelled_key_names_the_file_line_setting_and_a_suggestion(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace("size:", "bath_size:")
+    line = error_line(tmp_path, text)
+    assert line.endswith(
+        "syncworker.yaml:9: pipelines.chat.batch.bath_size: unknown setting 'bath_size'; "
+        "did you mean 'size'?"
+    )
+
+
+def test_misspelled_connector_key_names_the_connector(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace("key_field: id", "key_feild: id")
+    line = error_line(tmp_path, text)
+    assert (
+        "pipelines.chat.source.key_feild: unknown setting 'key_feild' for sqlite_queue; "
+        "did you mean 'key_field'?" in line
+    )
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace("attempts: 3", "attempts: three")
+    line = error_line(tmp_path, text)
+    assert (
+        "syncworker.yaml:11: pipelines.chat.retry.attempts: input should be a valid integer" in line
+        and "'three'" in line
+    )
+
+
+def test_bad_duration(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace("max_wait: 1s", "max_wait: soon")
+    line = error_line(tmp_path, text)
+    assert "pipelines.chat.batch.max_wait: expected a duration like 500ms" in line
+
+
+def test_bad_state_url(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace("state: sqlite:///", "state: sqlit://")
+    line = error_line(tmp_path, text)
+    assert "syncworker.yaml:1: state: expected a state URL like sqlite:///PATH" in line
+
+
+def test_unknown_connector_type_lists_the_known_ones(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace("type: jsonl", "type: jsonlines")
+    line = error_line(tmp_path, text)
+    assert (
+        "pipelines.chat.sinks[0].type: unknown sink type 'jsonlines'; expected one of:" in line
+        and "jsonl" in line
+    )
+
+
+def test_schedule_needs_exactly_one_kind(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace(
+        'schedule: {every: "${SYNC_INTERVAL_MS:-60000}ms"}', 'schedule: {cron: "61 * * * *"}'
+    )
+    line = error_line(tmp_path, text)
+    assert "pipelines.chat.schedule.cron: expected a cron expression" in line
+
+
+def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
+    line = error_line(tmp_path, "pipelines:\n  chat: [unclosed\n")
+    assert "syncworker.yaml:3: not valid YAML" in line
+
+
+def test_missing_sinks(tmp_path: Path) -> None:
+    line = error_line(
+        tmp_path, f"pipelines:\n  p:\n    source: {{type: sqlite_queue, path: {tmp_path}/q.db}}\n"
+    )
+    assert "pipelines.p.sinks: required setting is missing" in line
+
+
+def test_unreadable_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_parse_config_builds_pipelines(tmp_path: Path) -> None:
+    from syncworker.state import SqliteStateStore
+
+    config = parse_config(GOOD.format(tmp=tmp_path), environ={})
+    [pipeline] = config.build(SqliteStateStore(tmp_path / "s.db"))
+    assert pipeline.name == "chat"
+    assert [s.name for s in pipeline.sinks] == ["jsonl", "sqlite"]
+    assert [p.name for p in pipeline.processors] == ["map"]
+    with pytest.raises(ConfigError, match="no pipeline named 'other'"):
+        config.build(SqliteStateStore(tmp_path / "s.db"), ["other"])
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("10s", 10),
+        ("5m", 300),
+        ("1h", 3600),
+        (250, 0.25),
+        ("1500", 1.5),
+        ("1.5s", 1.5),
+    ],
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration_s(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["ten seconds", "-5s", True, None, "5 parsecs"])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError, match="expected a duration"):
+        parse_duration_s(bad)

@@ -1,0 +1,284 @@
+"""The pipeline loop's guarantees, on the in-memory connectors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from syncworker.core import Pipeline, PipelineSettings, Record, RetryPolicy, Schedule
+from syncworker.core.policies import BreakerPolicy
+from syncworker.state import SqliteStateStore
+from syncworker.testing import MemoryQueue, MemorySink, MemorySource
+
+FAST_RETRY = RetryPolicy(attempts=2, delay_s=0.001, max_delay_s=0.002, jitter=0)
+FAST_BREAKER = BreakerPolicy(delay_s=0.01, max_delay_s=0.05)
+
+
+def settings(**overrides: Any) -> PipelineSettings:
+    base: dict[str, Any] = {
+        "batch_size": 10,
+        "max_wait_s": 0.05,
+        "retry": FAST_RETRY,
+        "breaker": FAST_BREAKER,
+    }
+    base.update(overrides)
+    return PipelineSettings(**base)
+
+
+def make(
+    queue: MemoryQueue, *sinks: MemorySink, state: SqliteStateStore | None = None, **overrides: Any
+) -> tuple[Pipeline, MemorySource]:
+    source = MemorySource(queue)
+    pipeline = Pipeline(
+        "p", source, list(sinks) or [MemorySink()], settings=settings(**overrides), state=state
+    )
+    return pipeline, source
+
+
+async def test_batches_by_size_and_acks_after_every_sink_wrote() -> None:
+    queue = MemoryQueue()
+    queue.put_many(25)
+    first, second = MemorySink(name="a"), MemorySink(name="b")
+    pipeline, source = make(queue, first, second)
+    async with pipeline:
+        run = await pipeline.run_once()
+    assert run.processed == 25 and run.status == "success"
+    assert [len(w) for w in first.writes] == [10, 10, 5]
+    assert first.rows.keys() == second.rows.keys() == {str(i) for i in range(25)}
+    assert [r.key for r in source.acked] == [str(i) for i in range(25)]
+    assert queue.in_flight == 0 and queue.ready == 0
+
+
+async def test_ack_waits_for_the_slowest_sink() -> None:
+    queue = MemoryQueue()
+    queue.put_many(3)
+    fast, slow = MemorySink(name="fast"), MemorySink(name="slow", write_delay_s=0.2)
+    pipeline, source = make(queue, fast, slow)
+    await pipeline.start()
+    await asyncio.sleep(0.1)
+    assert fast.rows and not slow.rows
+    assert source.acked == []
+    await asyncio.sleep(0.3)
+    assert len(source.acked) == 3
+    await pipeline.stop()
+
+
+async def test_stream_mode_fills_a_batch_within_max_wait() -> None:
+    queue = MemoryQueue()
+    sink = MemorySink()
+    pipeline, _ = make(queue, sink, batch_size=10, max_wait_s=0.3)
+    await pipeline.start()
+    await asyncio.sleep(0.05)
+    queue.put_many(4)
+    await asyncio.sleep(0.05)
+    queue.put_many(6, start=4)
+    await asyncio.sleep(0.5)
+    await pipeline.stop()
+    assert sink.writes[0] == [str(i) for i in range(10)]
+
+
+async def test_stream_mode_flushes_a_partial_batch_after_max_wait() -> None:
+    queue = MemoryQueue()
+    sink = MemorySink()
+    pipeline, _ = make(queue, sink, batch_size=100, max_wait_s=0.1)
+    await pipeline.start()
+    queue.put_many(3)
+    await asyncio.sleep(0.5)
+    await pipeline.stop()
+    assert sink.writes == [["0", "1", "2"]]
+
+
+async def test_poison_record_is_bisected_and_dead_lettered(state: SqliteStateStore) -> None:
+    queue = MemoryQueue()
+    queue.put_many(10)
+    sink = MemorySink(reject_keys={"7"})
+    pipeline, source = make(queue, sink, state=state)
+    async with pipeline:
+        run = await pipeline.run_once()
+    assert set(sink.rows) == {str(i) for i in range(10)} - {"7"}
+    assert len(source.acked) == 10 and source.nacked == []
+    assert run.dead_lettered == 1 and run.written == 9
+    letters = await state.dead_letters("p")
+    assert [(d.key, d.error_type, d.sink) for d in letters] == [("7", "ValueError", "sink:memory")]
+    assert "cannot store key '7'" in letters[0].error
+    # bisection touches log2(10) levels, not every record one by one
+    assert len(sink.writes) < 12
+
+
+async def test_sink_reported_rejections_are_dead_lettered(state: SqliteStateStore) -> None:
+    queue = MemoryQueue()
+    queue.put_many(5)
+    sink = MemorySink(report_keys={"1", "3"})
+    pipeline, source = make(queue, sink, state=state)
+    async with pipeline:
+        await pipeline.run_once()
+    assert set(sink.rows) == {"0", "2", "4"}
+    assert sorted(d.key for d in await state.dead_letters("p")) == ["1", "3"]
+    assert len(source.acked) == 5
+
+
+async def test_rejected_records_without_state_store_are_rolled_back() -> None:
+    queue = MemoryQueue()
+    queue.put_many(3)
+    pipeline, source = make(queue, MemorySink(reject_keys={"1"}))
+    async with pipeline:
+        run = await pipeline.run_once()
+    assert run.status == "error"
+    assert source.acked == [] and queue.ready == 3
+
+
+async def test_whole_batch_failure_rolls_back_and_keeps_order() -> None:
+    queue = MemoryQueue()
+    queue.put_many(10)
+    sink = MemorySink(down=True)
+    pipeline, source = make(queue, sink)
+    async with pipeline:
+        run = await pipeline.run_once()
+    assert run.status == "error" and "ConnectionFailed" in (run.error or "")
+    assert source.acked == [] and len(source.nacked) == 10
+    assert queue.ready == 10 and queue.in_flight == 0
+    assert len(sink.writes) == FAST_RETRY.attempts  # retried, never bisected
+    claim = queue.claim(10)
+    assert claim is not None and [r.key for r in claim[1]] == [str(i) for i in range(10)]
+
+
+async def test_circuit_breaker_pauses_and_resumes_when_the_sink_returns() -> None:
+    queue = MemoryQueue()
+    queue.put_many(30)
+    sink = MemorySink(down=True)
+    pipeline, source = make(queue, sink, breaker=BreakerPolicy(delay_s=0.05, max_delay_s=0.2))
+    errors: list[dict[str, Any]] = []
+    pipeline.on("sync_error", errors.append)
+    await pipeline.start()
+    await asyncio.sleep(0.4)
+    status = pipeline.status()
+    assert status["circuit"]["open"] and status["circuit"]["consecutive_failures"] >= 2
+    attempts_while_down = len(sink.writes)
+    # backoff: far fewer attempts than a hot loop would make in 0.4 s
+    assert attempts_while_down < 20
+    assert errors and "unavailable" in errors[0]["error"]
+    sink.down = False
+    await asyncio.sleep(0.6)
+    await pipeline.stop()
+    assert set(sink.rows) == {str(i) for i in range(30)}
+    assert not pipeline.status()["circuit"]["open"]
+    assert len(source.acked) == 30
+
+
+async def test_source_failure_pauses_then_recovers() -> None:
+    queue = MemoryQueue()
+    queue.put_many(5)
+    sink = MemorySink()
+    pipeline, source = make(queue, sink)
+    source.fail_claims = 2
+    await pipeline.start()
+    await asyncio.sleep(0.5)
+    await pipeline.stop()
+    assert set(sink.rows) == {str(i) for i in range(5)}
+    assert pipeline.status()["last_error"]["type"] == "source_unavailable"
+
+
+async def test_in_flight_batches_are_bounded() -> None:
+    queue = MemoryQueue()
+    queue.put_many(200)
+    sink = MemorySink(write_delay_s=0.02)
+    pipeline, source = make(queue, sink, max_in_flight=3)
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, queue.in_flight)
+            await asyncio.sleep(0.001)
+
+    watcher = asyncio.create_task(watch())
+    async with pipeline:
+        await pipeline.run_once()
+    watcher.cancel()
+    assert sink.max_concurrent == 3
+    assert peak <= 3 * 10
+    assert len(source.acked) == 200
+
+
+async def test_processor_errors_and_filters(state: SqliteStateStore) -> None:
+    class Upper:
+        name = "upper"
+
+        def process(self, record: Record) -> Record | None:
+            if record.key == "2":
+                raise KeyError("text")
+            if record.key == "3":
+                return None
+            record.data["n"] = record.data["n"] * 10
+            return record
+
+    queue = MemoryQueue()
+    queue.put_many(5)
+    sink = MemorySink()
+    pipeline = Pipeline("p", MemorySource(queue), [sink], [Upper()], settings(), state)
+    async with pipeline:
+        run = await pipeline.run_once()
+    assert sink.rows == {"0": {"n": 0}, "1": {"n": 10}, "4": {"n": 40}}
+    assert run.filtered == 1 and run.dead_lettered == 1
+    [letter] = await state.dead_letters("p")
+    assert letter.key == "2" and letter.sink == "processor:upper"
+
+
+async def test_requeued_dead_letters_are_written_again(state: SqliteStateStore) -> None:
+    queue = MemoryQueue()
+    queue.put_many(4)
+    sink = MemorySink(reject_keys={"2"})
+    pipeline, _ = make(queue, sink, state=state)
+    async with pipeline:
+        await pipeline.run_once()
+        assert "2" not in sink.rows
+        sink.reject_keys.clear()
+        assert await state.requeue_dead_letters(pipeline="p") == 1
+        run = await pipeline.run_once()
+    assert sink.rows["2"] == {"n": 2}
+    assert run.processed == 1
+    assert await state.dead_letters("p") == []
+
+
+async def test_events_and_status_after_a_run() -> None:
+    queue = MemoryQueue()
+    queue.put_many(3, stream="in")
+    queue.put_many(2, stream="out", start=3)
+    pipeline, _ = make(queue, MemorySink(), schedule=Schedule.every(60))
+    seen: list[tuple[str, dict[str, Any]]] = []
+    for name in ("worker_started", "sync_success", "worker_stopped"):
+        pipeline.on(name, lambda payload, name=name: seen.append((name, payload)))
+    await pipeline.start()
+    await asyncio.sleep(0.2)
+    await pipeline.stop()
+    names = [name for name, _ in seen]
+    assert names == ["worker_started", "sync_success", "worker_stopped"]
+    success = seen[1][1]
+    assert success["processed_count"] == 5 and success["streams"] == {"in": 3, "out": 2}
+    assert success["duration_ms"] >= 0
+    status = pipeline.status()
+    assert status["totals"]["processed"] == 5 and status["last_result"] == "success"
+    assert status["state"] == "stopped" and status["last_sync_at"] is not None
+
+
+async def test_unknown_event_name_is_refused() -> None:
+    pipeline, _ = make(MemoryQueue())
+    with pytest.raises(ValueError, match="unknown event"):
+        pipeline.on("sync_sucess", print)
+
+
+async def test_failing_event_handler_does_not_disturb_the_pipeline() -> None:
+    queue = MemoryQueue()
+    queue.put_many(2)
+    sink = MemorySink()
+    pipeline, _ = make(queue, sink)
+
+    def broken(_: dict[str, Any]) -> None:
+        raise RuntimeError("handler bug")
+
+    pipeline.on("sync_success", broken)
+    async with pipeline:
+        run = await pipeline.run_once()
+    assert run.status == "success" and len(sink.rows) == 2
