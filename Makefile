@@ -1,0 +1,74 @@
+# The front door: make demo | test | lint | format | bench | chaos | clean.
+# Everything runs from a local .venv; installs rerun only when pyproject.toml changes.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip -q --disable-pip-version-check
+LINT_PATHS := src tests bench
+EXTRAS := test,postgres,redis,amqp,http,api
+
+# Stamps live inside the venv, so deleting the venv also forgets what was installed.
+BASE_STAMP := $(VENV)/.installed-base
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: help demo test lint format bench chaos services clean distclean
+
+help:
+	@echo "make demo      run 'syncworker demo' (no services needed)"
+	@echo "make test      start services, lint, run the whole test suite"
+	@echo "make lint      ruff check, ruff format --check, mypy"
+	@echo "make format    ruff format and ruff check --fix"
+	@echo "make bench     run the benchmarks (bench/run_all.py)"
+	@echo "make chaos     long crash-recovery runs (SIGKILL crash test, 10 kills)"
+	@echo "make clean     remove caches and build output (distclean: also .venv)"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "syncworker needs Python >= 3.11; set PYTHON=python3.x" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(BASE_STAMP): pyproject.toml $(BIN)/python
+	$(PIP) install -e .
+	@touch $@
+
+$(DEV_STAMP): pyproject.toml $(BIN)/python
+	$(PIP) install -e '.[$(EXTRAS)]'
+	@touch $@
+
+demo: $(BASE_STAMP)
+	$(BIN)/syncworker demo
+
+services:
+	bash scripts/ensure-services.sh
+
+test: $(DEV_STAMP) services
+	@$(MAKE) --no-print-directory lint
+	$(BIN)/pytest -q
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+
+format: $(DEV_STAMP)
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+
+bench: $(DEV_STAMP)
+	$(BIN)/python bench/run_all.py
+
+chaos: $(DEV_STAMP) services
+	SYNCWORKER_CHAOS_ROUNDS=10 $(BIN)/pytest -q tests/e2e/test_crash.py
+
+# Keeps .venv: rebuilding it means reinstalling every extra.
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+	find src tests bench -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Observability: structured logging with secret redaction, metrics and health."""
