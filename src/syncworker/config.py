@@ -10,6 +10,7 @@ Connector sections are validated by the model each connector owns (``config_mode
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 import re
 import types
@@ -189,28 +190,31 @@ class Config:
 def build_pipeline(spec: PipelineSpec, state: StateStore, shutdown_timeout_s: float) -> Pipeline:
     return Pipeline(
         spec.name,
-        _construct("source", spec.source, f"{spec.name}.source"),
+        _construct("source", spec.source, f"{spec.name}.source", spec.name),
         [
-            _construct("sink", c, _connector_name(spec.name, c, i, spec.sinks))
+            _construct("sink", c, _connector_name(c, i, spec.sinks), spec.name)
             for i, c in enumerate(spec.sinks)
         ],
-        [_construct("processor", c, c.name or c.type) for c in spec.processors],
+        [_construct("processor", c, c.name or c.type, spec.name) for c in spec.processors],
         spec.settings(shutdown_timeout_s),
         state,
     )
 
 
-def _connector_name(
-    pipeline: str, config: ConnectorConfig, index: int, siblings: list[ConnectorConfig]
-) -> str:
+def _connector_name(config: ConnectorConfig, index: int, siblings: list[ConnectorConfig]) -> str:
     if config.name:
         return config.name
     same_type = [c for c in siblings if c.type == config.type]
     return config.type if len(same_type) == 1 else f"{config.type}[{index}]"
 
 
-def _construct(kind: registry.Kind, config: ConnectorConfig, name: str) -> Any:
-    return registry.lookup(kind, config.type)(config, name=name)
+def _construct(kind: registry.Kind, config: ConnectorConfig, name: str, pipeline: str) -> Any:
+    """``cls(config, name=...)``, plus ``pipeline=`` for connectors whose constructor takes it
+    (e.g. to fill a ``{pipeline}`` placeholder); the rest need not know their pipeline."""
+    cls = registry.lookup(kind, config.type)
+    if "pipeline" in inspect.signature(cls).parameters:
+        return cls(config, name=name, pipeline=pipeline)
+    return cls(config, name=name)
 
 
 # -- loading ------------------------------------------------------------------------------

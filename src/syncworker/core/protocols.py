@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from syncworker.core.record import Batch, Record
 
@@ -137,7 +137,9 @@ class ConnectorConfig(BaseModel):
     model_config = {"extra": "forbid", "frozen": True}
 
     type: str
-    name: str | None = None
+    name: str | None = Field(
+        None, description="name in logs, status and dead letters (default: the type)"
+    )
 
 
 class ConnectorFactory(Protocol):

@@ -1,0 +1,31 @@
+"""`make bench`: every benchmark, one after the other, results printed and kept as JSON.
+
+Copy the figures into docs/PERFORMANCE.md with the command and the date.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).parent
+BENCHES = ["pipeline_embedded.py"]
+
+
+def main() -> int:
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    failed = 0
+    for bench in BENCHES:
+        print(f"== {bench} ({stamp})", flush=True)
+        out = results / f"{Path(bench).stem}-{stamp}.json"
+        code = subprocess.call([sys.executable, str(HERE / bench), "--json", str(out)])
+        failed += code != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""``sqlite_queue``: a source that claims messages from a SQLite queue table with a lease.
+
+Several workers (threads, processes, or hosts sharing the file system safely) can consume one
+queue file: a claim is one ``UPDATE ... RETURNING`` statement, so two claims never get the same
+row. A worker that dies leaves its rows leased; they come back when the lease expires, or at
+once when a worker on the same host opens the queue and finds the owner's pid gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+import orjson
+import structlog
+from pydantic import Field, field_validator
+
+from syncworker.connectors.sqlite.client import SqliteClient, check_identifier, transaction
+from syncworker.connectors.sqlite.queue import (
+    DEFAULT_TABLE,
+    QueueStatements,
+    count_backlog,
+    create_queue_table,
+    stream_filter,
+)
+from syncworker.core.durations import DurationS
+from syncworker.core.protocols import ConnectorConfig
+from syncworker.core.record import Batch, Record, key_from_bytes
+from syncworker.errors import ConnectorError
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+Row = tuple[int, str, Any, int, float | None]
+_by_id = itemgetter(0)
+
+
+class SqliteQueueSourceConfig(ConnectorConfig):
+    """Settings of the ``sqlite_queue`` source."""
+
+    type: Literal["sqlite_queue"] = Field(
+        "sqlite_queue", description="Connector type: a SQLite queue table as a source."
+    )
+    path: Path = Field(description="SQLite database file holding the queue table.")
+    table: str = Field(DEFAULT_TABLE, description="Queue table name; created if missing.")
+    streams: list[str] | None = Field(
+        None, description="Only claim messages of these streams; null claims every stream."
+    )
+    key_field: str | None = Field(
+        None,
+        description="Field of the JSON payload used as the record key (e.g. 'id'); when absent "
+        "the key is a hash of the raw payload.",
+    )
+    lease: DurationS = Field(
+        60.0,
+        description="How long a claimed message stays invisible before another worker may "
+        "claim it again (e.g. 60s). Must exceed the time a batch takes to write.",
+    )
+    poll_interval: DurationS = Field(
+        0.2, description="How long to sleep when the queue is empty (e.g. 200ms)."
+    )
+
+    @field_validator("table")
+    @classmethod
+    def _table_is_identifier(cls, value: str) -> str:
+        return check_identifier(value)
+
+    @field_validator("streams")
+    @classmethod
+    def _streams_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("streams is empty; use null to claim every stream")
+        return value
+
+    @field_validator("lease", "poll_interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a duration greater than 0")
+        return value
+
+
+class SqliteQueueSource:
+    """Claims batches from a SQLite queue table (see ``syncworker.connectors.sqlite.queue``).
+
+    Records: ``stream`` from the row; ``data`` is the JSON object payload, or
+    ``{"raw": text, "wrapped": True, "received_at": iso}`` for any other payload; ``key`` is
+    ``str(data[key_field])`` or a hash of the payload; ``meta`` has ``queue_id``, ``attempts``
+    and ``received_at`` (enqueue time, epoch seconds).
+    """
+
+    config_model: ClassVar[type[SqliteQueueSourceConfig]] = SqliteQueueSourceConfig
+
+    def __init__(self, config: SqliteQueueSourceConfig | dict[str, Any], *, name: str) -> None:
+        if not isinstance(config, SqliteQueueSourceConfig):
+            config = SqliteQueueSourceConfig.model_validate(config)
+        self.name = name
+        self.config = config
+        self.owner = ""
+        self._lease_s = config.lease
+        self._poll_interval_s = config.poll_interval
+        self._streams = tuple(config.streams or ())
+        self._statements = QueueStatements.for_table(config.table)
+        self._claim_sql = self._statements.claim.format(streams=stream_filter(config.streams))
+        self._label = f"sqlite_queue {str(config.path)!r}"
+        self._client = SqliteClient(config.path, label=self._label)
+
+    async def open(self) -> None:
+        """Open the file, create the table if missing and release rows of dead local workers.
+
+        Raises ``ConnectionFailed`` when the file cannot be opened.
+        """
+        if self._client.is_open:
+            return
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        await self._client.open(self._setup)
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        create_queue_table(conn, self._statements)
+        released = release_dead_owners(conn, self._statements, socket.gethostname())
+        for owner, rows in released.items():
+            log.warning(
+                "sqlite_queue_dead_owner_released", source=self.name, owner=owner, rows=rows
+            )
+
+    async def claim(self, limit: int) -> Batch | None:
+        """Lease up to ``limit`` available messages in id order; ``None`` when there are none.
+
+        One statement marks and returns the rows, so concurrent claims never overlap. Raises
+        ``ConnectorError`` (nothing claimed) when the database fails.
+        """
+        if limit <= 0:
+            return None
+        claim_id = secrets.token_hex(8)  # 64 random bits; short ids keep the row rewrite small
+        records = await self._run(lambda conn: self._claim_records(conn, claim_id, limit))
+        if not records:
+            return None
+        return Batch(records, token=claim_id)
+
+    def _claim_records(self, conn: sqlite3.Connection, claim_id: str, limit: int) -> list[Record]:
+        now = time.time()
+        params = (claim_id, self.owner, now + self._lease_s, now, *self._streams, limit)
+        rows: list[Row] = conn.execute(self._claim_sql, params).fetchall()
+        # RETURNING yields rows in no promised order; the batch must keep enqueue order.
+        rows.sort(key=_by_id)
+        return to_records(rows, self.config.key_field)
+
+    async def wait(self, timeout_s: float) -> None:
+        """Sleep for the poll interval, or ``timeout_s`` if shorter (SQLite cannot notify)."""
+        await asyncio.sleep(max(0.0, min(timeout_s, self._poll_interval_s)))
+
+    async def ack(self, batch: Batch) -> None:
+        """Delete the batch's rows. Raises ``ConnectorError`` when the database fails."""
+        if batch.token is None:
+            return
+        sql = self._statements.ack
+        done = await self._run(lambda conn: _execute_count(conn, sql, batch.token))
+        if done != len(batch):
+            # The lease ran out and another claim took the rows over; they will be delivered
+            # again (and written idempotently). A longer lease avoids this.
+            log.warning(
+                "sqlite_queue_ack_lease_lost",
+                source=self.name,
+                expected=len(batch),
+                deleted=done,
+                lease_s=self._lease_s,
+            )
+
+    async def nack(self, batch: Batch) -> None:
+        """Make the batch's rows claimable again at once, at their original place."""
+        if batch.token is None:
+            return
+        sql = self._statements.nack
+        await self._run(lambda conn: _execute_count(conn, sql, batch.token))
+
+    async def backlog(self) -> int:
+        """How many messages (of the configured streams) are claimable now."""
+        streams = list(self._streams) if self.config.streams is not None else None
+        return await self._run(lambda conn: count_backlog(conn, self._statements, streams))
+
+    async def close(self) -> None:
+        """Close the connection and its thread; unacked claims wait for recovery."""
+        await self._client.close()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await self._client.run(fn)
+        except sqlite3.Error as exc:
+            raise ConnectorError(f"{self._label}: {exc}") from exc
+
+
+def _execute_count(conn: sqlite3.Connection, sql: str, claim_id: str) -> int:
+    return conn.execute(sql, (claim_id,)).rowcount
+
+
+def to_records(rows: list[Row], key_field: str | None) -> list[Record]:
+    """Records from claimed rows ``(id, stream, payload, attempts, enqueued_at)``.
+
+    The hot path of the source: no validation models, one dict per record for meta.
+    """
+    records: list[Record] = []
+    append = records.append
+    for queue_id, stream, payload, attempts, enqueued_at in rows:
+        raw: bytes = payload if type(payload) is bytes else str(payload).encode()
+        data = decode_payload(raw, enqueued_at)
+        key = None
+        if key_field is not None:
+            value = data.get(key_field)
+            if value is not None:
+                key = str(value)
+        meta = {"queue_id": queue_id, "attempts": attempts, "received_at": enqueued_at}
+        append(Record(key or key_from_bytes(raw), data, stream, "upsert", meta))
+    return records
+
+
+def decode_payload(raw: bytes, enqueued_at: float | None) -> dict[str, Any]:
+    """The payload as a JSON object, or wrapped as ``{"raw", "wrapped", "received_at"}``.
+
+    Never raises: a payload the pipeline cannot read still reaches the sinks (and the dead
+    letters, if a sink refuses it) instead of blocking or vanishing.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if type(data) is dict:
+        return data
+    received_s = enqueued_at if enqueued_at is not None else time.time()
+    return {
+        "raw": raw.decode("utf-8", errors="replace"),
+        "wrapped": True,
+        "received_at": datetime.fromtimestamp(received_s, UTC).isoformat(),
+    }
+
+
+def release_dead_owners(
+    conn: sqlite3.Connection, statements: QueueStatements, hostname: str
+) -> dict[str, int]:
+    """Release rows leased by workers of ``hostname`` whose process no longer exists.
+
+    Owners are ``host:pid:random``. Rows of live processes or of other hosts are left to the
+    lease: we cannot tell whether a remote worker is alive. Returns rows released per owner.
+    """
+    released: dict[str, int] = {}
+    with transaction(conn):
+        owners = [row[0] for row in conn.execute(statements.leased_owners, (time.time(),))]
+        for owner in owners:
+            if _is_dead_local_owner(owner, hostname):
+                released[owner] = conn.execute(statements.release_owner, (owner,)).rowcount
+    return released
+
+
+def _is_dead_local_owner(owner: str, hostname: str) -> bool:
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != hostname or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    # pid 0 would signal our own process group; our own pid is alive by definition.
+    if pid <= 0 or pid == os.getpid():
+        return False
+    return not _pid_alive(pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True

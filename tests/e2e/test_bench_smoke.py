@@ -1,0 +1,36 @@
+"""A bounded run of each benchmark, so `make bench` cannot rot. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).parents[2] / "bench"
+
+
+def test_pipeline_embedded_bench_runs(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "pipeline_embedded.py"),
+            "--messages",
+            "20000",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    results = json.loads(out.read_text())
+    assert {r["case"] for r in results} == {
+        "syncworker jsonl",
+        "syncworker jsonl+sqlite",
+        "hand-written jsonl",
+    }
+    for result in results:
+        assert result["backlog"] == 20000
+        assert result["records_per_s"] > 0 and result["peak_rss_mb"] > 0

@@ -1,0 +1,202 @@
+"""The `syncworker` command as a user runs it: a subprocess, real files, exit codes."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+CONFIG = """\
+state: "sqlite:///{root}/state.db"
+pipelines:
+  chat:
+    source: {{type: sqlite_queue, path: "{root}/queue.db", key_field: id}}
+    sinks:
+      - {{type: jsonl, path: "{root}/out"}}
+      - type: sqlite
+        path: "{root}/sink.db"
+        table: messages
+        columns: {{text: text}}
+    batch: {{size: 50, max_wait: 20ms}}
+    retry: {{attempts: 2, delay: 10ms}}
+    schedule: {{every: 1h}}
+"""
+
+
+def cli(
+    *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "syncworker.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "syncworker.yaml"
+    path.write_text(CONFIG.format(root=tmp_path))
+    with sqlite3.connect(tmp_path / "sink.db") as conn:
+        conn.execute(
+            "CREATE TABLE messages (key TEXT PRIMARY KEY, text TEXT CHECK (length(text) < 20))"
+        )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("size: 50", "sise: 50"),
+            "syncworker.yaml:11: pipelines.chat.batch.sise: unknown setting 'sise'; "
+            "did you mean 'size'?",
+        ),
+        (
+            ("size: 50", "size: fifty"),
+            "syncworker.yaml:11: pipelines.chat.batch.size: input should be a valid integer",
+        ),
+        (
+            ('state: "sqlite:///', 'state: "postgress://'),
+            "syncworker.yaml:1: state: expected a state URL like sqlite:///PATH",
+        ),
+    ],
+)
+def test_bad_config_exits_non_zero_with_one_line(
+    config: Path, change: tuple[str, str], expected: str
+) -> None:
+    config.write_text(config.read_text().replace(*change))
+    for command in ("validate", "run"):
+        result = cli(command, str(config), check=False)
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert expected in lines[0]
+        assert "Traceback" not in result.stderr
+
+
+def test_validate_accepts_a_good_config(config: Path) -> None:
+    result = cli("validate", str(config))
+    assert "ok (1 pipeline(s): chat)" in result.stdout
+
+
+def test_enqueue_run_once_and_dead_letters(config: Path, tmp_path: Path) -> None:
+    messages = [orjson.dumps({"id": f"m{i}", "text": f"hi {i}"}).decode() for i in range(20)]
+    messages.append(orjson.dumps({"id": "long", "text": "far too long for the table"}).decode())
+    result = cli(
+        "enqueue", "--config", str(config), "--stream", "in", stdin="\n".join(messages) + "\n"
+    )
+    assert "queued 21 message(s) on stream 'in'" in result.stdout
+    cli("enqueue", "--queue", str(tmp_path / "queue.db"), "--stream", "out", "not json at all")
+
+    cli("run", "--once", str(config))
+    with sqlite3.connect(tmp_path / "sink.db") as conn:
+        keys = {row[0] for row in conn.execute("SELECT key FROM messages")}
+    assert {f"m{i}" for i in range(20)} <= keys and "long" not in keys
+    assert len(keys) == 21  # 20 messages + the wrapped non-JSON one (keyed by its hash)
+
+    listed = orjson.loads(cli("dlq", "list", "--config", str(config), "--json").stdout)
+    assert [(d["record_key"], d["where"], d["status"]) for d in listed] == [
+        ("long", "sink:sqlite", "dead")
+    ]
+    letter_id = str(listed[0]["id"])
+    shown = orjson.loads(cli("dlq", "show", letter_id, "--config", str(config)).stdout)
+    assert shown["data"]["text"] == "far too long for the table"
+    assert "CHECK constraint failed" in shown["error"] and "Traceback" in shown["stack"]
+
+    status = orjson.loads(cli("status", "--config", str(config), "--json").stdout)
+    chat = status["pipelines"]["chat"]
+    assert chat["last_run"]["processed"] == 22 and chat["dead_letters"] == {"dead": 1}
+
+    with sqlite3.connect(tmp_path / "sink.db") as conn:
+        conn.execute("DROP TABLE messages")
+        conn.execute("CREATE TABLE messages (key TEXT PRIMARY KEY, text TEXT)")
+    assert (
+        "requeued 1 dead letter(s)"
+        in cli("dlq", "requeue", letter_id, "--config", str(config)).stdout
+    )
+    cli("run", "--once", str(config))
+    with sqlite3.connect(tmp_path / "sink.db") as conn:
+        assert conn.execute("SELECT text FROM messages WHERE key = 'long'").fetchone() == (
+            "far too long for the table",
+        )
+    assert orjson.loads(cli("dlq", "list", "--config", str(config), "--json").stdout) == []
+
+
+def test_dlq_purge_and_missing_ids(config: Path, tmp_path: Path) -> None:
+    cli("enqueue", "--config", str(config), orjson.dumps({"id": "x", "text": "y" * 30}).decode())
+    cli("run", "--once", str(config))
+    assert (
+        "purged 1 dead letter(s)"
+        in cli("dlq", "purge", "--all", "--yes", "--config", str(config)).stdout
+    )
+    missing = cli("dlq", "show", "999", "--config", str(config), check=False)
+    assert missing.returncode == 1 and "no dead letter with id 999" in missing.stderr
+    neither = cli("dlq", "requeue", "--config", str(config), check=False)
+    assert neither.returncode == 2 and "give dead letter ids, or --all" in neither.stderr
+
+
+def test_sigterm_stops_cleanly_with_final_stats(config: Path, tmp_path: Path) -> None:
+    config.write_text(config.read_text().replace("every: 1h", "stream: true"))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "syncworker.cli", "--log-format", "json", "run", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        cli(
+            "enqueue",
+            "--config",
+            str(config),
+            *(orjson.dumps({"id": f"k{i}", "text": "t"}).decode() for i in range(30)),
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _rows(tmp_path) < 30:
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0
+    events = [orjson.loads(line) for line in output.splitlines() if line.startswith(b"{")]
+    names = [e["event"] for e in events]
+    assert "signal_received" in names and names[-1] == "engine_stopped"
+    assert events[-1]["pipelines"]["chat"]["processed"] == 30
+
+
+def test_demo_runs_without_services(tmp_path: Path) -> None:
+    result = cli("demo", "--dir", str(tmp_path / "demo"), "--messages", "3000", "--no-progress")
+    assert "demo summary" in result.stdout
+    out = tmp_path / "demo" / "out"
+    lines = [
+        orjson.loads(line)
+        for path in out.glob("*.jsonl")
+        for line in path.read_bytes().splitlines()
+    ]
+    assert len(lines) == 3000
+    assert sum(1 for line in lines if line.get("wrapped") is True) == 5
+    with sqlite3.connect(tmp_path / "demo" / "messages.db") as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 2999
+    listed = orjson.loads(
+        cli("dlq", "list", "--config", str(tmp_path / "demo" / "syncworker.yaml"), "--json").stdout
+    )
+    assert len(listed) == 1 and "CHECK constraint failed" in listed[0]["error"]
+
+
+def _rows(root: Path) -> int:
+    try:
+        with sqlite3.connect(root / "sink.db", timeout=5) as conn:
+            return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
