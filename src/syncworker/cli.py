@@ -321,9 +321,7 @@ def dlq_list(
 ) -> None:
     """List dead letters, oldest first."""
     wanted = cast(DeadLetterStatus | None, status_)
-    letters = _with_state(
-        config_file, state_url, lambda s: s.dead_letters(pipeline, wanted, limit)
-    )
+    letters = _with_state(config_file, state_url, lambda s: s.dead_letters(pipeline, wanted, limit))
     if as_json:
         rows = [redact_value(_letter_dict(d, full=False)) for d in letters]
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
@@ -422,7 +420,7 @@ def _letter_dict(letter: Any, *, full: bool) -> dict[str, Any]:
         "id": letter.id,
         "pipeline": letter.pipeline,
         "stream": letter.stream,
-        "key": letter.key,
+        "record_key": letter.key,
         "op": letter.op,
         "status": letter.status,
         "where": letter.sink,
