@@ -10,7 +10,7 @@ with one UPDATE ... RETURNING, append it to a JSONL file, fsync, delete the rows
 of what this machine can do with the same SQLite and file work and none of the guarantees.
 
     python bench/pipeline_embedded.py                # 100k and 1M, every case
-    python bench/pipeline_embedded.py --messages 20000 --quick   # the smoke run in the suite
+    python bench/pipeline_embedded.py --messages 20000 --repeat 1  # the smoke run in the suite
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -143,26 +144,33 @@ def child_hand_written(root: Path) -> dict[str, float]:
     return {"records": moved, "seconds": time.perf_counter() - started}
 
 
-def run_case(name: str, count: int) -> dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="bench-embedded-") as tmp:
-        root = Path(tmp)
-        fill_queue(root / "queue.db", count)
-        result = subprocess.run(
-            [sys.executable, __file__, "--child", name, "--root", str(root)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
-        figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert figures["records"] == count, (name, figures)
+def run_case(name: str, count: int, template: Path, repeat: int) -> dict[str, object]:
+    """The median of ``repeat`` runs, each on a fresh copy of the filled queue."""
+    runs = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="bench-embedded-") as tmp:
+            root = Path(tmp)
+            shutil.copy(template, root / "queue.db")
+            result = subprocess.run(
+                [sys.executable, __file__, "--child", name, "--root", str(root)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+            figures = json.loads(result.stdout.strip().splitlines()[-1])
+        assert figures["records"] == count, (name, figures)
+        runs.append(figures)
+    runs.sort(key=lambda f: f["seconds"])
+    median = runs[len(runs) // 2]
     return {
         "case": name,
         "backlog": count,
-        "records_per_s": figures["records"] / figures["seconds"],
-        "seconds": figures["seconds"],
-        "peak_rss_mb": figures["rss"],
+        "records_per_s": count / median["seconds"],
+        "seconds": median["seconds"],
+        "peak_rss_mb": max(f["rss"] for f in runs),
+        "runs": len(runs),
     }
 
 
@@ -180,6 +188,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--quick", action="store_true", help="syncworker jsonl case only")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case (median kept)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--child")
     parser.add_argument("--root", type=Path)
@@ -188,7 +197,12 @@ def main() -> None:
         child_main(args.child, args.root)
         return
     names = ["syncworker jsonl"] if args.quick else list(CASES)
-    results = [run_case(name, count) for count in args.messages for name in names]
+    results = []
+    for count in args.messages:
+        with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
+            template = Path(tmp) / "queue.db"
+            fill_queue(template, count)
+            results.extend(run_case(name, count, template, args.repeat) for name in names)
     print(f"{'case':<26} {'backlog':>10} {'records/s':>12} {'seconds':>9} {'peak RSS MB':>12}")
     for r in results:
         print(

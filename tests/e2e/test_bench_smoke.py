@@ -18,6 +18,8 @@ def test_pipeline_embedded_bench_runs(tmp_path: Path) -> None:
             str(BENCH / "pipeline_embedded.py"),
             "--messages",
             "20000",
+            "--repeat",
+            "1",
             "--json",
             str(out),
         ],

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from importlib import resources
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from syncworker.errors import ConnectionFailed
+from syncworker.connectors.sqlite.client import SqliteClient, transaction
 from syncworker.state.base import DeadLetter, DeadLetterStatus, ErrorRecord, RunRecord
 
 T = TypeVar("T")
@@ -30,59 +28,37 @@ def _dumps(value: Any) -> str:
 
 
 class SqliteStateStore:
-    """State in a SQLite file. Calls run on one dedicated thread that owns the connection, so a
-    multi-statement change is one hop off the event loop and never interleaves with another."""
+    """State in a SQLite file, on the connectors' ``SqliteClient``: one thread owns the
+    connection, so a multi-statement change is one hop and never interleaves with another."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._client = SqliteClient(self.path, label=f"state store {str(self.path)!r}")
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
-        try:
-            await self._run(self._connect)
-        except sqlite3.Error as exc:
-            raise ConnectionFailed(f"state store {str(self.path)!r}: cannot open: {exc}") from exc
-
-    def _connect(self, _: None = None) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
-        self._conn = conn
+        await self._client.open(_create_schema)
 
     async def close(self) -> None:
-        if self._executor is None:
-            return
-        if self._conn is not None:
-            await self._run(lambda _: self._conn.close() if self._conn else None)
-            self._conn = None
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        await self._client.close()
 
-    async def _run(self, fn: Callable[[Any], T]) -> T:
-        if self._executor is None:
-            raise ConnectionFailed(f"state store {str(self.path)!r} is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, None)
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._client.run(fn)
 
-    def _db(self) -> sqlite3.Connection:
-        assert self._conn is not None, "state store used before open()"
-        return self._conn
-
-    def _write(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
-        conn = self._db()
-        with conn:
+    @staticmethod
+    def _write(conn: sqlite3.Connection, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        with transaction(conn):
             return conn.execute(sql, params)
+
+    @staticmethod
+    def _executemany(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        with transaction(conn):
+            return conn.executemany(sql, rows).rowcount
 
     # -- checkpoints -------------------------------------------------------------------
 
     async def get_checkpoint(self, pipeline: str, name: str) -> str | None:
         sql = "SELECT value FROM checkpoints WHERE pipeline = ? AND name = ?"
-        row = await self._run(lambda _: self._db().execute(sql, (pipeline, name)).fetchone())
+        row = await self._run(lambda conn: conn.execute(sql, (pipeline, name)).fetchone())
         return row[0] if row else None
 
     async def set_checkpoint(self, pipeline: str, name: str, value: str) -> None:
@@ -91,7 +67,7 @@ class SqliteStateStore:
             "ON CONFLICT (pipeline, name) DO UPDATE SET value = excluded.value, "
             "updated_at = excluded.updated_at"
         )
-        await self._run(lambda _: self._write(sql, (pipeline, name, value, time.time())))
+        await self._run(lambda conn: self._write(conn, sql, (pipeline, name, value, time.time())))
 
     # -- runs --------------------------------------------------------------------------
 
@@ -115,7 +91,7 @@ class SqliteStateStore:
             _dumps(run.streams),
             run.error,
         )
-        cursor = await self._run(lambda _: self._write(sql, params))
+        cursor = await self._run(lambda conn: self._write(conn, sql, params))
         return int(cursor.lastrowid or 0)
 
     async def runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRecord]:
@@ -124,7 +100,7 @@ class SqliteStateStore:
             "dead_lettered, filtered, streams, error FROM runs "
             "WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY id DESC LIMIT ?2"
         )
-        rows = await self._run(lambda _: self._db().execute(sql, (pipeline, limit)).fetchall())
+        rows = await self._run(lambda conn: conn.execute(sql, (pipeline, limit)).fetchall())
         return [
             RunRecord(
                 id=r[0],
@@ -160,7 +136,7 @@ class SqliteStateStore:
             error.created_at or time.time(),
             int(error.resolved),
         )
-        cursor = await self._run(lambda _: self._write(sql, params))
+        cursor = await self._run(lambda conn: self._write(conn, sql, params))
         return int(cursor.lastrowid or 0)
 
     async def errors(
@@ -172,7 +148,7 @@ class SqliteStateStore:
             "AND (?2 = 0 OR resolved = 0) ORDER BY id DESC LIMIT ?3"
         )
         params = (pipeline, int(unresolved_only), limit)
-        rows = await self._run(lambda _: self._db().execute(sql, params).fetchall())
+        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
         return [
             ErrorRecord(
                 id=r[0],
@@ -190,12 +166,7 @@ class SqliteStateStore:
 
     async def resolve_errors(self, ids: list[int]) -> int:
         sql = "UPDATE errors SET resolved = 1 WHERE id = ?"
-        return await self._run(lambda _: self._executemany(sql, [(i,) for i in ids]))
-
-    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
-        conn = self._db()
-        with conn:
-            return conn.executemany(sql, rows).rowcount
+        return await self._run(lambda conn: self._executemany(conn, sql, [(i,) for i in ids]))
 
     # -- dead letters ------------------------------------------------------------------
 
@@ -225,9 +196,8 @@ class SqliteStateStore:
             for d in letters
         ]
 
-        def insert(_: None) -> list[int]:
-            conn = self._db()
-            with conn:
+        def insert(conn: sqlite3.Connection) -> list[int]:
+            with transaction(conn):
                 return [conn.execute(sql, row).fetchone()[0] for row in rows]
 
         return await self._run(insert)
@@ -244,12 +214,12 @@ class SqliteStateStore:
             "AND (?2 IS NULL OR status = ?2) ORDER BY id LIMIT ?3 OFFSET ?4"
         )
         params = (pipeline, status, limit, offset)
-        rows = await self._run(lambda _: self._db().execute(sql, params).fetchall())
+        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
         return [_dead_letter(r) for r in rows]
 
     async def dead_letter(self, letter_id: int) -> DeadLetter | None:
         sql = f"SELECT {_DL_COLUMNS} FROM dead_letters WHERE id = ?"
-        row = await self._run(lambda _: self._db().execute(sql, (letter_id,)).fetchone())
+        row = await self._run(lambda conn: conn.execute(sql, (letter_id,)).fetchone())
         return _dead_letter(row) if row else None
 
     async def count_dead_letters(self, pipeline: str | None = None) -> dict[str, int]:
@@ -257,7 +227,7 @@ class SqliteStateStore:
             "SELECT status, count(*) FROM dead_letters WHERE (?1 IS NULL OR pipeline = ?1) "
             "GROUP BY status"
         )
-        rows = await self._run(lambda _: self._db().execute(sql, (pipeline,)).fetchall())
+        rows = await self._run(lambda conn: conn.execute(sql, (pipeline,)).fetchall())
         return {status: count for status, count in rows}
 
     async def requeue_dead_letters(
@@ -270,12 +240,14 @@ class SqliteStateStore:
                 "UPDATE dead_letters SET status = 'requeued', updated_at = ? WHERE id = ? "
                 "AND status = 'dead'"
             )
-            return await self._run(lambda _: self._executemany(sql, [(now, i) for i in ids]))
+            return await self._run(
+                lambda conn: self._executemany(conn, sql, [(now, i) for i in ids])
+            )
         sql = (
             "UPDATE dead_letters SET status = 'requeued', updated_at = ? "
             "WHERE status = 'dead' AND (?2 IS NULL OR pipeline = ?2)"
         )
-        return await self._run(lambda _: self._write(sql, (now, pipeline)).rowcount)
+        return await self._run(lambda conn: self._write(conn, sql, (now, pipeline)).rowcount)
 
     async def claim_requeued(self, pipeline: str, limit: int) -> list[DeadLetter]:
         sql = (
@@ -285,9 +257,8 @@ class SqliteStateStore:
         )
         params = (time.time(), pipeline, limit)
 
-        def claim(_: None) -> list[Any]:
-            conn = self._db()
-            with conn:
+        def claim(conn: sqlite3.Connection) -> list[Any]:
+            with transaction(conn):
                 return conn.execute(sql, params).fetchall()
 
         rows = await self._run(claim)
@@ -295,7 +266,7 @@ class SqliteStateStore:
 
     async def release_requeued(self, ids: list[int]) -> None:
         sql = "UPDATE dead_letters SET status = 'requeued' WHERE id = ? AND status = 'replaying'"
-        await self._run(lambda _: self._executemany(sql, [(i,) for i in ids]))
+        await self._run(lambda conn: self._executemany(conn, sql, [(i,) for i in ids]))
 
     async def recover_replaying(self, pipeline: str) -> int:
         """Requeue what a dead process was replaying (called when the pipeline starts)."""
@@ -303,11 +274,11 @@ class SqliteStateStore:
             "UPDATE dead_letters SET status = 'requeued' WHERE pipeline = ? "
             "AND status = 'replaying'"
         )
-        return await self._run(lambda _: self._write(sql, (pipeline,)).rowcount)
+        return await self._run(lambda conn: self._write(conn, sql, (pipeline,)).rowcount)
 
     async def delete_dead_letters(self, ids: list[int]) -> int:
         sql = "DELETE FROM dead_letters WHERE id = ?"
-        return await self._run(lambda _: self._executemany(sql, [(i,) for i in ids]))
+        return await self._run(lambda conn: self._executemany(conn, sql, [(i,) for i in ids]))
 
     async def purge_dead_letters(
         self, ids: list[int] | None = None, pipeline: str | None = None
@@ -315,7 +286,11 @@ class SqliteStateStore:
         if ids is not None:
             return await self.delete_dead_letters(ids)
         sql = "DELETE FROM dead_letters WHERE (?1 IS NULL OR pipeline = ?1)"
-        return await self._run(lambda _: self._write(sql, (pipeline,)).rowcount)
+        return await self._run(lambda conn: self._write(conn, sql, (pipeline,)).rowcount)
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(_SCHEMA)
 
 
 def _dead_letter(row: Any) -> DeadLetter:
