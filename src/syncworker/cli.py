@@ -249,7 +249,7 @@ def status(config_file: Path | None, state_url: str | None, as_json: bool) -> No
             str(sum(item["dead_letters"].values())),
             (item["last_error"] or {}).get("message", "-")[:60],
         )
-    Console().print(table)
+    _console().print(table)
 
 
 async def _status_report(store: StateStore) -> dict[str, Any]:
@@ -285,6 +285,12 @@ async def _status_report(store: StateStore) -> dict[str, Any]:
 
 async def _dead_letter_pipelines(store: StateStore) -> list[str]:
     return sorted({d.pipeline for d in await store.dead_letters(limit=10_000)})
+
+
+def _console() -> Console:
+    """Rich's console; piped output gets a wide page instead of rich's 80-column guess, so
+    names and errors are not folded into fragments."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _when(ts: float | None) -> str:
@@ -346,7 +352,7 @@ def dlq_list(
             d.sink or "-",
             redact_value(d.error)[:70],
         )
-    Console().print(table)
+    _console().print(table)
 
 
 @dlq.command("show")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+import sys
 import sqlite3
 import time
 from collections import Counter
@@ -133,7 +134,7 @@ def prepare(root: Path, count: int) -> Path:
 
 
 async def run_demo(root: Path, count: int, *, progress: bool = True) -> int:
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     config_path = prepare(root, count)
     console.print(f"[bold]syncworker demo[/]: {count:,} messages queued in {root / 'queue.db'}")
     config = load_config(config_path)

@@ -1,0 +1,57 @@
+"""Every example config validates, and the quickstart runs as its README says."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+@pytest.mark.parametrize("config", sorted(EXAMPLES.glob("*/syncworker.yaml")), ids=str)
+def test_example_config_validates(config: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "syncworker.cli", "validate", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_quickstart_runs_as_documented(tmp_path: Path) -> None:
+    work = tmp_path / "quickstart"
+    shutil.copytree(EXAMPLES / "quickstart", work)
+
+    def cli(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "syncworker.cli", *args],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    cli(
+        "enqueue",
+        "--config",
+        "syncworker.yaml",
+        "--stream",
+        "in",
+        '{"id": "1", "text": "hello"}',
+        "not json",
+    )
+    cli("run", "--once", "syncworker.yaml")
+    [day_file] = (work / "out").glob("messages_in_*.jsonl")
+    lines = [orjson.loads(line) for line in day_file.read_bytes().splitlines()]
+    assert lines[0] == {"id": "1", "text": "hello"}
+    assert lines[1]["raw"] == "not json" and lines[1]["wrapped"] is True
+    assert "quickstart" in cli("status", "--config", "syncworker.yaml")
