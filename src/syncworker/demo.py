@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
-import sys
 import sqlite3
+import sys
 import time
 from collections import Counter
 from pathlib import Path
