@@ -54,7 +54,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except ConfigError as exc:
-        click.echo(f"config error: {exc}", err=True)
+        click.echo(f"config error: {redact_value(str(exc))}", err=True)
         sys.exit(EXIT_CONFIG)
     except SyncWorkerError as exc:
         click.echo(f"error: {redact_value(str(exc))}", err=True)

@@ -282,3 +282,20 @@ async def test_failing_event_handler_does_not_disturb_the_pipeline() -> None:
     async with pipeline:
         run = await pipeline.run_once()
     assert run.status == "success" and len(sink.rows) == 2
+
+
+async def test_secrets_in_errors_never_reach_the_state_store(state: SqliteStateStore) -> None:
+    class LeakySink(MemorySink):
+        async def write(self, records: Any) -> None:
+            raise ValueError("insert failed on postgresql://app:hunter2@db:5432/main")
+
+    queue = MemoryQueue()
+    queue.put_many(1)
+    pipeline, _ = make(queue, LeakySink(name="leaky"), state=state)
+    async with pipeline:
+        await pipeline.run_once()
+    [letter] = await state.dead_letters("p")
+    [error] = await state.errors("p")
+    for text in (letter.error, letter.stack or "", error.message, error.stack or ""):
+        assert "hunter2" not in text
+    assert "postgresql://app:***@db:5432/main" in letter.error

@@ -18,6 +18,7 @@ from syncworker.core.policies import RetryPolicy
 from syncworker.core.protocols import Processor, Sink, WriteResult
 from syncworker.core.record import Record
 from syncworker.errors import PermanentError, RetryableError, SinkUnavailable, is_transient
+from syncworker.observe.logging import redact_url
 
 log = structlog.get_logger(__name__)
 
@@ -34,9 +35,15 @@ class Rejection:
     error: BaseException
     stack: str | None = None
 
+    def __post_init__(self) -> None:
+        # Errors and stacks are kept in the state store and shown by the CLI and API: a
+        # driver's message may quote a connection URL with its password.
+        if self.stack is not None:
+            self.stack = redact_url(self.stack)
+
     @property
     def message(self) -> str:
-        return f"{type(self.error).__name__}: {self.error}"
+        return redact_url(f"{type(self.error).__name__}: {self.error}")
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ from syncworker.errors import (
     UnsupportedOperation,
     is_transient,
 )
+from syncworker.observe.logging import redact_url
 from syncworker.state.base import DeadLetter, ErrorRecord, RunRecord, StateStore
 
 log = structlog.get_logger(__name__)
@@ -667,8 +668,8 @@ class Pipeline:
         return run
 
     async def _fail(self, kind: str, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
-        stack = "".join(traceback.format_exception(exc))
+        message = redact_url(f"{type(exc).__name__}: {exc}")
+        stack = redact_url("".join(traceback.format_exception(exc)))
         self._last_error = {"type": kind, "message": message, "at": time.time()}
         if self.state is not None:
             try:
