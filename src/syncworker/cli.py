@@ -80,10 +80,16 @@ async def _run(config: Config, *, once: bool, only: list[str] | None) -> int:
     engine = Engine(
         config.build(state, only), state, shutdown_timeout_s=config.app.shutdown_timeout
     )
-    if once:
-        runs = await engine.run_once()
-        return 0 if all(r.status == "success" for r in runs) else EXIT_FAILURE
-    return await engine.run()
+    try:
+        if once:
+            runs = await engine.run_once()
+            return 0 if all(r.status == "success" for r in runs) else EXIT_FAILURE
+        return await engine.run()
+    except ConfigError as exc:
+        if exc.file is not None:
+            raise
+        # A connector refused its settings when it connected: name the file it came from.
+        raise ConfigError(exc.reason, file=str(config.path), path=exc.path) from exc
 
 
 @main.command()

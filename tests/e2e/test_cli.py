@@ -200,3 +200,12 @@ def _rows(root: Path) -> int:
             return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
     except sqlite3.OperationalError:
         return 0
+
+
+def test_run_stops_with_one_line_when_a_sink_refuses_its_config(config: Path) -> None:
+    # The table exists without the mapped column: retrying cannot fix that.
+    config.write_text(config.read_text().replace("columns: {text: text}", "columns: {body: text}"))
+    result = cli("run", str(config), check=False)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("config error:") and "body" in last

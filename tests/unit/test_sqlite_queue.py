@@ -118,14 +118,18 @@ async def test_two_sources_never_claim_the_same_row(db: Path) -> None:
     for src in sources:
         await src.open()
 
-    async def drain(src: SqliteQueueSource) -> list[int]:
-        claimed: list[int] = []
-        while (batch := await src.claim(37)) is not None:
-            claimed.extend(queue_ids(batch))
-        return claimed
-
+    # Each round both sources claim at once (two connections, two threads), so every round
+    # races them against each other; rounds make sure both get work whatever the scheduling.
+    first: list[int] = []
+    second: list[int] = []
     try:
-        first, second = await asyncio.gather(*(drain(src) for src in sources))
+        while True:
+            batches = await asyncio.gather(*(src.claim(37) for src in sources))
+            if all(batch is None for batch in batches):
+                break
+            for claimed, batch in zip((first, second), batches, strict=True):
+                if batch is not None:
+                    claimed.extend(queue_ids(batch))
     finally:
         for src in sources:
             await src.close()

@@ -50,14 +50,24 @@ class Engine:
             await pipeline.start()
 
     async def run(self, *, install_signal_handlers: bool = True) -> int:
-        """Start, run until ``request_stop()`` or a signal, stop. Returns the exit code (0)."""
+        """Start, run until ``request_stop()`` or a signal, stop. Returns the exit code (0).
+
+        A pipeline that cannot start for a reason retrying will not fix (its error is not
+        transient) stops the engine, and its error is raised after everything is closed.
+        """
         if install_signal_handlers:
             self._install_signal_handlers()
         await self.start()
+        stop_wait = asyncio.ensure_future(self._stop_requested.wait())
+        tasks = {p.task for p in self.pipelines.values() if p.task is not None}
         try:
-            await self._stop_requested.wait()
+            done, _ = await asyncio.wait({stop_wait, *tasks}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            stop_wait.cancel()
             await self.stop()
+        for task in done - {stop_wait}:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
         return 0
 
     async def run_once(self, mode: SyncMode = "incremental") -> list[RunRecord]:

@@ -225,7 +225,9 @@ class Pipeline:
                 {main, abort}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
             abort.cancel()
-            if not main.done():
+            if main.done() and not main.cancelled() and main.exception() is not None:
+                log.info("pipeline_had_failed", pipeline=self.name)
+            elif not main.done():
                 log.warning(
                     "shutdown_timeout",
                     pipeline=self.name,
@@ -239,6 +241,11 @@ class Pipeline:
             if not waiter.done():
                 waiter.cancel()
         await self.events.emit("worker_stopped", {"process_id": os.getpid(), "pipeline": self.name})
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The background task ``start()`` created; it fails if the pipeline cannot open."""
+        return self._main
 
     def abort(self) -> None:
         """Cut a stop() under way short: in-flight batches go back to the source now."""
@@ -302,9 +309,13 @@ class Pipeline:
         try:
             await self.open()
         except Exception as exc:
-            if not self._stopping.is_set():
-                await self._fail("open_failed", exc)
-            return
+            if self._stopping.is_set():
+                return
+            # Not transient (open() retries those): a config the dependency refuses, e.g. a
+            # mapped column the table lacks. The engine stops and reports it.
+            await self._fail("open_failed", exc)
+            self._state = "stopped"
+            raise
         self._state = "running"
         await self.events.emit(
             "worker_started",
