@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -55,32 +55,46 @@ class Delivery:
     filtered: int = 0
 
 
-def apply_processors(
-    processors: Sequence[Processor], records: Sequence[Record]
-) -> tuple[list[Record], list[Rejection], int]:
-    """Run every processor over every record: (kept, rejected, filtered count)."""
+@dataclass(slots=True)
+class Processed:
+    """Records after the processors, and for each the record as the source delivered it."""
+
+    kept: list[Record] = field(default_factory=list)
+    origin: dict[int, Record] = field(default_factory=dict)
+    rejected: list[Rejection] = field(default_factory=list)
+    filtered: int = 0
+
+    def original(self, record: Record) -> Record:
+        return self.origin.get(id(record), record)
+
+
+def apply_processors(processors: Sequence[Processor], records: Sequence[Record]) -> Processed:
+    """Run every processor over a copy of every record.
+
+    The source's records stay as delivered, so a batch that is rolled back, or a dead letter
+    that is replayed, goes through the processors again from the original data. The copy is
+    shallow: processors replace values, they do not edit nested ones in place.
+    """
     if not processors:
-        return list(records), [], 0
-    kept: list[Record] = []
-    rejected: list[Rejection] = []
-    filtered = 0
-    for record in records:
-        current: Record | None = record
+        return Processed(kept=list(records))
+    processed = Processed()
+    for original in records:
+        current = replace(original, data=dict(original.data), meta=dict(original.meta))
         for processor in processors:
             try:
-                current = processor.process(record)
+                result = processor.process(current)
             except Exception as exc:
-                rejected.append(
-                    Rejection(record, f"processor:{processor.name}", exc, traceback.format_exc())
-                )
+                where = f"processor:{processor.name}"
+                processed.rejected.append(Rejection(original, where, exc, traceback.format_exc()))
                 break
-            if current is None:
-                filtered += 1
+            if result is None:
+                processed.filtered += 1
                 break
-            record = current
+            current = result
         else:
-            kept.append(record)
-    return kept, rejected, filtered
+            processed.kept.append(current)
+            processed.origin[id(current)] = original
+    return processed
 
 
 class SinkWriter:
@@ -178,15 +192,16 @@ async def deliver(
 ) -> Delivery:
     """Process ``records`` and write the survivors to every sink at once.
 
-    Raises ``SinkUnavailable`` if any sink is down (after all sinks finished their attempt,
-    so none is left writing in the background).
+    Rejections carry the record as the source delivered it, so a requeued dead letter is
+    processed again like any new record. Raises ``SinkUnavailable`` if any sink is down
+    (after all sinks finished their attempt, so none is left writing in the background).
     """
-    kept, rejected, filtered = apply_processors(processors, records)
-    delivery = Delivery(filtered=filtered)
-    delivery.rejected.extend(rejected)
-    if not kept:
+    processed = apply_processors(processors, records)
+    delivery = Delivery(filtered=processed.filtered, rejected=processed.rejected)
+    if not processed.kept:
         return delivery
-    results = await asyncio.gather(*(w.write(kept) for w in writers), return_exceptions=True)
+    writes = (w.write(processed.kept) for w in writers)
+    results = await asyncio.gather(*writes, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
@@ -195,8 +210,10 @@ async def deliver(
         assert not isinstance(result, BaseException)
         for rejection in result:
             _merge(by_record, rejection)
-    delivery.rejected.extend(by_record.values())
-    delivery.written = [r for r in kept if id(r) not in by_record]
+    delivery.written = [r for r in processed.kept if id(r) not in by_record]
+    for rejection in by_record.values():
+        rejection.record = processed.original(rejection.record)
+        delivery.rejected.append(rejection)
     return delivery
 
 

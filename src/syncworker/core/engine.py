@@ -65,6 +65,8 @@ class Engine:
         finally:
             stop_wait.cancel()
             await self.stop()
+            if install_signal_handlers:
+                self._remove_signal_handlers()
         for task in done - {stop_wait}:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
@@ -107,6 +109,12 @@ class Engine:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _remove_signal_handlers(self) -> None:
+        # An embedding program gets its loop back as it was, with no handler of ours left.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1

@@ -70,7 +70,8 @@ class FilterConfig(ConnectorConfig):
 
     @model_validator(mode="after")
     def _one_condition(self) -> FilterConfig:
-        given = [c for c in ("equals", "one_of", "exists") if getattr(self, c) is not None]
+        # model_fields_set, not "is not None": `equals: null` is a real condition.
+        given = [c for c in ("equals", "one_of", "exists") if c in self.model_fields_set]
         if len(given) != 1:
             raise ValueError("expected exactly one of equals, one_of, exists")
         return self
@@ -93,10 +94,15 @@ class FilterProcessor:
         if config.exists is not None:
             keep = (value is not _MISSING) == config.exists
         elif config.one_of is not None:
-            keep = value in config.one_of
+            keep = any(_same(value, wanted) for wanted in config.one_of)
         else:
-            keep = value == config.equals
+            keep = value is not _MISSING and _same(value, config.equals)
         return record if keep else None
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    """Equality as YAML means it: true is not 1 and false is not 0 (Python's == says so)."""
+    return value == wanted and isinstance(value, bool) == isinstance(wanted, bool)
 
 
 class PythonConfig(ConnectorConfig):
