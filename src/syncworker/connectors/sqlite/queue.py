@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     owner TEXT,
     locked_until REAL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS {index} ON {table} (claim_id);
+CREATE INDEX IF NOT EXISTS {index} ON {table} (claim_id) WHERE claim_id IS NOT NULL;
 """
 
 
@@ -67,7 +67,7 @@ class QueueStatements:
     def for_table(cls, table: str) -> QueueStatements:
         t = quote_identifier(table)
         return cls(
-            schema=_SCHEMA.format(table=t, index=quote_identifier(f"{table}_claim_id")),
+            schema=_SCHEMA.format(table=t, index=quote_identifier(f"{table}_in_flight")),
             insert=f"INSERT INTO {t} (stream, payload, enqueued_at) VALUES (?, ?, ?)",
             claim=(
                 f"UPDATE {t} SET claim_id = ?, owner = ?, locked_until = ?, "
