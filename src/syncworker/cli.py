@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from syncworker import __version__
-from syncworker.config import Config, load_config
+from syncworker.config import Config, load_config, parse_listen
 from syncworker.core.engine import Engine
 from syncworker.errors import ConfigError, SyncWorkerError
 from syncworker.observe.logging import configure_logging, redact_value
@@ -68,18 +68,30 @@ def _user_errors() -> Iterator[None]:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--once", is_flag=True, help="Run one sync of every pipeline, then exit.")
 @click.option("--pipeline", "only", multiple=True, help="Run only this pipeline (repeatable).")
-def run(file: Path, once: bool, only: tuple[str, ...]) -> None:
+@click.option(
+    "--api",
+    "api_listen",
+    metavar="HOST:PORT",
+    help="Serve the control API and dashboard here (overrides api.listen).",
+)
+def run(file: Path, once: bool, only: tuple[str, ...], api_listen: str | None) -> None:
     """Run the pipelines of FILE until SIGTERM/SIGINT."""
     with _user_errors():
         config = load_config(file)
-        sys.exit(asyncio.run(_run(config, once=once, only=list(only) or None)))
+        sys.exit(
+            asyncio.run(_run(config, once=once, only=list(only) or None, api_listen=api_listen))
+        )
 
 
-async def _run(config: Config, *, once: bool, only: list[str] | None) -> int:
+async def _run(
+    config: Config, *, once: bool, only: list[str] | None, api_listen: str | None = None
+) -> int:
     state = state_store_from_url(config.app.state)
     engine = Engine(
         config.build(state, only), state, shutdown_timeout_s=config.app.shutdown_timeout
     )
+    if not once:
+        _add_api(engine, config, api_listen)
     try:
         if once:
             runs = await engine.run_once()
@@ -90,6 +102,26 @@ async def _run(config: Config, *, once: bool, only: list[str] | None) -> int:
             raise
         # A connector refused its settings when it connected: name the file it came from.
         raise ConfigError(exc.reason, file=str(config.path), path=exc.path) from exc
+
+
+def _add_api(engine: Engine, config: Config, api_listen: str | None) -> None:
+    api = config.app.api
+    if api is None and api_listen is None:
+        return
+    try:
+        host, port = parse_listen(api_listen or (api.listen if api else ""))
+    except ValueError as exc:
+        raise ConfigError(str(exc), path="--api") from None
+    try:
+        from syncworker.api.server import ApiServer
+    except ImportError as exc:
+        raise ConfigError(
+            f"the API needs a package that is not installed ({exc.name}); "
+            "pip install 'syncworker[api]'"
+        ) from None
+    engine.services.append(
+        ApiServer(engine, host=host, port=port, token=api.token if api else None)
+    )
 
 
 @main.command()
@@ -335,7 +367,7 @@ def dlq_list(
     wanted = cast(DeadLetterStatus | None, status_)
     letters = _with_state(config_file, state_url, lambda s: s.dead_letters(pipeline, wanted, limit))
     if as_json:
-        rows = [redact_value(_letter_dict(d, full=False)) for d in letters]
+        rows = [redact_value(d.to_dict()) for d in letters]
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
     table = Table(
@@ -370,7 +402,7 @@ def dlq_show(letter_id: int, config_file: Path | None, state_url: str | None) ->
     if letter is None:
         click.echo(f"error: no dead letter with id {letter_id}", err=True)
         sys.exit(EXIT_FAILURE)
-    body = redact_value(_letter_dict(letter, full=True))
+    body = redact_value(letter.to_dict(full=True))
     click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -425,25 +457,6 @@ def _require_selection(ids: tuple[int, ...], everything: bool) -> None:
     if bool(ids) == everything:
         click.echo("error: give dead letter ids, or --all", err=True)
         sys.exit(EXIT_CONFIG)
-
-
-def _letter_dict(letter: Any, *, full: bool) -> dict[str, Any]:
-    body = {
-        "id": letter.id,
-        "pipeline": letter.pipeline,
-        "stream": letter.stream,
-        "record_key": letter.key,
-        "op": letter.op,
-        "status": letter.status,
-        "where": letter.sink,
-        "error_type": letter.error_type,
-        "error": letter.error,
-        "attempts": letter.attempts,
-        "created_at": letter.created_at,
-    }
-    if full:
-        body.update(data=letter.data, meta=letter.meta, stack=letter.stack)
-    return body
 
 
 if __name__ == "__main__":  # pragma: no cover

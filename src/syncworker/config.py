@@ -114,12 +114,42 @@ class PipelineConfig(_Strict):
     enabled: bool = Field(True, description="false: validated but not run")
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8080`` for IPv6) as a pair; ValueError naming the form."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT like 127.0.0.1:8080, got {value!r}")
+    return host, int(port)
+
+
+class ApiConfig(_Strict):
+    listen: str = Field("127.0.0.1:8080", description="HOST:PORT the control API listens on")
+    token: str | None = Field(
+        None,
+        description="bearer token every endpoint but /health and /ready requires; empty or "
+        "unset: no auth, and the API binds to loopback only",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
 class AppConfig(_Strict):
     state: str = Field(DEFAULT_STATE_URL, description="state store URL (sqlite:///PATH)")
     shutdown_timeout: DurationS = Field(
         30.0, ge=0, description="how long in-flight batches get to finish at shutdown"
     )
     pipelines: dict[str, PipelineConfig] = Field(min_length=1)
+    api: ApiConfig | None = Field(None, description="the HTTP control API and dashboard")
 
     @field_validator("state")
     @classmethod

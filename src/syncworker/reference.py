@@ -26,6 +26,7 @@ bare number of milliseconds. Any value can read the environment: `${VAR}` or
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("Top level", config.AppConfig),
+    ("`api`", config.ApiConfig),
     ("`pipelines.NAME`", config.PipelineConfig),
     ("`batch`", config.BatchConfig),
     ("`schedule` (exactly one of stream, every, cron, manual)", config.ScheduleConfig),

@@ -53,6 +53,10 @@ class Delivery:
     written: list[Record] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     filtered: int = 0
+    # What each sink was given and what it refused (records after the processors), for
+    # per-sink figures (metrics).
+    kept: list[Record] = field(default_factory=list)
+    refused_by_sink: dict[str, list[Record]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -206,8 +210,10 @@ async def deliver(
         if isinstance(result, BaseException):
             raise result
     by_record: dict[int, Rejection] = {}
-    for result in results:
+    delivery.kept = processed.kept
+    for writer, result in zip(writers, results, strict=True):
         assert not isinstance(result, BaseException)
+        delivery.refused_by_sink[writer.sink.name] = [r.record for r in result]
         for rejection in result:
             _merge(by_record, rejection)
     delivery.written = [r for r in processed.kept if id(r) not in by_record]

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -22,8 +22,19 @@ from syncworker.state.base import RunRecord, StateStore
 log = structlog.get_logger(__name__)
 
 
+class Service(Protocol):
+    """Something that runs beside the pipelines (the control API, a metrics refresher):
+    started after them, stopped before them."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Engine:
-    """Owns the state store and the pipelines' lifetimes."""
+    """Owns the state store, the pipelines' lifetimes and the services beside them."""
 
     def __init__(
         self, pipelines: Sequence[Pipeline], state: StateStore, *, shutdown_timeout_s: float = 30.0
@@ -35,7 +46,9 @@ class Engine:
         self.state = state
         self.shutdown_timeout_s = shutdown_timeout_s
         self.started_at: float | None = None
+        self.services: list[Service] = []
         self._stop_requested = asyncio.Event()
+        self._fatal: BaseException | None = None
         self._signals = 0
 
     def pipeline(self, name: str) -> Pipeline:
@@ -46,8 +59,35 @@ class Engine:
         await self.state.open()
         self.started_at = time.time()
         log.info("engine_started", pid=os.getpid(), pipelines=list(self.pipelines))
-        for pipeline in self.pipelines.values():
-            await pipeline.start()
+        for name in self.pipelines:
+            await self.start_pipeline(name)
+        for service in self.services:
+            await service.start()
+
+    async def start_pipeline(self, name: str) -> None:
+        """Start one pipeline (again); a running one is left as it is."""
+        pipeline = self.pipelines[name]
+        if pipeline.task is not None:
+            return
+        await pipeline.start()
+        assert pipeline.task is not None
+        pipeline.task.add_done_callback(self._pipeline_ended)
+
+    async def stop_pipeline(self, name: str) -> None:
+        """Stop one pipeline; the engine and the others go on."""
+        await self.pipelines[name].stop(self._timeout_now())
+
+    def _pipeline_ended(self, task: asyncio.Task[None]) -> None:
+        # A pipeline whose task failed could not open for a reason retrying will not fix:
+        # stop the engine and let run() raise it. A pipeline stopped on request ends cleanly.
+        if task.cancelled() or task.exception() is None or self._stop_requested.is_set():
+            return
+        self._fatal = task.exception()
+        self.request_stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
 
     async def run(self, *, install_signal_handlers: bool = True) -> int:
         """Start, run until ``request_stop()`` or a signal, stop. Returns the exit code (0).
@@ -58,18 +98,14 @@ class Engine:
         if install_signal_handlers:
             self._install_signal_handlers()
         await self.start()
-        stop_wait = asyncio.ensure_future(self._stop_requested.wait())
-        tasks = {p.task for p in self.pipelines.values() if p.task is not None}
         try:
-            done, _ = await asyncio.wait({stop_wait, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+            await self._stop_requested.wait()
         finally:
-            stop_wait.cancel()
             await self.stop()
             if install_signal_handlers:
                 self._remove_signal_handlers()
-        for task in done - {stop_wait}:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        if self._fatal is not None:
+            raise self._fatal
         return 0
 
     async def run_once(self, mode: SyncMode = "incremental") -> list[RunRecord]:
@@ -91,6 +127,11 @@ class Engine:
         """Stop every pipeline within the shutdown timeout, log the final figures, close."""
         started = time.monotonic()
         log.info("engine_stopping", timeout_s=self.shutdown_timeout_s)
+        for service in reversed(self.services):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("service_stop_failed", service=service.name)
         await asyncio.gather(*(self._stop_one(p) for p in self.pipelines.values()))
         self._log_final_stats(time.monotonic() - started)
         await self.state.close()

@@ -13,7 +13,17 @@ from typing import Any
 
 import structlog
 
-EVENT_NAMES = frozenset({"sync_success", "sync_error", "worker_started", "worker_stopped"})
+EVENT_NAMES = frozenset(
+    {
+        "sync_success",
+        "sync_error",
+        "worker_started",
+        "worker_stopped",
+        # Per batch, for metrics and dashboards; computed only when someone listens.
+        "batch_committed",
+        "batch_failed",
+    }
+)
 
 Handler = Callable[[dict[str, Any]], Awaitable[None] | None]
 log = structlog.get_logger(__name__)
@@ -31,6 +41,10 @@ class EventBus:
             raise ValueError(f"unknown event {name!r}; expected one of {sorted(EVENT_NAMES)}")
         self._handlers[name].append(handler)
         return handler
+
+    def has(self, name: str) -> bool:
+        """Whether anyone listens to ``name`` (skip building a payload nobody reads)."""
+        return bool(self._handlers.get(name))
 
     def off(self, name: str, handler: Handler) -> None:
         if handler in self._handlers[name]:

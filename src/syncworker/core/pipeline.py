@@ -148,6 +148,7 @@ class Pipeline:
         self._current: RunStats | None = None
         self._last_run: RunRecord | None = None
         self._last_error: dict[str, Any] | None = None
+        self._last_commit_at: float | None = None
 
     # -- public API ----------------------------------------------------------------------
 
@@ -211,6 +212,7 @@ class Pipeline:
             return
         self._state = "starting"
         self._stopping.clear()
+        self._aborting.clear()
         self._main = asyncio.create_task(self._run_forever(), name=f"pipeline:{self.name}")
 
     async def stop(self, timeout_s: float | None = None) -> None:
@@ -263,7 +265,7 @@ class Pipeline:
         starts, so everything queued before this call is included."""
         if self._main is None:
             return await self.run_once(mode)
-        self._require_mode(mode)
+        self.check_mode(mode)
         waiter: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._pending_mode = mode
@@ -397,7 +399,8 @@ class Pipeline:
         self._trigger.clear()
         return mode
 
-    def _require_mode(self, mode: SyncMode) -> None:
+    def check_mode(self, mode: SyncMode) -> None:
+        """``UnsupportedOperation`` when this pipeline cannot sync in ``mode``."""
         if mode == "full" and not hasattr(self.source, "scan"):
             raise UnsupportedOperation(
                 f"pipeline {self.name!r}: source {self.source.name!r} cannot do a full sync"
@@ -417,7 +420,7 @@ class Pipeline:
 
     async def _run(self, mode: SyncMode, *, stream: bool, force_record: bool) -> RunRecord | None:
         """Drain requeued dead letters then the source; record the run if anything happened."""
-        self._require_mode(mode)
+        self.check_mode(mode)
         waiters, self._waiters = self._waiters, []
         stats = RunStats(mode)
         self._current = stats
@@ -525,6 +528,7 @@ class Pipeline:
 
     async def _settle_batch(self, source: Source, parts: list[Batch], stats: RunStats) -> None:
         records = [r for part in parts for r in part.records]
+        started = time.monotonic()
         try:
             delivery = await deliver(records, self.processors, self._writers)
             await self._dead_letter(delivery.rejected)
@@ -533,10 +537,26 @@ class Pipeline:
             raise
         except Exception as exc:
             await self._rollback(source, parts, stats, exc)
+            if self.events.has("batch_failed"):
+                await self.events.emit(
+                    "batch_failed",
+                    {
+                        "pipeline": self.name,
+                        "records": len(records),
+                        "error": redact_url(f"{type(exc).__name__}: {exc}"),
+                        "duration_s": time.monotonic() - started,
+                    },
+                )
             return
         await self._ack(source, parts)
         self._breaker.succeed()
         stats.add(delivery, records)
+        self._last_commit_at = time.time()
+        if self.events.has("batch_committed"):
+            await self.events.emit(
+                "batch_committed",
+                _batch_payload(self.name, records, delivery, time.monotonic() - started),
+            )
         log.debug(
             "batch_committed",
             pipeline=self.name,
@@ -706,6 +726,28 @@ class Pipeline:
         if isinstance(self.source, Countable):
             return await self.source.backlog()
         return None
+
+
+def _batch_payload(
+    pipeline: str, records: list[Record], delivery: Delivery, duration_s: float
+) -> dict[str, Any]:
+    """``batch_committed``: counts by stream, and by sink and stream for what each wrote."""
+    given = Counter(r.stream for r in delivery.kept)
+    written: dict[str, dict[str, int]] = {}
+    for sink, refused in delivery.refused_by_sink.items():
+        per_stream = given.copy()
+        per_stream.subtract(r.stream for r in refused)
+        written[sink] = {s: n for s, n in per_stream.items() if n > 0}
+    return {
+        "pipeline": pipeline,
+        "records": len(records),
+        "streams": dict(Counter(r.stream for r in records)),
+        "written": written,
+        "refused": {sink: len(refused) for sink, refused in delivery.refused_by_sink.items()},
+        "dead_lettered": dict(Counter(r.record.stream for r in delivery.rejected)),
+        "filtered": delivery.filtered,
+        "duration_s": duration_s,
+    }
 
 
 def _letter(pipeline: str, rejection: Rejection) -> DeadLetter:

@@ -32,6 +32,26 @@ class DeadLetter:
     created_at: float | None = None
     updated_at: float | None = None
 
+    def to_dict(self, *, full: bool = False) -> dict[str, Any]:
+        """JSON-ready for the CLI and the API; ``full`` adds the record and the stack. The key
+        is ``record_key``, a name log and output redaction leaves alone."""
+        item: dict[str, Any] = {
+            "id": self.id,
+            "pipeline": self.pipeline,
+            "stream": self.stream,
+            "record_key": self.key,
+            "op": self.op,
+            "status": self.status,
+            "where": self.sink,
+            "error_type": self.error_type,
+            "error": self.error,
+            "attempts": self.attempts,
+            "created_at": self.created_at,
+        }
+        if full:
+            item.update(data=self.data, meta=self.meta, stack=self.stack)
+        return item
+
 
 @dataclass(slots=True)
 class RunRecord:
@@ -53,6 +73,23 @@ class RunRecord:
     @property
     def duration_ms(self) -> float:
         return (self.finished_at - self.started_at) * 1000.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "pipeline": self.pipeline,
+            "mode": self.mode,
+            "status": self.status,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_ms": round(self.duration_ms, 3),
+            "processed": self.processed,
+            "written": self.written,
+            "dead_lettered": self.dead_lettered,
+            "filtered": self.filtered,
+            "streams": self.streams,
+            "error": self.error,
+        }
 
 
 @dataclass(slots=True)

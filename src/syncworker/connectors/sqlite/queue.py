@@ -60,6 +60,7 @@ class QueueStatements:
     ack: str
     nack: str
     backlog: str
+    depth: str
     leased_owners: str
     release_owner: str
 
@@ -80,6 +81,7 @@ class QueueStatements:
                 f"UPDATE {t} SET claim_id = NULL, owner = NULL, locked_until = 0 WHERE claim_id = ?"
             ),
             backlog=f"SELECT count(*) FROM {t} WHERE locked_until <= ?{{streams}}",
+            depth=(f"SELECT sum(locked_until <= ?), sum(locked_until > ?) FROM {t}"),
             # ``claim_id IS NOT NULL`` lets SQLite walk the claim_id index: in-flight rows only.
             leased_owners=(
                 f"SELECT DISTINCT owner FROM {t} "

@@ -1,0 +1,535 @@
+"""The control API: status, health, control, dead letters, metrics, and the dashboard.
+
+One FastAPI app per engine. Every endpoint but ``/health``, ``/ready`` and the dashboard's
+page shell (which holds no data) needs ``Authorization: Bearer <token>`` when a token is
+configured. Errors are ``{"error": ..., "detail": ...}``, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import time
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+import psutil
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from syncworker import __version__
+from syncworker.api import models
+from syncworker.core.engine import Engine
+from syncworker.core.pipeline import Pipeline
+from syncworker.errors import UnsupportedOperation
+from syncworker.observe.health import evaluate
+from syncworker.observe.logging import redact_value
+from syncworker.observe.metrics import EngineMetrics
+from syncworker.state.base import DeadLetter
+
+log = structlog.get_logger(__name__)
+
+BACKLOG_TTL_S = 5.0
+"""Backlog counts can scan a whole queue table: a dashboard polling every second reuses the
+last count for this long instead of competing with the pipeline for its connection."""
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": models.ErrorBody, "description": "missing or wrong bearer token"},
+    422: {"model": models.ErrorBody, "description": "invalid request"},
+}
+Responses = dict[int | str, dict[str, Any]]
+NOT_FOUND: Responses = {404: {"model": models.ErrorBody, "description": "no such pipeline or item"}}
+CONFLICT: Responses = {
+    409: {"model": models.ErrorBody, "description": "not possible in this state"}
+}
+NOT_IMPLEMENTED: Responses = {501: {"model": models.ErrorBody, "description": "not supported here"}}
+PipelineName = Annotated[str, Path(description="pipeline name")]
+
+
+class ApiError(Exception):
+    """An error answer: status code, one-line message, optional detail."""
+
+    def __init__(self, status_code: int, error: str, detail: Any = None) -> None:
+        super().__init__(error)
+        self.status_code = status_code
+        self.error = error
+        self.detail = detail
+
+
+class Controller:
+    """What the endpoints do, kept apart from the routing."""
+
+    def __init__(self, engine: Engine, metrics: EngineMetrics) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self._backlogs: dict[str, tuple[float, int | None]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._process = psutil.Process()
+        self._process.cpu_percent()
+
+    def pipeline(self, name: str) -> Pipeline:
+        try:
+            return self.engine.pipeline(name)
+        except KeyError:
+            raise ApiError(
+                404, f"no pipeline named {name!r}", {"pipelines": sorted(self.engine.pipelines)}
+            ) from None
+
+    async def pipeline_status(self, pipeline: Pipeline) -> dict[str, Any]:
+        status = pipeline.status()
+        status["backlog"] = await self._backlog(pipeline)
+        runs = await self.engine.state.runs(pipeline.name, limit=20)
+        dead = (await self.engine.state.count_dead_letters(pipeline.name)).get("dead", 0)
+        health = evaluate(status, pipeline.settings, runs, dead_letters=dead)
+        status["health"] = health.to_dict()
+        return status
+
+    async def _backlog(self, pipeline: Pipeline) -> int | None:
+        cached = self._backlogs.get(pipeline.name)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < BACKLOG_TTL_S:
+            return cached[1]
+        try:
+            value = await pipeline.backlog()
+        except Exception:  # closed or failing source: no figure, not an error
+            value = None
+        self._backlogs[pipeline.name] = (now, value)
+        return value
+
+    async def engine_status(self) -> dict[str, Any]:
+        base = self.engine.status()
+        pipelines = {
+            name: await self.pipeline_status(p) for name, p in self.engine.pipelines.items()
+        }
+        return {**base, "stopping": self.engine.stopping, "pipelines": pipelines}
+
+    async def readiness(self) -> list[str]:
+        reasons = []
+        for name, pipeline in self.engine.pipelines.items():
+            status = pipeline.status()
+            if status["state"] != "running":
+                reasons.append(f"pipeline {name!r} is {status['state']}")
+            elif status["circuit"]["open"]:
+                last = (status["last_error"] or {}).get("message", "a dependency failed")
+                reasons.append(f"pipeline {name!r} is paused after failures: {last}")
+        return reasons
+
+    async def sync(self, name: str, request: models.SyncRequest) -> dict[str, Any] | None:
+        pipeline = self.pipeline(name)
+        if pipeline.task is None:
+            raise ApiError(409, f"pipeline {name!r} is stopped: start it first")
+        try:
+            pipeline.check_mode(request.mode)
+        except UnsupportedOperation as exc:
+            raise ApiError(501, str(exc)) from None
+        if not request.wait:
+            task = asyncio.create_task(pipeline.sync_now(request.mode), name=f"api-sync:{name}")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return None
+        return (await pipeline.sync_now(request.mode)).to_dict()
+
+    async def dead_letter(self, letter_id: int) -> DeadLetter:
+        letter = await self.engine.state.dead_letter(letter_id)
+        if letter is None:
+            raise ApiError(404, f"no dead letter with id {letter_id}")
+        return letter
+
+    def system(self) -> dict[str, Any]:
+        memory = psutil.virtual_memory()
+        process = self._process
+        with process.oneshot():
+            return {
+                "cpu_percent": process.cpu_percent(),
+                "cpu_count": psutil.cpu_count(),
+                "load_average": list(os.getloadavg()),
+                "memory_total_bytes": memory.total,
+                "memory_available_bytes": memory.available,
+                "memory_percent": memory.percent,
+                "process_rss_bytes": process.memory_info().rss,
+                "process_threads": process.num_threads(),
+                "process_open_files": process.num_fds(),
+                "process_uptime_s": round(time.time() - process.create_time(), 3),
+                "pid": process.pid,
+            }
+
+
+def create_app(engine: Engine, *, token: str | None, metrics: EngineMetrics) -> FastAPI:
+    """The app for ``engine``; ``token`` None means no auth (the server binds to loopback)."""
+    controller = Controller(engine, metrics)
+    app = FastAPI(
+        title="syncworker",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        responses=ERRORS,
+    )
+    app.state.controller = controller
+    _install_error_handlers(app)
+    auth = _auth_dependency(token)
+    public = APIRouter()
+    private = APIRouter(dependencies=[Depends(auth)])
+    _public_routes(public, controller)
+    _status_routes(private, controller)
+    _control_routes(private, controller)
+    _dead_letter_routes(private, controller)
+    _metrics_routes(private, controller)
+    _legacy_routes(private, controller)
+
+    @private.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    app.include_router(public)
+    app.include_router(private)
+    return app
+
+
+def _auth_dependency(token: str | None) -> Any:
+    bearer = HTTPBearer(auto_error=False, description="the api.token of the config")
+
+    # The dependency goes in the default, not in Annotated[]: with postponed annotations
+    # FastAPI resolves annotation strings in module globals, where `bearer` is not.
+    async def check(
+        credentials: HTTPAuthorizationCredentials | None = Security(bearer),  # noqa: B008
+    ) -> None:
+        if token is None:
+            return
+        given = credentials.credentials if credentials is not None else ""
+        # compare_digest: the time taken does not tell how much of the token was right.
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise ApiError(401, "missing or wrong bearer token")
+
+    return check
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        body = {"error": exc.error, "detail": redact_value(exc.detail)}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail), "detail": None}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
+        return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.error("api_request_failed", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
+        return JSONResponse(
+            {"error": "internal error", "detail": type(exc).__name__}, status_code=500
+        )
+
+
+def _public_routes(router: APIRouter, c: Controller) -> None:
+    @router.get("/health", response_model=models.Liveness, tags=["health"])
+    async def health() -> dict[str, Any]:
+        """Liveness: the process and its event loop answer."""
+        status = c.engine.status()
+        return {"status": "ok", "pid": status["pid"], "uptime_s": status["uptime_s"]}
+
+    @router.get(
+        "/ready",
+        response_model=models.Readiness,
+        tags=["health"],
+        responses={503: {"model": models.Readiness}},
+    )
+    async def ready() -> Any:
+        """Readiness: every pipeline connected and running, none paused by failures."""
+        reasons = await c.readiness()
+        body = {"ready": not reasons, "reasons": reasons}
+        return JSONResponse(body, status_code=503) if reasons else body
+
+    @router.get("/", include_in_schema=False)
+    async def dashboard() -> HTMLResponse:
+        page = resources.files("syncworker.api").joinpath("dashboard.html")
+        return HTMLResponse(page.read_text() if page.is_file() else "<h1>syncworker</h1>")
+
+
+def _status_routes(router: APIRouter, c: Controller) -> None:
+    @router.get("/status", response_model=models.EngineStatus, tags=["status"])
+    async def status() -> dict[str, Any]:
+        """The engine and every pipeline: state, counters, last sync, health."""
+        return redact_value(await c.engine_status())  # type: ignore[no-any-return]
+
+    @router.get(
+        "/pipelines/{name}",
+        response_model=models.PipelineDetail,
+        tags=["status"],
+        responses=NOT_FOUND,
+    )
+    async def pipeline(name: PipelineName) -> dict[str, Any]:
+        """One pipeline, with its recent runs."""
+        found = c.pipeline(name)
+        detail = await c.pipeline_status(found)
+        runs = await c.engine.state.runs(name, limit=20)
+        detail["recent_runs"] = [r.to_dict() for r in runs]
+        return redact_value(detail)  # type: ignore[no-any-return]
+
+    @router.get("/errors", response_model=models.ErrorPage, tags=["status"])
+    async def errors(
+        pipeline: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    ) -> dict[str, Any]:
+        """Recent errors, newest first."""
+        rows = await c.engine.state.errors(pipeline, limit=limit)
+        return {
+            "items": [
+                {
+                    "id": e.id,
+                    "type": e.type,
+                    "pipeline": e.pipeline,
+                    "record_key": e.record_key,
+                    "message": e.message,
+                    "created_at": e.created_at,
+                    "resolved": e.resolved,
+                }
+                for e in rows
+            ]
+        }
+
+
+def _control_routes(router: APIRouter, c: Controller) -> None:
+    @router.post(
+        "/pipelines/{name}/start",
+        response_model=models.PipelineState,
+        tags=["control"],
+        responses=NOT_FOUND,
+    )
+    async def start(name: PipelineName) -> dict[str, Any]:
+        """Start a stopped pipeline (a running one is left as it is)."""
+        c.pipeline(name)
+        await c.engine.start_pipeline(name)
+        return {"pipeline": name, "state": c.engine.pipeline(name).status()["state"]}
+
+    @router.post(
+        "/pipelines/{name}/stop",
+        response_model=models.PipelineState,
+        tags=["control"],
+        responses=NOT_FOUND,
+    )
+    async def stop(name: PipelineName) -> dict[str, Any]:
+        """Stop a pipeline: in-flight batches finish (or go back) first."""
+        c.pipeline(name)
+        await c.engine.stop_pipeline(name)
+        return {"pipeline": name, "state": c.engine.pipeline(name).status()["state"]}
+
+    @router.post(
+        "/pipelines/{name}/sync",
+        tags=["control"],
+        response_model=models.RunSummary,
+        responses={**NOT_FOUND, **CONFLICT, **NOT_IMPLEMENTED, 202: {"model": models.SyncAccepted}},
+    )
+    async def sync(name: PipelineName, request: models.SyncRequest | None = None) -> Any:
+        """Run a sync now; with ``wait`` (default) answer with the finished run."""
+        request = request or models.SyncRequest()
+        summary = await c.sync(name, request)
+        if summary is None:
+            return JSONResponse(
+                {"pipeline": name, "mode": request.mode, "accepted": True}, status_code=202
+            )
+        return summary
+
+    @router.post(
+        "/pipelines/{name}/force/{key}",
+        tags=["control"],
+        responses={**NOT_FOUND, **NOT_IMPLEMENTED},
+    )
+    async def force(name: PipelineName, key: str) -> dict[str, Any]:
+        """Force a sync of one key or group, where the source supports it."""
+        pipeline = c.pipeline(name)
+        raise ApiError(
+            501,
+            f"source {pipeline.source.name!r} of pipeline {name!r} cannot force-sync one key",
+            {"record_key": key},
+        )
+
+    @router.get(
+        "/pipelines/{name}/discrepancies",
+        tags=["control"],
+        responses={**NOT_FOUND, **NOT_IMPLEMENTED},
+    )
+    async def discrepancies(name: PipelineName) -> dict[str, Any]:
+        """Compare source and sinks, where the pipeline supports reconciliation."""
+        pipeline = c.pipeline(name)
+        raise ApiError(
+            501,
+            f"pipeline {name!r} does not support reconciliation: its source "
+            f"{pipeline.source.name!r} cannot scan or count what its sinks hold",
+        )
+
+    @router.post("/shutdown", response_model=models.ShuttingDown, status_code=202, tags=["control"])
+    async def shutdown() -> dict[str, Any]:
+        """Stop the engine gracefully, as SIGTERM does."""
+        c.engine.request_stop()
+        return {"shutting_down": True}
+
+
+def _dead_letter_routes(router: APIRouter, c: Controller) -> None:
+    @router.get("/dead-letters", response_model=models.DeadLetterPage, tags=["dead letters"])
+    async def dead_letters(
+        pipeline: str | None = None,
+        status: Literal["dead", "requeued", "replaying"] | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    ) -> dict[str, Any]:
+        """Dead letters, oldest first."""
+        rows = await c.engine.state.dead_letters(pipeline, status, limit, offset)
+        counts = await c.engine.state.count_dead_letters(pipeline)
+        total = counts.get(status, 0) if status else sum(counts.values())
+        return {"items": [redact_value(d.to_dict()) for d in rows], "total": total}
+
+    @router.get(
+        "/dead-letters/{letter_id}",
+        response_model=models.DeadLetterDetail,
+        tags=["dead letters"],
+        responses=NOT_FOUND,
+    )
+    async def dead_letter(letter_id: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
+        """One dead letter whole: record, error, stack."""
+        return redact_value((await c.dead_letter(letter_id)).to_dict(full=True))  # type: ignore[no-any-return]
+
+    @router.post(
+        "/dead-letters/{letter_id}/requeue",
+        response_model=models.Requeued,
+        tags=["dead letters"],
+        responses={**NOT_FOUND, **CONFLICT},
+    )
+    async def requeue(letter_id: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
+        """Send a dead letter back to its pipeline, which writes it again."""
+        letter = await c.dead_letter(letter_id)
+        if letter.status != "dead":
+            raise ApiError(409, f"dead letter {letter_id} is already {letter.status}")
+        await c.engine.state.requeue_dead_letters([letter_id])
+        return {"id": letter_id, "status": "requeued"}
+
+    @router.delete(
+        "/dead-letters/{letter_id}",
+        response_model=models.Deleted,
+        tags=["dead letters"],
+        responses=NOT_FOUND,
+    )
+    async def delete(letter_id: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
+        """Delete a dead letter for good."""
+        await c.dead_letter(letter_id)
+        await c.engine.state.delete_dead_letters([letter_id])
+        return {"id": letter_id, "deleted": True}
+
+
+def _metrics_routes(router: APIRouter, c: Controller) -> None:
+    @router.get(
+        "/metrics",
+        tags=["metrics"],
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "Prometheus text format",
+            }
+        },
+    )
+    async def metrics() -> Response:
+        """Prometheus metrics of every pipeline."""
+        await c.metrics.refresh()
+        body, content_type = c.metrics.render()
+        return Response(body, media_type=content_type)
+
+    @router.get("/metrics/system", response_model=models.SystemMetrics, tags=["metrics"])
+    async def system() -> dict[str, Any]:
+        """CPU, memory and process figures (seed 003's /metrics/system)."""
+        return c.system()
+
+
+def _legacy_routes(router: APIRouter, c: Controller) -> None:
+    """Seed 002's paths, so its curl commands work unchanged; they act on every pipeline."""
+    prefix = "/api/sync-worker"
+
+    @router.get(f"{prefix}/status", response_model=models.LegacyStatus, tags=["seed 002"])
+    async def legacy_status() -> dict[str, Any]:
+        status = await c.engine_status()
+        pipelines = status["pipelines"].values()
+        last = max((p["last_sync_at"] or 0 for p in pipelines), default=0)
+        stats = {
+            "total_syncs": sum(p["totals"]["runs"] for p in pipelines),
+            "records_processed": sum(p["totals"]["processed"] for p in pipelines),
+            "failed_batches": sum(p["totals"]["failed_batches"] for p in pipelines),
+            "last_sync_duration": max((p["last_duration_ms"] or 0 for p in pipelines), default=0),
+        }
+        return redact_value(  # type: ignore[no-any-return]
+            {
+                "is_running": any(p["running"] for p in pipelines),
+                "config": {
+                    name: {"schedule": p["schedule"], "source": p["source"], "sinks": p["sinks"]}
+                    for name, p in status["pipelines"].items()
+                },
+                "stats": stats,
+                "last_sync_time": _iso(last) if last else None,
+                "pipelines": status["pipelines"],
+            }
+        )
+
+    @router.post(f"{prefix}/start", response_model=models.LegacyControl, tags=["seed 002"])
+    async def legacy_start() -> dict[str, Any]:
+        for name in c.engine.pipelines:
+            await c.engine.start_pipeline(name)
+        return {"success": True, "pipelines": _states(c)}
+
+    @router.post(f"{prefix}/stop", response_model=models.LegacyControl, tags=["seed 002"])
+    async def legacy_stop() -> dict[str, Any]:
+        for name in c.engine.pipelines:
+            await c.engine.stop_pipeline(name)
+        return {"success": True, "pipelines": _states(c)}
+
+    @router.post(
+        f"{prefix}/full-sync",
+        response_model=models.LegacySyncResult,
+        tags=["seed 002"],
+        responses={**CONFLICT, **NOT_IMPLEMENTED},
+    )
+    async def legacy_full() -> dict[str, Any]:
+        return await _sync_all(c, "full")
+
+    @router.post(
+        f"{prefix}/incremental-sync",
+        response_model=models.LegacySyncResult,
+        tags=["seed 002"],
+        responses=CONFLICT,
+    )
+    async def legacy_incremental() -> dict[str, Any]:
+        return await _sync_all(c, "incremental")
+
+    @router.post(f"{prefix}/force-sync/{{key}}", tags=["seed 002"], responses=NOT_IMPLEMENTED)
+    async def legacy_force(key: str) -> dict[str, Any]:
+        raise ApiError(501, "no pipeline here can force-sync one key", {"record_key": key})
+
+    @router.get(f"{prefix}/discrepancy-check", tags=["seed 002"], responses=NOT_IMPLEMENTED)
+    async def legacy_discrepancies() -> dict[str, Any]:
+        raise ApiError(501, "no pipeline here supports reconciliation")
+
+
+async def _sync_all(c: Controller, mode: str) -> dict[str, Any]:
+    request = models.SyncRequest.model_validate({"mode": mode})
+    results = {}
+    for name in c.engine.pipelines:
+        summary = await c.sync(name, request)
+        assert summary is not None
+        results[name] = summary
+    return {"success": all(r["status"] == "success" for r in results.values()), "results": results}
+
+
+def _states(c: Controller) -> dict[str, str]:
+    return {name: p.status()["state"] for name, p in c.engine.pipelines.items()}
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

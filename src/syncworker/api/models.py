@@ -1,0 +1,211 @@
+"""Request and response bodies of the control API; they also make its OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="what went wrong, one line")
+    detail: Any = Field(None, description="more context (validation errors, reasons)")
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
+    pid: int
+    uptime_s: float | None
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reasons: list[str] = Field(description="why not ready, one per pipeline problem")
+
+
+class HealthCheck(BaseModel):
+    name: str
+    status: Literal["pass", "warn", "fail"]
+    detail: str
+    recommendation: str | None
+
+
+class Health(BaseModel):
+    status: Literal["HEALTHY", "DEGRADED", "UNHEALTHY"]
+    checks: list[HealthCheck]
+    recommendations: list[str]
+
+
+class Totals(BaseModel):
+    processed: int
+    written: int
+    dead_lettered: int
+    filtered: int
+    runs: int
+    failed_batches: int
+
+
+class LastError(BaseModel):
+    type: str
+    message: str
+    at: float
+
+
+class Circuit(BaseModel):
+    open: bool
+    consecutive_failures: int
+    resumes_in_s: float | None
+
+
+class PipelineStatus(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    state: Literal["created", "starting", "running", "paused", "stopping", "stopped"]
+    running: bool
+    schedule: str
+    source: str
+    sinks: list[str]
+    in_flight: int
+    totals: Totals
+    last_sync_at: float | None
+    last_duration_ms: float | None
+    last_result: Literal["success", "partial", "error"] | None
+    last_error: LastError | None
+    circuit: Circuit
+    backlog: int | None = Field(None, description="records waiting, where the source counts")
+    lock: dict[str, Any] | None = Field(None, description="lock holder, where a lock is set")
+    health: Health
+
+
+class RunSummary(BaseModel):
+    id: int | None
+    pipeline: str
+    mode: str
+    status: Literal["success", "partial", "error"]
+    started_at: float
+    finished_at: float
+    duration_ms: float
+    processed: int
+    written: int
+    dead_lettered: int
+    filtered: int
+    streams: dict[str, int]
+    error: str | None
+
+
+class PipelineDetail(PipelineStatus):
+    recent_runs: list[RunSummary]
+
+
+class EngineStatus(BaseModel):
+    pid: int
+    started_at: float | None
+    uptime_s: float | None
+    stopping: bool
+    pipelines: dict[str, PipelineStatus]
+
+
+class PipelineState(BaseModel):
+    pipeline: str
+    state: str
+
+
+class SyncRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["incremental", "full"] = "incremental"
+    wait: bool = Field(True, description="false: answer 202 at once, the run goes on")
+
+
+class SyncAccepted(BaseModel):
+    pipeline: str
+    mode: str
+    accepted: Literal[True]
+
+
+class DeadLetterItem(BaseModel):
+    id: int
+    pipeline: str
+    stream: str
+    record_key: str
+    op: str
+    status: Literal["dead", "requeued", "replaying"]
+    where: str | None
+    error_type: str
+    error: str
+    attempts: int
+    created_at: float | None
+
+
+class DeadLetterDetail(DeadLetterItem):
+    data: dict[str, Any]
+    meta: dict[str, Any]
+    stack: str | None
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterItem]
+    total: int = Field(description="dead letters matching the filter, all pages")
+
+
+class Requeued(BaseModel):
+    id: int
+    status: Literal["requeued"]
+
+
+class Deleted(BaseModel):
+    id: int
+    deleted: Literal[True]
+
+
+class ErrorItem(BaseModel):
+    id: int
+    type: str
+    pipeline: str
+    record_key: str | None
+    message: str
+    created_at: float | None
+    resolved: bool
+
+
+class ErrorPage(BaseModel):
+    items: list[ErrorItem]
+
+
+class SystemMetrics(BaseModel):
+    cpu_percent: float = Field(description="this process, since the previous call")
+    cpu_count: int | None
+    load_average: list[float]
+    memory_total_bytes: int
+    memory_available_bytes: int
+    memory_percent: float
+    process_rss_bytes: int
+    process_threads: int
+    process_open_files: int
+    process_uptime_s: float
+    pid: int
+
+
+class ShuttingDown(BaseModel):
+    shutting_down: Literal[True]
+
+
+class LegacyStatus(BaseModel):
+    """Seed 002's status shape, for its curl commands and dashboards."""
+
+    is_running: bool
+    config: dict[str, Any]
+    stats: dict[str, Any]
+    last_sync_time: str | None
+    pipelines: dict[str, PipelineStatus]
+
+
+class LegacySyncResult(BaseModel):
+    success: bool
+    results: dict[str, RunSummary]
+
+
+class LegacyControl(BaseModel):
+    success: bool
+    pipelines: dict[str, str]

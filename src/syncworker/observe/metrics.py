@@ -1,0 +1,160 @@
+"""Prometheus metrics for an engine's pipelines (prometheus-client, one registry per engine).
+
+Counters move with the ``batch_committed`` / ``batch_failed`` / ``sync_success`` events, so
+they equal the records really moved; gauges (backlog, queue depth, dead letters) are read
+from the connectors and the state store when ``refresh()`` runs, before each scrape.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from syncworker.core.engine import Engine
+from syncworker.core.pipeline import Pipeline
+
+BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class EngineMetrics:
+    """The metric families, filled by subscribing to every pipeline's events."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.read = Counter(
+            "syncworker_records_read",
+            "Records read from the source and finished (written or dead-lettered)",
+            ["pipeline", "stream"],
+            registry=r,
+        )
+        self.written = Counter(
+            "syncworker_records_written",
+            "Records written by a sink",
+            ["pipeline", "sink", "stream"],
+            registry=r,
+        )
+        self.failed = Counter(
+            "syncworker_records_failed", "Records a sink refused", ["pipeline", "sink"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "syncworker_records_dead_lettered",
+            "Records stored as dead letters",
+            ["pipeline", "stream"],
+            registry=r,
+        )
+        self.filtered = Counter(
+            "syncworker_records_filtered", "Records dropped by a filter", ["pipeline"], registry=r
+        )
+        self.batches_failed = Counter(
+            "syncworker_batches_rolled_back",
+            "Batches returned to their source after a whole-batch failure",
+            ["pipeline"],
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "syncworker_batch_duration_seconds",
+            "Time to write and acknowledge one batch",
+            ["pipeline"],
+            registry=r,
+            buckets=BATCH_SECONDS_BUCKETS,
+        )
+        self.backlog = Gauge(
+            "syncworker_source_backlog",
+            "Records waiting in the source (where the source can count them)",
+            ["pipeline"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "syncworker_queue_depth",
+            "Records by state in the pipeline's queues (dead letters by status)",
+            ["pipeline", "queue", "state"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "syncworker_last_success_timestamp_seconds",
+            "Unix time of the last successful run",
+            ["pipeline"],
+            registry=r,
+        )
+        self.up = Gauge(
+            "syncworker_pipeline_running", "1 while the pipeline runs", ["pipeline"], registry=r
+        )
+        self.circuit_open = Gauge(
+            "syncworker_circuit_open",
+            "1 while the pipeline is paused after a whole-batch failure",
+            ["pipeline"],
+            registry=r,
+        )
+        self.lock_held = Gauge(
+            "syncworker_lock_held",
+            "1 while the pipeline holds its lock (pipelines with a lock only)",
+            ["pipeline"],
+            registry=r,
+        )
+        for pipeline in engine.pipelines.values():
+            self.attach(pipeline)
+
+    def attach(self, pipeline: Pipeline) -> None:
+        pipeline.on("batch_committed", self._on_batch)
+        pipeline.on("batch_failed", self._on_failed)
+        pipeline.on("sync_success", self._on_success)
+
+    def _on_batch(self, event: dict[str, Any]) -> None:
+        name = event["pipeline"]
+        for stream, count in event["streams"].items():
+            self.read.labels(name, stream).inc(count)
+        for sink, per_stream in event["written"].items():
+            for stream, count in per_stream.items():
+                self.written.labels(name, sink, stream).inc(count)
+        for sink, count in event["refused"].items():
+            if count:
+                self.failed.labels(name, sink).inc(count)
+        for stream, count in event["dead_lettered"].items():
+            self.dead_lettered.labels(name, stream).inc(count)
+        if event["filtered"]:
+            self.filtered.labels(name).inc(event["filtered"])
+        self.batch_seconds.labels(name).observe(event["duration_s"])
+
+    def _on_failed(self, event: dict[str, Any]) -> None:
+        self.batches_failed.labels(event["pipeline"]).inc()
+        self.batch_seconds.labels(event["pipeline"]).observe(event["duration_s"])
+
+    def _on_success(self, event: dict[str, Any]) -> None:
+        self.last_success.labels(event["pipeline"]).set(time.time())
+
+    async def refresh(self) -> None:
+        """Read the gauges: state of each pipeline, backlog, queue depths, dead letters."""
+        for name, pipeline in self.engine.pipelines.items():
+            status = pipeline.status()
+            self.up.labels(name).set(1 if status["running"] else 0)
+            self.circuit_open.labels(name).set(1 if status["circuit"]["open"] else 0)
+            lock = status.get("lock")
+            if lock is not None:
+                self.lock_held.labels(name).set(1 if lock.get("held") else 0)
+            backlog = await _safe(pipeline.backlog)
+            if backlog is not None:
+                self.backlog.labels(name).set(backlog)
+            depths = await _safe(getattr(pipeline.source, "depth_by_state", None))
+            for state, count in (depths or {}).items():
+                self.queue_depth.labels(name, "source", state).set(count)
+            counts = await self.engine.state.count_dead_letters(name)
+            for state in ("dead", "requeued", "replaying"):
+                self.queue_depth.labels(name, "dead_letters", state).set(counts.get(state, 0))
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+async def _safe(method: Any) -> Any:
+    """A gauge reading that fails (source closed, not supported) is skipped, not raised."""
+    if method is None:
+        return None
+    try:
+        return await method()
+    except Exception:
+        return None
