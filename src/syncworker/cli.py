@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -17,11 +17,11 @@ from rich.table import Table
 
 from syncworker import __version__
 from syncworker.config import Config, load_config, parse_listen
+from syncworker.control import Control, open_control
 from syncworker.core.engine import Engine
 from syncworker.errors import ConfigError, SyncWorkerError
 from syncworker.observe.logging import configure_logging, redact_value
-from syncworker.state import DEFAULT_STATE_URL, StateStore, state_store_from_url
-from syncworker.state.base import DeadLetterStatus
+from syncworker.state import DEFAULT_STATE_URL, state_store_from_url
 
 T = TypeVar("T")
 EXIT_CONFIG = 2
@@ -224,34 +224,32 @@ def _queue_target(
 
 
 def _state_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the command acts: a running engine (--api), or the state store directly."""
+    fn = click.option(
+        "--token", envvar="SYNCWORKER_API_TOKEN", show_envvar=True, help="Bearer token of the API."
+    )(fn)
+    fn = click.option(
+        "--api",
+        "api_url",
+        metavar="URL",
+        help="A running engine's API, e.g. http://127.0.0.1:8080.",
+    )(fn)
     fn = click.option("--state", "state_url", help=f"State store URL [{DEFAULT_STATE_URL}]")(fn)
     fn = click.option(
         "--config",
         "config_file",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="Take the state store from this config file.",
+        help="Take the state store (and pipelines) from this config file.",
     )(fn)
     return fn
 
 
-def _open_state(config_file: Path | None, state_url: str | None) -> StateStore:
-    if state_url:
-        return state_store_from_url(state_url)
-    if config_file:
-        return state_store_from_url(load_config(config_file).app.state)
-    return state_store_from_url(DEFAULT_STATE_URL)
-
-
-def _with_state(
-    config_file: Path | None, state_url: str | None, work: Callable[[StateStore], Awaitable[T]]
-) -> T:
+def _control(options: dict[str, Any], work: Callable[[Control], Awaitable[T]]) -> T:
     async def go() -> T:
-        store = _open_state(config_file, state_url)
-        await store.open()
-        try:
-            return await work(store)
-        finally:
-            await store.close()
+        async with open_control(
+            options["api_url"], options["token"], options["config_file"], options["state_url"]
+        ) as control:
+            return await work(control)
 
     with _user_errors():
         return asyncio.run(go())
@@ -260,12 +258,50 @@ def _with_state(
 @main.command()
 @_state_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(config_file: Path | None, state_url: str | None, as_json: bool) -> None:
-    """Last runs, dead letters and errors per pipeline, from the state store."""
-    report = _with_state(config_file, state_url, _status_report)
+def status(as_json: bool, **target: Any) -> None:
+    """Pipelines: state, health, counters (--api), or last runs and dead letters (state store)."""
+    report = _control(target, lambda c: c.status())
     if as_json:
         click.echo(orjson.dumps(redact_value(report), option=orjson.OPT_INDENT_2).decode())
         return
+    if report["source"] == "engine":
+        _print_engine_status(report)
+    else:
+        _print_stored_status(report)
+
+
+def _print_engine_status(report: dict[str, Any]) -> None:
+    table = Table(
+        "pipeline",
+        "state",
+        "health",
+        "processed",
+        "dead-lettered",
+        "backlog",
+        "last sync",
+        "last error",
+        title="syncworker engine status",
+    )
+    for name, p in report["pipelines"].items():
+        table.add_row(
+            name,
+            p["state"],
+            p["health"]["status"],
+            str(p["totals"]["processed"]),
+            str(p["totals"]["dead_lettered"]),
+            "-" if p["backlog"] is None else str(p["backlog"]),
+            _when(p["last_sync_at"]),
+            ((p["last_error"] or {}).get("message") or "-")[:60],
+        )
+    console = _console()
+    console.print(table)
+    for name, p in report["pipelines"].items():
+        if p["health"]["status"] != "HEALTHY":
+            for line in p["health"]["recommendations"]:
+                console.print(f"{name}: {line}")
+
+
+def _print_stored_status(report: dict[str, Any]) -> None:
     table = Table(
         "pipeline",
         "last run",
@@ -274,7 +310,7 @@ def status(config_file: Path | None, state_url: str | None, as_json: bool) -> No
         "duration",
         "dead letters",
         "last error",
-        title="syncworker status",
+        title="syncworker status (state store)",
     )
     for name, item in report["pipelines"].items():
         last = item["last_run"] or {}
@@ -285,44 +321,42 @@ def status(config_file: Path | None, state_url: str | None, as_json: bool) -> No
             str(last.get("processed", "-")),
             _ms(last.get("duration_ms")),
             str(sum(item["dead_letters"].values())),
-            (item["last_error"] or {}).get("message", "-")[:60],
+            ((item["last_error"] or {}).get("message") or "-")[:60],
         )
     _console().print(table)
 
 
-async def _status_report(store: StateStore) -> dict[str, Any]:
-    runs = await store.runs(limit=1000)
-    names = sorted({r.pipeline for r in runs} | set(await _dead_letter_pipelines(store)))
-    pipelines: dict[str, Any] = {}
-    for name in names:
-        last = next((r for r in runs if r.pipeline == name), None)
-        errors = await store.errors(name, limit=1)
-        pipelines[name] = {
-            "last_run": None
-            if last is None
-            else {
-                "finished_at": last.finished_at,
-                "status": last.status,
-                "processed": last.processed,
-                "dead_lettered": last.dead_lettered,
-                "duration_ms": round(last.duration_ms, 1),
-                "streams": last.streams,
-                "error": last.error,
-            },
-            "dead_letters": await store.count_dead_letters(name),
-            "last_error": None
-            if not errors
-            else {
-                "type": errors[0].type,
-                "message": errors[0].message,
-                "at": errors[0].created_at,
-            },
-        }
-    return {"pipelines": pipelines}
+@main.command()
+@click.argument("pipeline")
+@click.option(
+    "--mode", type=click.Choice(["incremental", "full"]), default="incremental", show_default=True
+)
+@click.option("--no-wait", is_flag=True, help="With --api: return once the run is accepted.")
+@_state_options
+def sync(pipeline: str, mode: str, no_wait: bool, **target: Any) -> None:
+    """Run one sync of PIPELINE now: in the running engine (--api) or here (--config)."""
+    result = _control(target, lambda c: c.sync(pipeline, mode, not no_wait))
+    click.echo(orjson.dumps(redact_value(result), option=orjson.OPT_INDENT_2).decode())
+    if result.get("status") not in (None, "success"):
+        sys.exit(EXIT_FAILURE)
 
 
-async def _dead_letter_pipelines(store: StateStore) -> list[str]:
-    return sorted({d.pipeline for d in await store.dead_letters(limit=10_000)})
+@main.command()
+@click.argument("pipeline")
+@_state_options
+def start(pipeline: str, **target: Any) -> None:
+    """Start PIPELINE in the running engine (--api)."""
+    result = _control(target, lambda c: c.start(pipeline))
+    click.echo(f"{result['pipeline']}: {result['state']}")
+
+
+@main.command()
+@click.argument("pipeline")
+@_state_options
+def stop(pipeline: str, **target: Any) -> None:
+    """Stop PIPELINE in the running engine (--api); in-flight batches finish first."""
+    result = _control(target, lambda c: c.stop(pipeline))
+    click.echo(f"{result['pipeline']}: {result['state']}")
 
 
 def _console() -> Console:
@@ -356,19 +390,12 @@ def dlq() -> None:
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def dlq_list(
-    config_file: Path | None,
-    state_url: str | None,
-    pipeline: str | None,
-    status_: str | None,
-    limit: int,
-    as_json: bool,
+    pipeline: str | None, status_: str | None, limit: int, as_json: bool, **target: Any
 ) -> None:
     """List dead letters, oldest first."""
-    wanted = cast(DeadLetterStatus | None, status_)
-    letters = _with_state(config_file, state_url, lambda s: s.dead_letters(pipeline, wanted, limit))
+    letters = _control(target, lambda c: c.dead_letters(pipeline, status_, limit))
     if as_json:
-        rows = [redact_value(d.to_dict()) for d in letters]
-        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(redact_value(letters), option=orjson.OPT_INDENT_2).decode())
         return
     table = Table(
         "id",
@@ -382,13 +409,13 @@ def dlq_list(
     )
     for d in letters:
         table.add_row(
-            str(d.id),
-            d.pipeline,
-            d.stream,
-            d.key,
-            d.status,
-            d.sink or "-",
-            redact_value(d.error)[:70],
+            str(d["id"]),
+            d["pipeline"],
+            d["stream"],
+            d["record_key"],
+            d["status"],
+            d["where"] or "-",
+            redact_value(d["error"])[:70],
         )
     _console().print(table)
 
@@ -396,14 +423,13 @@ def dlq_list(
 @dlq.command("show")
 @click.argument("letter_id", type=int)
 @_state_options
-def dlq_show(letter_id: int, config_file: Path | None, state_url: str | None) -> None:
+def dlq_show(letter_id: int, **target: Any) -> None:
     """Show one dead letter whole: record, error and stack."""
-    letter = _with_state(config_file, state_url, lambda s: s.dead_letter(letter_id))
+    letter = _control(target, lambda c: c.dead_letter(letter_id))
     if letter is None:
         click.echo(f"error: no dead letter with id {letter_id}", err=True)
         sys.exit(EXIT_FAILURE)
-    body = redact_value(letter.to_dict(full=True))
-    click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+    click.echo(orjson.dumps(redact_value(letter), option=orjson.OPT_INDENT_2).decode())
 
 
 @dlq.command("requeue")
@@ -412,19 +438,11 @@ def dlq_show(letter_id: int, config_file: Path | None, state_url: str | None) ->
 @click.option("--pipeline")
 @_state_options
 def dlq_requeue(
-    ids: tuple[int, ...],
-    everything: bool,
-    pipeline: str | None,
-    config_file: Path | None,
-    state_url: str | None,
+    ids: tuple[int, ...], everything: bool, pipeline: str | None, **target: Any
 ) -> None:
     """Send dead letters back to their pipeline; it writes them again on its next run."""
     _require_selection(ids, everything)
-    count = _with_state(
-        config_file,
-        state_url,
-        lambda s: s.requeue_dead_letters(list(ids) if ids else None, pipeline),
-    )
+    count = _control(target, lambda c: c.requeue(list(ids) if ids else None, pipeline))
     click.echo(f"requeued {count} dead letter(s)")
 
 
@@ -435,21 +453,14 @@ def dlq_requeue(
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation with --all.")
 @_state_options
 def dlq_purge(
-    ids: tuple[int, ...],
-    everything: bool,
-    pipeline: str | None,
-    yes: bool,
-    config_file: Path | None,
-    state_url: str | None,
+    ids: tuple[int, ...], everything: bool, pipeline: str | None, yes: bool, **target: Any
 ) -> None:
     """Delete dead letters for good."""
     _require_selection(ids, everything)
     if everything and not yes:
         scope = f"of pipeline {pipeline!r}" if pipeline else "of every pipeline"
         click.confirm(f"Delete every dead letter {scope}?", abort=True)
-    count = _with_state(
-        config_file, state_url, lambda s: s.purge_dead_letters(list(ids) if ids else None, pipeline)
-    )
+    count = _control(target, lambda c: c.purge(list(ids) if ids else None, pipeline))
     click.echo(f"purged {count} dead letter(s)")
 
 

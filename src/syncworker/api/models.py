@@ -62,6 +62,7 @@ class PipelineStatus(BaseModel):
 
     name: str
     state: Literal["created", "starting", "running", "paused", "stopping", "stopped"]
+    started_at: float | None
     running: bool
     schedule: str
     source: str

@@ -149,6 +149,7 @@ class Pipeline:
         self._last_run: RunRecord | None = None
         self._last_error: dict[str, Any] | None = None
         self._last_commit_at: float | None = None
+        self._started_at: float | None = None
 
     # -- public API ----------------------------------------------------------------------
 
@@ -211,6 +212,7 @@ class Pipeline:
         if self._main is not None:
             return
         self._state = "starting"
+        self._started_at = time.time()
         self._stopping.clear()
         self._aborting.clear()
         self._main = asyncio.create_task(self._run_forever(), name=f"pipeline:{self.name}")
@@ -279,6 +281,7 @@ class Pipeline:
         return {
             "name": self.name,
             "state": self._state,
+            "started_at": self._started_at,
             "running": self._state in ("running", "paused"),
             "schedule": self.settings.schedule.describe(),
             "source": self.source.name,
@@ -505,7 +508,7 @@ class Pipeline:
                 source=source.name,
                 error=f"{type(exc).__name__}: {exc}",
             )
-        stats.error = f"{type(exc).__name__}: {exc}"
+        stats.error = redact_url(f"{type(exc).__name__}: {exc}")
         pause_s = self._breaker.trip()
         log.warning(
             "source_unavailable",
@@ -570,7 +573,7 @@ class Pipeline:
     ) -> None:
         await self._nack(source, parts)
         stats.failed_batches += 1
-        stats.error = f"{type(exc).__name__}: {exc}"
+        stats.error = redact_url(f"{type(exc).__name__}: {exc}")
         pause_s = self._breaker.trip()
         self._state = "paused"
         event = "sink_unavailable" if isinstance(exc, SinkUnavailable) else "batch_failed"

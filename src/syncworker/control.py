@@ -1,0 +1,192 @@
+"""What the CLI's status, sync, start, stop and dlq commands act on: a running engine's API
+(``--api URL``) or, when no engine runs, the state store and config directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from syncworker.config import load_config
+from syncworker.errors import ConfigError, SyncWorkerError
+from syncworker.observe.logging import redact_url
+from syncworker.state import DEFAULT_STATE_URL, StateStore, state_store_from_url
+
+
+class Control(Protocol):
+    async def __aenter__(self) -> Control: ...
+    async def __aexit__(self, *_: object) -> None: ...
+    async def status(self) -> dict[str, Any]: ...
+    async def dead_letters(
+        self, pipeline: str | None, status: str | None, limit: int
+    ) -> list[dict[str, Any]]: ...
+    async def dead_letter(self, letter_id: int) -> dict[str, Any] | None: ...
+    async def requeue(self, ids: list[int] | None, pipeline: str | None) -> int: ...
+    async def purge(self, ids: list[int] | None, pipeline: str | None) -> int: ...
+    async def sync(self, name: str, mode: str, wait: bool) -> dict[str, Any]: ...
+    async def start(self, name: str) -> dict[str, Any]: ...
+    async def stop(self, name: str) -> dict[str, Any]: ...
+
+
+class LocalControl:
+    """The state store (and for ``sync``, the config's pipeline run once, here)."""
+
+    def __init__(self, config_file: Path | None, state_url: str | None) -> None:
+        self.config_file = config_file
+        if state_url is None and config_file is not None:
+            state_url = load_config(config_file).app.state
+        self.store: StateStore = state_store_from_url(state_url or DEFAULT_STATE_URL)
+
+    async def __aenter__(self) -> LocalControl:
+        await self.store.open()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.store.close()
+
+    async def status(self) -> dict[str, Any]:
+        runs = await self.store.runs(limit=1000)
+        letters = await self.store.dead_letters(limit=10_000)
+        names = sorted({r.pipeline for r in runs} | {d.pipeline for d in letters})
+        pipelines: dict[str, Any] = {}
+        for name in names:
+            last = next((r for r in runs if r.pipeline == name), None)
+            errors = await self.store.errors(name, limit=1)
+            pipelines[name] = {
+                "last_run": last.to_dict() if last else None,
+                "dead_letters": await self.store.count_dead_letters(name),
+                "last_error": None
+                if not errors
+                else {
+                    "type": errors[0].type,
+                    "message": errors[0].message,
+                    "at": errors[0].created_at,
+                },
+            }
+        return {"source": "state store", "pipelines": pipelines}
+
+    async def dead_letters(
+        self, pipeline: str | None, status: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        rows = await self.store.dead_letters(pipeline, status, limit)  # type: ignore[arg-type]
+        return [d.to_dict() for d in rows]
+
+    async def dead_letter(self, letter_id: int) -> dict[str, Any] | None:
+        letter = await self.store.dead_letter(letter_id)
+        return letter.to_dict(full=True) if letter else None
+
+    async def requeue(self, ids: list[int] | None, pipeline: str | None) -> int:
+        return await self.store.requeue_dead_letters(ids, pipeline)
+
+    async def purge(self, ids: list[int] | None, pipeline: str | None) -> int:
+        return await self.store.purge_dead_letters(ids, pipeline)
+
+    async def sync(self, name: str, mode: str, wait: bool) -> dict[str, Any]:
+        if self.config_file is None:
+            raise ConfigError("sync without --api needs --config FILE to build the pipeline")
+        config = load_config(self.config_file)
+        [pipeline] = config.build(self.store, [name])
+        try:
+            return (await pipeline.run_once(mode)).to_dict()  # type: ignore[arg-type]
+        finally:
+            await pipeline.close()
+
+    async def start(self, name: str) -> dict[str, Any]:
+        raise SyncWorkerError(
+            "start needs --api URL: pipelines run inside an engine "
+            "(syncworker run FILE --api HOST:PORT)"
+        )
+
+    async def stop(self, name: str) -> dict[str, Any]:
+        raise SyncWorkerError(
+            "stop needs --api URL: pipelines run inside an engine "
+            "(syncworker run FILE --api HOST:PORT)"
+        )
+
+
+class RemoteControl:
+    """A running engine's control API, over HTTP."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        import httpx  # the api extra; only needed with --api
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self._client = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=300)
+
+    async def __aenter__(self) -> RemoteControl:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._client.aclose()
+
+    async def _call(
+        self, method: str, path: str, *, ok_missing: bool = False, **kwargs: Any
+    ) -> dict[str, Any]:
+        """The JSON answer; ``{}`` for a 404 when ``ok_missing``."""
+        import httpx
+
+        try:
+            answer = await self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise SyncWorkerError(
+                f"api {redact_url(self.url)}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if ok_missing and answer.status_code == 404:
+            return {}
+        if answer.status_code >= 400:
+            try:
+                error = answer.json().get("error", answer.text)
+            except ValueError:
+                error = answer.text[:200]
+            raise SyncWorkerError(f"api {method} {path}: {answer.status_code}: {error}")
+        body: dict[str, Any] = answer.json()
+        return body
+
+    async def status(self) -> dict[str, Any]:
+        body = await self._call("GET", "/status")
+        return {"source": "engine", **body}
+
+    async def dead_letters(
+        self, pipeline: str | None, status: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        params = {
+            k: v
+            for k, v in (("pipeline", pipeline), ("status", status), ("limit", limit))
+            if v is not None
+        }
+        return list((await self._call("GET", "/dead-letters", params=params))["items"])
+
+    async def dead_letter(self, letter_id: int) -> dict[str, Any] | None:
+        found = await self._call("GET", f"/dead-letters/{letter_id}", ok_missing=True)
+        return found or None
+
+    async def requeue(self, ids: list[int] | None, pipeline: str | None) -> int:
+        targets = ids or [d["id"] for d in await self.dead_letters(pipeline, "dead", 1000)]
+        for letter_id in targets:
+            await self._call("POST", f"/dead-letters/{letter_id}/requeue")
+        return len(targets)
+
+    async def purge(self, ids: list[int] | None, pipeline: str | None) -> int:
+        targets = ids or [d["id"] for d in await self.dead_letters(pipeline, None, 1000)]
+        for letter_id in targets:
+            await self._call("DELETE", f"/dead-letters/{letter_id}")
+        return len(targets)
+
+    async def sync(self, name: str, mode: str, wait: bool) -> dict[str, Any]:
+        return await self._call(
+            "POST", f"/pipelines/{name}/sync", json={"mode": mode, "wait": wait}
+        )
+
+    async def start(self, name: str) -> dict[str, Any]:
+        return await self._call("POST", f"/pipelines/{name}/start")
+
+    async def stop(self, name: str) -> dict[str, Any]:
+        return await self._call("POST", f"/pipelines/{name}/stop")
+
+
+def open_control(
+    api_url: str | None, token: str | None, config_file: Path | None, state_url: str | None
+) -> Control:
+    if api_url:
+        return RemoteControl(api_url, token)
+    return LocalControl(config_file, state_url)
