@@ -321,11 +321,12 @@ def test_invalid_format_is_a_clear_error_and_keeps_previous_config() -> None:
 
 def test_stdlib_records_go_through_redaction() -> None:
     stream = capture("json", level="info")
-    logging.getLogger("httpx").info("HTTP Request: GET https://h/x?access_token=api-tok-123")
+    logging.getLogger("a_client").info("HTTP Request: GET https://h/x?access_token=api-tok-123")
     logging.getLogger("noisy").debug("below the level")
+    logging.getLogger("httpx").info("HTTP Request: GET https://h/ (chatty, kept quiet)")
 
     (line,) = json_lines(stream)
-    assert line["logger"] == "httpx"
+    assert line["logger"] == "a_client"
     assert line["event"] == "HTTP Request: GET https://h/x?access_token=***"
 
 

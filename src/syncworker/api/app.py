@@ -38,7 +38,7 @@ BACKLOG_TTL_S = 5.0
 last count for this long instead of competing with the pipeline for its connection."""
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": models.ErrorBody, "description": "missing or wrong bearer token"},
+    401: {"model": models.ErrorBody, "description": "missing or wrong API token"},
     422: {"model": models.ErrorBody, "description": "invalid request"},
 }
 Responses = dict[int | str, dict[str, Any]]
@@ -203,7 +203,7 @@ def _auth_dependency(token: str | None) -> Any:
         given = credentials.credentials if credentials is not None else ""
         # compare_digest: the time taken does not tell how much of the token was right.
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise ApiError(401, "missing or wrong bearer token")
+            raise ApiError(401, "missing or wrong API token")
 
     return check
 

@@ -761,10 +761,11 @@ def _letter(pipeline: str, rejection: Rejection) -> DeadLetter:
         key=record.key,
         op=record.op,
         data=record.data,
-        meta={k: v for k, v in record.meta.items() if k != "dead_letter_id"},
+        meta={k: v for k, v in record.meta.items() if not k.startswith("dead_letter_")},
         error=rejection.message,
         error_type=type(rejection.error).__name__,
         sink=rejection.where,
         stack=rejection.stack,
-        attempts=int(record.meta.get("attempts", 0) or 0) + 1,
+        # How many times this record was dead-lettered (replays included), not deliveries.
+        attempts=int(record.meta.get("dead_letter_attempts", 0)) + 1,
     )

@@ -37,7 +37,11 @@ class DeadLetterReplay:
                 data=letter.data,
                 stream=letter.stream,
                 op="delete" if letter.op == "delete" else "upsert",
-                meta={**letter.meta, "dead_letter_id": letter.id, "attempts": letter.attempts},
+                meta={
+                    **letter.meta,
+                    "dead_letter_id": letter.id,
+                    "dead_letter_attempts": letter.attempts,
+                },
             )
             for letter in letters
         ]

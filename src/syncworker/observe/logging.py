@@ -348,6 +348,9 @@ def _standard_level(number: int) -> int:
     return max(known, default=logging.DEBUG)
 
 
+CHATTY_LOGGERS = ("httpx", "httpcore", "uvicorn.error", "uvicorn.access", "aiormq", "aio_pika")
+
+
 def _install_stdlib_bridge(min_level: int) -> None:
     root = logging.getLogger()
     previous = _remove_stdlib_bridge()
@@ -355,6 +358,12 @@ def _install_stdlib_bridge(min_level: int) -> None:
     bridge.root_level_before = root.level if previous is None else previous
     root.addHandler(bridge)
     root.setLevel(min_level)
+    # Client libraries log every request at info; our own events already say what matters,
+    # so theirs only come through from warning up (or at debug, when asked for).
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(
+            max(min_level, logging.WARNING) if min_level > logging.DEBUG else logging.DEBUG
+        )
 
 
 def _remove_stdlib_bridge() -> int | None:
