@@ -26,15 +26,28 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 BATCH = 5_000
 CASES = {
     "syncworker jsonl": ["jsonl"],
+    "syncworker jsonl + api": ["jsonl"],
     "syncworker jsonl+sqlite": ["jsonl", "sqlite"],
     "hand-written jsonl": None,
 }
+# What a dashboard and a Prometheus scraper do to a running engine, from another process:
+# /status, /dead-letters and /errors every second (the dashboard) and /metrics (the scraper).
+POLLER = """
+import sys, time, httpx
+url, token = sys.argv[1], sys.argv[2]
+with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+    while True:
+        for path in ("/status", "/dead-letters", "/errors", "/metrics"):
+            client.get(path).raise_for_status()
+        time.sleep(1)
+"""
 
 
 def fill_queue(path: Path, count: int) -> None:
@@ -88,7 +101,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-async def child_syncworker(root: Path, sinks: list[str]) -> dict[str, float]:
+async def child_syncworker(root: Path, sinks: list[str], *, api: bool) -> dict[str, float]:
     from syncworker.config import parse_config
     from syncworker.core.engine import Engine
     from syncworker.observe.logging import configure_logging
@@ -102,12 +115,35 @@ async def child_syncworker(root: Path, sinks: list[str]) -> dict[str, float]:
     # 1 s run at 100k is not penalised by set-up a 10 s run at 1M spreads thinner.
     await state.open()
     await engine.pipeline("bench").open()
+    poller = await _start_api(engine) if api else None
     await state.close()
     started = time.perf_counter()
-    [run] = await engine.run_once()
-    elapsed_s = time.perf_counter() - started
+    try:
+        [run] = await engine.run_once()
+    finally:
+        elapsed_s = time.perf_counter() - started
+        if poller is not None:
+            poller.kill()
+            poller.wait()
+            for service in engine.services:
+                await service.stop()
     assert run.status == "success", run
     return {"records": run.processed, "seconds": elapsed_s}
+
+
+async def _start_api(engine: Any) -> subprocess.Popen[bytes]:
+    """The API on a free port, and a poller process hitting it like a dashboard would."""
+    from syncworker.api.server import ApiServer
+
+    server = ApiServer(engine, host="127.0.0.1", port=0, token="bench")
+    await server.start()
+    engine.services.append(server)  # stopped with the engine
+    # Popen only starts the process (it does not wait), so the loop is not blocked.
+    poller = subprocess.Popen([sys.executable, "-c", POLLER, server.url, "bench"])  # noqa: ASYNC220
+    await asyncio.sleep(1.5)  # the poller is up and has polled once before the clock starts
+    if poller.poll() is not None:
+        raise SystemExit("the API poller died")
+    return poller
 
 
 def child_hand_written(root: Path) -> dict[str, float]:
@@ -184,7 +220,7 @@ def child_main(name: str, root: Path) -> None:
     if sinks is None:
         figures = child_hand_written(root)
     else:
-        figures = asyncio.run(child_syncworker(root, sinks))
+        figures = asyncio.run(child_syncworker(root, sinks, api=name.endswith("+ api")))
     figures["rss"] = peak_rss_mb()
     print(json.dumps(figures))
 

@@ -30,6 +30,7 @@ def test_pipeline_embedded_bench_runs(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     assert {r["case"] for r in results} == {
         "syncworker jsonl",
+        "syncworker jsonl + api",
         "syncworker jsonl+sqlite",
         "hand-written jsonl",
     }

@@ -33,10 +33,6 @@ from syncworker.state.base import DeadLetter
 
 log = structlog.get_logger(__name__)
 
-BACKLOG_TTL_S = 5.0
-"""Backlog counts can scan a whole queue table: a dashboard polling every second reuses the
-last count for this long instead of competing with the pipeline for its connection."""
-
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": models.ErrorBody, "description": "missing or wrong API token"},
     422: {"model": models.ErrorBody, "description": "invalid request"},
@@ -66,7 +62,6 @@ class Controller:
     def __init__(self, engine: Engine, metrics: EngineMetrics) -> None:
         self.engine = engine
         self.metrics = metrics
-        self._backlogs: dict[str, tuple[float, int | None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._process = psutil.Process()
         self._process.cpu_percent()
@@ -81,24 +76,12 @@ class Controller:
 
     async def pipeline_status(self, pipeline: Pipeline) -> dict[str, Any]:
         status = pipeline.status()
-        status["backlog"] = await self._backlog(pipeline)
+        status["backlog"] = await self.metrics.backlog(pipeline)
         runs = await self.engine.state.runs(pipeline.name, limit=20)
         dead = (await self.engine.state.count_dead_letters(pipeline.name)).get("dead", 0)
         health = evaluate(status, pipeline.settings, runs, dead_letters=dead)
         status["health"] = health.to_dict()
         return status
-
-    async def _backlog(self, pipeline: Pipeline) -> int | None:
-        cached = self._backlogs.get(pipeline.name)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < BACKLOG_TTL_S:
-            return cached[1]
-        try:
-            value = await pipeline.backlog()
-        except Exception:  # closed or failing source: no figure, not an error
-            value = None
-        self._backlogs[pipeline.name] = (now, value)
-        return value
 
     async def engine_status(self) -> dict[str, Any]:
         base = self.engine.status()

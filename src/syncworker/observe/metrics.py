@@ -16,6 +16,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from syncworker.core.engine import Engine
 from syncworker.core.pipeline import Pipeline
 
+BACKLOG_TTL_S = 5.0
+"""Counting a backlog can scan a whole queue table on the source's own connection: a
+dashboard polling every second and a scraper reuse the last count for this long instead of
+competing with the pipeline's claims."""
+
 BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -63,7 +68,7 @@ class EngineMetrics:
             registry=r,
             buckets=BATCH_SECONDS_BUCKETS,
         )
-        self.backlog = Gauge(
+        self.backlog_gauge = Gauge(
             "syncworker_source_backlog",
             "Records waiting in the source (where the source can count them)",
             ["pipeline"],
@@ -96,8 +101,19 @@ class EngineMetrics:
             ["pipeline"],
             registry=r,
         )
+        self._backlogs: dict[str, tuple[float, int | None]] = {}
         for pipeline in engine.pipelines.values():
             self.attach(pipeline)
+
+    async def backlog(self, pipeline: Pipeline) -> int | None:
+        """The pipeline's backlog, at most ``BACKLOG_TTL_S`` old; None if it cannot count."""
+        cached = self._backlogs.get(pipeline.name)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < BACKLOG_TTL_S:
+            return cached[1]
+        value = await _safe(pipeline.backlog)
+        self._backlogs[pipeline.name] = (now, value)
+        return value  # type: ignore[no-any-return]
 
     def attach(self, pipeline: Pipeline) -> None:
         pipeline.on("batch_committed", self._on_batch)
@@ -136,12 +152,14 @@ class EngineMetrics:
             lock = status.get("lock")
             if lock is not None:
                 self.lock_held.labels(name).set(1 if lock.get("held") else 0)
-            backlog = await _safe(pipeline.backlog)
+            backlog = await self.backlog(pipeline)
             if backlog is not None:
-                self.backlog.labels(name).set(backlog)
-            depths = await _safe(getattr(pipeline.source, "depth_by_state", None))
-            for state, count in (depths or {}).items():
-                self.queue_depth.labels(name, "source", state).set(count)
+                self.backlog_gauge.labels(name).set(backlog)
+            in_flight = await _safe(getattr(pipeline.source, "in_flight", None))
+            if backlog is not None:
+                self.queue_depth.labels(name, "source", "ready").set(backlog)
+            if in_flight is not None:
+                self.queue_depth.labels(name, "source", "in_flight").set(in_flight)
             counts = await self.engine.state.count_dead_letters(name)
             for state in ("dead", "requeued", "replaying"):
                 self.queue_depth.labels(name, "dead_letters", state).set(counts.get(state, 0))

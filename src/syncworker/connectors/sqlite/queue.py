@@ -60,7 +60,7 @@ class QueueStatements:
     ack: str
     nack: str
     backlog: str
-    depth: str
+    in_flight: str
     leased_owners: str
     release_owner: str
 
@@ -81,7 +81,7 @@ class QueueStatements:
                 f"UPDATE {t} SET claim_id = NULL, owner = NULL, locked_until = 0 WHERE claim_id = ?"
             ),
             backlog=f"SELECT count(*) FROM {t} WHERE locked_until <= ?{{streams}}",
-            depth=(f"SELECT sum(locked_until <= ?), sum(locked_until > ?) FROM {t}"),
+            in_flight=(f"SELECT count(*) FROM {t} WHERE claim_id IS NOT NULL AND locked_until > ?"),
             # ``claim_id IS NOT NULL`` lets SQLite walk the claim_id index: in-flight rows only.
             leased_owners=(
                 f"SELECT DISTINCT owner FROM {t} "
