@@ -185,34 +185,46 @@ def child_hand_written(root: Path) -> dict[str, float]:
     return {"records": moved, "seconds": time.perf_counter() - started}
 
 
-def run_case(name: str, count: int, template: Path, repeat: int) -> dict[str, object]:
-    """The median of ``repeat`` runs, each on a fresh copy of the filled queue."""
-    runs = []
+def run_child(name: str, count: int, template: Path) -> dict[str, float]:
+    """One run of one case, in a fresh process on a fresh copy of the filled queue."""
+    with tempfile.TemporaryDirectory(prefix="bench-embedded-") as tmp:
+        root = Path(tmp)
+        shutil.copy(template, root / "queue.db")
+        result = subprocess.run(
+            [sys.executable, __file__, "--child", name, "--root", str(root)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+        figures: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["records"] == count, (name, figures)
+    return figures
+
+
+def run_cases(names: list[str], count: int, template: Path, repeat: int) -> list[dict[str, object]]:
+    """Every case ``repeat`` times, interleaved (a, b, c, a, b, c, ...) so drift of the
+    machine's speed during the run falls on every case alike; the median run is kept."""
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for _ in range(repeat):
-        with tempfile.TemporaryDirectory(prefix="bench-embedded-") as tmp:
-            root = Path(tmp)
-            shutil.copy(template, root / "queue.db")
-            result = subprocess.run(
-                [sys.executable, __file__, "--child", name, "--root", str(root)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if result.returncode != 0:
-                raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
-            figures = json.loads(result.stdout.strip().splitlines()[-1])
-        assert figures["records"] == count, (name, figures)
-        runs.append(figures)
-    runs.sort(key=lambda f: f["seconds"])
-    median = runs[len(runs) // 2]
-    return {
-        "case": name,
-        "backlog": count,
-        "records_per_s": count / median["seconds"],
-        "seconds": median["seconds"],
-        "peak_rss_mb": max(f["rss"] for f in runs),
-        "runs": len(runs),
-    }
+        for name in names:
+            runs[name].append(run_child(name, count, template))
+    results: list[dict[str, object]] = []
+    for name, figures in runs.items():
+        figures.sort(key=lambda f: f["seconds"])
+        median = figures[len(figures) // 2]
+        results.append(
+            {
+                "case": name,
+                "backlog": count,
+                "records_per_s": count / median["seconds"],
+                "seconds": median["seconds"],
+                "peak_rss_mb": max(f["rss"] for f in figures),
+                "runs": len(figures),
+            }
+        )
+    return results
 
 
 def child_main(name: str, root: Path) -> None:
@@ -243,7 +255,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
             template = Path(tmp) / "queue.db"
             fill_queue(template, count)
-            results.extend(run_case(name, count, template, args.repeat) for name in names)
+            results.extend(run_cases(names, count, template, args.repeat))
     print(f"{'case':<26} {'backlog':>10} {'records/s':>12} {'seconds':>9} {'peak RSS MB':>12}")
     for r in results:
         print(
