@@ -122,6 +122,11 @@ class EngineMetrics:
 
     def _on_batch(self, event: dict[str, Any]) -> None:
         name = event["pipeline"]
+        cached = self._backlogs.get(name)
+        if cached is not None and cached[1] is not None:
+            # What was just committed has left the backlog: keep the cached count honest
+            # between two real counts.
+            self._backlogs[name] = (cached[0], max(0, cached[1] - event["records"]))
         for stream, count in event["streams"].items():
             self.read.labels(name, stream).inc(count)
         for sink, per_stream in event["written"].items():
