@@ -45,6 +45,7 @@ demo: $(BASE_STAMP)
 
 services:
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-chromium.sh
 
 test: $(DEV_STAMP) services
 	@$(MAKE) --no-print-directory lint
