@@ -24,6 +24,8 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from syncworker.coord import make_lock
+from syncworker.coord.base import Lock
 from syncworker.core import registry
 from syncworker.core.durations import DurationS
 from syncworker.core.pipeline import Pipeline, PipelineSettings
@@ -31,6 +33,7 @@ from syncworker.core.policies import BreakerPolicy, RetryPolicy
 from syncworker.core.protocols import ConnectorConfig
 from syncworker.core.schedule import Schedule
 from syncworker.errors import ConfigError
+from syncworker.observe.logging import redact_url
 from syncworker.state import DEFAULT_STATE_URL, StateStore, sqlite_path
 
 Loc = tuple[str | int, ...]
@@ -98,6 +101,20 @@ class ScheduleConfig(_Strict):
         return Schedule.manual() if self.manual else Schedule.stream()
 
 
+class LockConfig(_Strict):
+    url: str = Field(description="redis://... (SET NX PX lock) or postgresql://... (advisory)")
+    key: str = Field(min_length=1, description="the lock's name, e.g. whatsapp:syncLock")
+    ttl: DurationS = Field(300.0, gt=0, description="lease length; renewed every third of it")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in ("redis", "rediss", "unix", "postgresql", "postgres"):
+            raise ValueError(f"expected a redis:// or postgresql:// URL, got {redact_url(value)!r}")
+        return value
+
+
 class DeadLetterConfig(_Strict):
     store: Literal["state"] = Field("state", description="where dead letters are kept")
 
@@ -111,6 +128,7 @@ class PipelineConfig(_Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
+    lock: LockConfig | None = Field(None, description="one worker at a time runs this pipeline")
     enabled: bool = Field(True, description="false: validated but not run")
 
 
@@ -228,7 +246,14 @@ def build_pipeline(spec: PipelineSpec, state: StateStore, shutdown_timeout_s: fl
         [_construct("processor", c, c.name or c.type, spec.name) for c in spec.processors],
         spec.settings(shutdown_timeout_s),
         state,
+        _lock(spec.config.lock),
     )
+
+
+def _lock(config: LockConfig | None) -> Lock | None:
+    if config is None:
+        return None
+    return make_lock(config.url, config.key, config.ttl)
 
 
 def _connector_name(config: ConnectorConfig, index: int, siblings: list[ConnectorConfig]) -> str:

@@ -33,6 +33,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`retry`", config.RetryConfig),
     ("`breaker` (pause after a whole-batch failure)", config.BreakerConfig),
     ("`dead_letter`", config.DeadLetterConfig),
+    ("`lock`", config.LockConfig),
 ]
 
 

@@ -83,7 +83,7 @@ class RunSummary(BaseModel):
     id: int | None
     pipeline: str
     mode: str
-    status: Literal["success", "partial", "error"]
+    status: Literal["success", "partial", "error", "skipped"]
     started_at: float
     finished_at: float
     duration_ms: float

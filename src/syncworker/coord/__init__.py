@@ -9,6 +9,10 @@ lock without knowing cannot overwrite a newer holder's writes.
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from syncworker.coord.base import Lock
 
 FENCING_TOKEN: ContextVar[int | None] = ContextVar("syncworker_fencing_token", default=None)
 
@@ -16,3 +20,18 @@ FENCING_TOKEN: ContextVar[int | None] = ContextVar("syncworker_fencing_token", d
 def current_fencing_token() -> int | None:
     """The fencing token of the lock the current pipeline run holds, or None (no lock)."""
     return FENCING_TOKEN.get()
+
+
+def make_lock(url: str, key: str, ttl_s: float) -> Lock:
+    """The lock a ``lock: {url, key, ttl}`` section names: Redis (``redis://``, ``rediss://``)
+    or a PostgreSQL advisory lock (``postgresql://``). Backends import lazily (extras)."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        from syncworker.coord.redis_lock import RedisLock
+
+        return RedisLock(url, key, ttl_s)
+    if scheme in ("postgresql", "postgres"):
+        from syncworker.coord.pg_lock import PostgresAdvisoryLock
+
+        return PostgresAdvisoryLock(url, key, ttl_s)
+    raise ValueError(f"expected a redis:// or postgresql:// lock URL, got scheme {scheme!r}")

@@ -20,8 +20,10 @@ from typing import Any, Literal
 
 import structlog
 
+from syncworker.coord.base import Lock
 from syncworker.core.delivery import Delivery, Rejection, SinkWriter, deliver
 from syncworker.core.events import EventBus, Handler
+from syncworker.core.leadership import LockKeeper
 from syncworker.core.policies import BreakerPolicy, CircuitBreaker, RetryPolicy
 from syncworker.core.protocols import Countable, Processor, Sink, Source
 from syncworker.core.record import Batch, Record
@@ -119,6 +121,7 @@ class Pipeline:
         processors: Sequence[Processor] = (),
         settings: PipelineSettings | None = None,
         state: StateStore | None = None,
+        lock: Lock | None = None,
     ) -> None:
         if not sinks:
             raise ValueError(f"pipeline {name!r} needs at least one sink")
@@ -133,6 +136,7 @@ class Pipeline:
         self._breaker = CircuitBreaker(self.settings.breaker)
         self._writers = [SinkWriter(s, self.settings.retry, self._sleep) for s in self.sinks]
         self._replay = DeadLetterReplay(state, name) if state is not None else None
+        self._keeper = LockKeeper(lock, name, self._on_lock_lost) if lock is not None else None
         self._stopping = asyncio.Event()
         self._aborting = asyncio.Event()
         self._trigger = asyncio.Event()
@@ -188,6 +192,9 @@ class Pipeline:
         if not self._opened:
             return
         self._opened = False
+        if self._keeper is not None:
+            await self._keeper.release()
+            await self._keeper.lock.close()
         await self._close_connectors()
 
     async def _close_connectors(self) -> None:
@@ -299,6 +306,7 @@ class Pipeline:
             "last_duration_ms": round(last.duration_ms, 1) if last else None,
             "last_result": last.status if last else None,
             "last_error": self._last_error,
+            "lock": self._keeper.describe() if self._keeper is not None else None,
             "circuit": {
                 "open": self._breaker.is_open,
                 "consecutive_failures": self._breaker.consecutive_failures,
@@ -426,6 +434,8 @@ class Pipeline:
         self.check_mode(mode)
         waiters, self._waiters = self._waiters, []
         stats = RunStats(mode)
+        if not await self._hold_lock(stats):
+            return await self._skipped(stats, waiters, force_record)
         self._current = stats
         try:
             if self._replay is not None:
@@ -434,6 +444,9 @@ class Pipeline:
             await self._wait_in_flight()
         finally:
             self._current = None
+            if self._keeper is not None and (not stream or self._keeper.lost.is_set()):
+                # Scheduled runs take the lock per run; a stream holds it until it is lost.
+                await self._keeper.release()
         if not (force_record or waiters or stats.processed or stats.failed_batches):
             return None
         run = await self._finish_run(stats)
@@ -442,9 +455,51 @@ class Pipeline:
                 waiter.set_result(run)
         return run
 
+    async def _hold_lock(self, stats: RunStats) -> bool:
+        """True when the run may go on: no lock, or the lock is (now) held by us."""
+        if self._keeper is None or self._keeper.held:
+            return True
+        try:
+            return await self._keeper.acquire()
+        except Exception as exc:
+            stats.error = redact_url(f"{type(exc).__name__}: {exc}")
+            self._breaker.trip()
+            await self._fail("lock_unavailable", exc)
+            return False
+
+    async def _skipped(
+        self, stats: RunStats, waiters: list[asyncio.Future[RunRecord]], force_record: bool
+    ) -> RunRecord | None:
+        """Another worker holds the lock (or the lock's service is down): this run does
+        nothing, quietly (seed 000), and is not written to the run log."""
+        run = RunRecord(
+            pipeline=self.name,
+            mode=stats.mode,
+            started_at=stats.started_at,
+            finished_at=time.time(),
+            status="skipped",
+            error=stats.error,
+        )
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(run)
+        return run if force_record or waiters else None
+
+    async def _on_lock_lost(self) -> None:
+        """The lock is gone: return every in-flight batch (newest first) before any more
+        is written; the drain loop stops claiming as it sees ``lost``."""
+        for task in reversed(list(self._tasks)):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._current is not None:
+            self._current.error = "LockLost: the pipeline's lock was lost; batches returned"
+
+    def _lock_lost(self) -> bool:
+        return self._keeper is not None and self._keeper.lost.is_set()
+
     async def _drain(self, source: Source, stats: RunStats, *, fill: bool) -> None:
         """Claim and dispatch batches until the source is empty (or the run is cut)."""
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not self._lock_lost():
             await self._breaker.wait_ready(self._stopping)
             if self._stopping.is_set():
                 return
@@ -452,6 +507,10 @@ class Pipeline:
             self._state = "paused" if probing else "running"
             await self._slots.acquire()
             parts = await self._claim(source, stats, fill=fill)
+            if self._lock_lost():
+                self._slots.release()
+                await self._nack(source, parts)
+                return
             if not parts:
                 self._slots.release()
                 return

@@ -61,7 +61,7 @@ class RunRecord:
     mode: str
     started_at: float
     finished_at: float
-    status: Literal["success", "partial", "error"]
+    status: Literal["success", "partial", "error", "skipped"]
     processed: int = 0
     written: int = 0
     dead_lettered: int = 0
