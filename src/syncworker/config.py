@@ -37,7 +37,9 @@ from syncworker.observe.logging import redact_url
 from syncworker.state import DEFAULT_STATE_URL, StateStore, sqlite_path
 
 Loc = tuple[str | int, ...]
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# ${VAR}, ${VAR:-default} (default when unset or empty), ${VAR:+word} (word when set and
+# non-empty, else empty). Defaults may hold further references: innermost are read first.
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^{}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -316,14 +318,38 @@ def _spec(name: str, pc: PipelineConfig, file: str, lines: dict[Loc, int]) -> Pi
         name=name,
         config=pc,
         source=_connector("source", pc.source, (*base, "source"), file, lines),
-        sinks=[
-            _connector("sink", c, (*base, "sinks", i), file, lines) for i, c in enumerate(pc.sinks)
-        ],
+        sinks=_enabled(
+            [
+                _connector("sink", c, (*base, "sinks", i), file, lines)
+                for i, c in enumerate(pc.sinks)
+            ],
+            (*base, "sinks"),
+            file,
+            lines,
+        ),
         processors=[
-            _connector("processor", c, (*base, "processors", i), file, lines)
-            for i, c in enumerate(pc.processors)
+            c
+            for c in (
+                _connector("processor", raw, (*base, "processors", i), file, lines)
+                for i, raw in enumerate(pc.processors)
+            )
+            if c.enabled
         ],
     )
+
+
+def _enabled(
+    sinks: list[ConnectorConfig], loc: Loc, file: str, lines: dict[Loc, int]
+) -> list[ConnectorConfig]:
+    kept = [s for s in sinks if s.enabled]
+    if not kept:
+        raise ConfigError(
+            "every sink is disabled (enabled: false); keep at least one",
+            file=file,
+            path=_dotted(loc),
+            line=_line(lines, loc),
+        )
+    return kept
 
 
 def _connector(
@@ -364,12 +390,14 @@ def _substitute(
         return value
 
     def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
+        name, operator, word = match.group(1), match.group(2), match.group(3)
         found = environ.get(name)
-        if found is not None and (found != "" or default is None):
+        if operator == "+":
+            return word if found else ""
+        if found is not None and (found != "" or operator is None):
             return found
-        if default is not None:
-            return default
+        if operator == "-":
+            return word
         raise ConfigError(
             f"environment variable {name} is not set (write ${{{name}:-DEFAULT}} "
             "to give a default)",
@@ -378,7 +406,27 @@ def _substitute(
             line=_line(lines, loc),
         )
 
-    return _ENV.sub(replace, value)
+    # Substituted values are placeholders-free markers so an env value with "${" in it is
+    # never expanded again; each pass resolves the innermost references.
+    parts: list[str] = []
+    remaining = value
+    while True:
+        expanded = _ENV.sub(lambda m: _protect(replace(m), parts), remaining)
+        if expanded == remaining:
+            break
+        remaining = expanded
+    return _unprotect(remaining, parts)
+
+
+def _protect(text: str, parts: list[str]) -> str:
+    parts.append(text)
+    return f"\x00{len(parts) - 1}\x00"
+
+
+def _unprotect(text: str, parts: list[str]) -> str:
+    while "\x00" in text:
+        text = re.sub(r"\x00(\d+)\x00", lambda m: parts[int(m.group(1))], text)
+    return text
 
 
 # -- error lines --------------------------------------------------------------------------

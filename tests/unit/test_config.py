@@ -172,3 +172,46 @@ def test_durations(text: str | int, seconds: float) -> None:
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError, match="expected a duration"):
         parse_duration_s(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "expected"),
+    [
+        (
+            "${REDIS_URL:-redis://${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379}}",
+            {},
+            "redis://127.0.0.1:6379",
+        ),
+        (
+            "${REDIS_URL:-redis://${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379}}",
+            {"REDIS_HOST": "cache", "REDIS_PORT": "6380"},
+            "redis://cache:6380",
+        ),
+        ("${REDIS_URL:-redis://${REDIS_HOST:-h}}", {"REDIS_URL": "redis://set"}, "redis://set"),
+        (
+            "${POSTGRES_URL:-${DATABASE_URL}}",
+            {"DATABASE_URL": "postgresql://db/x"},
+            "postgresql://db/x",
+        ),
+        ("${HOOK:+true}", {"HOOK": "http://h"}, "true"),
+        ("${HOOK:+true}", {}, ""),
+        ("${TRICK}", {"TRICK": "${NOT_EXPANDED}"}, "${NOT_EXPANDED}"),
+    ],
+)
+def test_nested_defaults_and_plus(text: str, environ: dict[str, str], expected: str) -> None:
+    from syncworker.config import _substitute
+
+    assert _substitute(text, (), environ, "f.yaml", {}) == expected
+
+
+def test_disabled_sinks_are_left_out(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace(
+        '{type: sqlite, path: "', '{type: sqlite, enabled: "${SQLITE_ON:+true}", path: "'
+    )
+    off = load_config(write(tmp_path, text), environ={})
+    assert [s.type for s in off.pipelines["chat"].sinks] == ["jsonl"]
+    on = load_config(write(tmp_path, text), environ={"SQLITE_ON": "1"})
+    assert [s.type for s in on.pipelines["chat"].sinks] == ["jsonl", "sqlite"]
+    only_disabled = text.replace("{type: jsonl, path:", "{type: jsonl, enabled: false, path:")
+    line = error_line(tmp_path, only_disabled)
+    assert "pipelines.chat.sinks: every sink is disabled" in line

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from syncworker.core.record import Batch, Record
 
@@ -140,6 +140,16 @@ class ConnectorConfig(BaseModel):
     name: str | None = Field(
         None, description="name in logs, status and dead letters (default: the type)"
     )
+    enabled: bool = Field(
+        True,
+        description='false (or empty, e.g. "${SYNC_WEBHOOK_URL:+true}" when unset): '
+        "leave this sink or processor out",
+    )
+
+    @field_validator("enabled", mode="before")
+    @classmethod
+    def _empty_is_false(cls, value: Any) -> Any:
+        return False if value == "" else value
 
 
 class ConnectorFactory(Protocol):
