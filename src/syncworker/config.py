@@ -301,6 +301,18 @@ def parse_config(
             f"not valid YAML: {problem}", file=file, line=mark.line + 1 if mark else None
         ) from None
     lines = _line_map(root) if root is not None else {}
+    return config_from_dict(raw, path, environ, lines)
+
+
+def config_from_dict(
+    raw: Any,
+    path: Path | None = None,
+    environ: dict[str, str] | None = None,
+    lines: dict[Loc, int] | None = None,
+) -> Config:
+    """The same validation for a config built in Python (a dict shaped like the file)."""
+    file = str(path) if path else "<config>"
+    lines = lines or {}
     if not isinstance(raw, dict):
         raise ConfigError("expected a mapping with a 'pipelines' section", file=file)
     data = _substitute(raw, (), environ if environ is not None else dict(os.environ), file, lines)

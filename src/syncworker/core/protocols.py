@@ -7,6 +7,7 @@ belong to the pipeline loop (``core/pipeline.py``) and are never re-implemented 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -142,14 +143,18 @@ class ConnectorConfig(BaseModel):
     )
     enabled: bool = Field(
         True,
-        description='false (or empty, e.g. "${SYNC_WEBHOOK_URL:+true}" when unset): '
-        "leave this sink or processor out",
+        description="false, or empty, leaves this sink or processor out; with "
+        '"${SYNC_WEBHOOK_URL:+true}" it is on when the variable is set, and joined flags '
+        'mean "either is set": "${POSTGRES_URL:+true}${DATABASE_URL:+true}"',
     )
 
     @field_validator("enabled", mode="before")
     @classmethod
-    def _empty_is_false(cls, value: Any) -> Any:
-        return False if value == "" else value
+    def _flags(cls, value: Any) -> Any:
+        # Joined ${VAR:+true} flags read as "any of them is set": "" off, "truetrue" on.
+        if isinstance(value, str) and re.fullmatch(r"(true)*", value.strip().lower()):
+            return value.strip() != ""
+        return value
 
 
 class ConnectorFactory(Protocol):

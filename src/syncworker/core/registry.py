@@ -67,6 +67,8 @@ def lookup(kind: Kind, type_name: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        if (exc.name or "").startswith("syncworker"):
+            raise  # our own module is missing: a packaging bug, not a missing extra
         raise ConfigError(
             f"{kind} type {type_name!r} needs a package that is not installed ({exc.name}); "
             f"install the matching extra, e.g. pip install 'syncworker[{_extra_for(module_name)}]'"

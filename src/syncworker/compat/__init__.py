@@ -1,0 +1,1 @@
+"""Compatibility layers: the seeds' own Python APIs running on syncworker."""
