@@ -41,6 +41,8 @@ EXIT_FAILURE = 1
     "--log-level",
     default="info",
     show_default=True,
+    envvar=["SYNCWORKER_LOG_LEVEL", "LOG_LEVEL"],
+    show_envvar=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
 def main(log_format: str, log_level: str) -> None:
