@@ -1,0 +1,9 @@
+"""PostgreSQL connectors: a table as an upsert sink.
+
+Needs the ``postgres`` extra (psycopg 3 and psycopg_pool); nothing is imported from here, so a
+missing extra only matters when a postgres connector is used.
+"""
+
+CONNECTORS = {
+    "sink:postgres": "syncworker.connectors.postgres.sink:PostgresSink",
+}

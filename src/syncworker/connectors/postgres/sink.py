@@ -1,0 +1,541 @@
+"""``postgres``: a sink that upserts and deletes records by key in a PostgreSQL table.
+
+A batch is one transaction. Upserts are COPYed into a temporary staging table shaped like the
+target's columns (``ON COMMIT DROP``), then merged with ONE ``INSERT ... SELECT ... ON CONFLICT
+(key) DO UPDATE``: COPY moves rows an order of magnitude faster than a multi-row INSERT, and
+the merge is a single statement whatever the batch size. Deletes are one ``DELETE ... WHERE key
+= ANY(...)``. Writing a batch twice leaves the table as writing it once.
+
+Values that are the same for the whole batch (``$synced_at``, ``$op``, the fencing token) are
+statement parameters, not copied per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from operator import attrgetter
+from typing import Any, ClassVar, Literal
+
+import orjson
+import psycopg
+import structlog
+from psycopg import sql
+from pydantic import Field, field_validator, model_validator
+
+from syncworker.connectors.postgres.client import (
+    Connection,
+    ConnectSettings,
+    Pool,
+    check_identifier,
+    check_url,
+    connect,
+    create_pool,
+    dependency_error,
+    describe,
+    describe_url,
+    open_pool,
+    split_table,
+    table_identifier,
+)
+from syncworker.coord import current_fencing_token
+from syncworker.core.durations import DurationS
+from syncworker.core.protocols import ConnectorConfig, WriteResult
+from syncworker.core.record import Record
+from syncworker.errors import (
+    ConfigError,
+    ConnectionClosed,
+    ConnectorError,
+    LockLost,
+    PermanentError,
+)
+
+log = structlog.get_logger(__name__)
+
+PER_RECORD_VALUES = frozenset({"$key", "$stream", "$data"})
+"""Column sources read from each record (copied into the staging table)."""
+BATCH_VALUES = frozenset({"$op", "$synced_at", "$fencing_token"})
+"""Column sources that are the same for the whole batch (statement parameters)."""
+SPECIAL_VALUES = PER_RECORD_VALUES | BATCH_VALUES
+
+STAGING = sql.Identifier("pg_temp", "syncworker_staging")
+_JSON_TYPES = frozenset({114, 3802})  # json, jsonb
+
+Getter = Callable[[Record], Any]
+ValueKind = Literal["json", "array", "scalar"]
+
+
+class PostgresSinkConfig(ConnectorConfig):
+    """Settings of the ``postgres`` sink."""
+
+    type: Literal["postgres"] = Field("postgres", description="Connector type: a PostgreSQL table.")
+    url: str = Field(description="postgresql://user:password@host:5432/dbname")
+    table: str = Field(
+        "records",
+        description="Table written to, optionally schema-qualified ('schema.table'). Names are "
+        "quoted as given (case-sensitive), so a name cannot itself contain a dot.",
+    )
+    key_column: str = Field(
+        "key",
+        description="Column holding Record.key; must be the PRIMARY KEY or have a UNIQUE "
+        "constraint of its own (ON CONFLICT needs one).",
+    )
+    columns: dict[str, str] | None = Field(
+        None,
+        description="Column name -> dotted path in record.data (e.g. 'user.email'), or one of "
+        "$key, $stream, $op, $synced_at, $data (the whole data as JSON), $fencing_token. A "
+        "missing path writes NULL; objects and lists are written as JSON (as arrays into array "
+        "columns). The table must exist. Null = default layout: key text PRIMARY KEY, stream "
+        "text, data jsonb, synced_at timestamptz.",
+    )
+    create_table: bool = Field(
+        True,
+        description="Create the default-layout table if missing (ignored with `columns`: that "
+        "table must exist).",
+    )
+    pool_min: int = Field(1, ge=0, description="Connections kept open.")
+    pool_max: int = Field(4, ge=1, description="Most connections open at once.")
+    connect_timeout: DurationS = Field(
+        10.0,
+        gt=0,
+        description="Longest wait to connect, or for a free pooled connection, before the "
+        "write fails as 'database unavailable'.",
+    )
+    statement_timeout: DurationS = Field(
+        60.0, ge=0, description="Longest a statement may run (0 = no limit); then retried."
+    )
+    fencing_column: str | None = Field(
+        None,
+        description="Column (bigint) storing the fencing token of the lock holder that wrote "
+        "each row. A change only applies if the stored token is NULL or <= the writer's, so a "
+        "worker that lost its lock cannot overwrite a newer holder's rows; a batch refused "
+        "entirely raises LockLost. Added to the default layout; must exist with `columns`.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        return check_url(value)
+
+    @field_validator("table")
+    @classmethod
+    def _valid_table(cls, value: str) -> str:
+        split_table(value)
+        return value
+
+    @field_validator("key_column", "fencing_column")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        return None if value is None else check_identifier(value)
+
+    @field_validator("columns")
+    @classmethod
+    def _valid_columns(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("columns is empty; use null for the default layout")
+        for column, source in value.items():
+            check_identifier(column)
+            if source.startswith("$") and source not in SPECIAL_VALUES:
+                raise ValueError(
+                    f"column {column!r}: unknown value {source!r}; "
+                    f"expected a field path or one of {sorted(SPECIAL_VALUES)}"
+                )
+            if not all(source.split(".")):
+                raise ValueError(f"column {column!r}: invalid field path {source!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PostgresSinkConfig:
+        if self.pool_max < self.pool_min:
+            raise ValueError(f"pool_max ({self.pool_max}) is below pool_min ({self.pool_min})")
+        names = [self.key_column, *(self.columns or {})]
+        if self.fencing_column is not None:
+            names.append(self.fencing_column)
+        if len(set(names)) != len(names):
+            raise ValueError(
+                "column names must be distinct from each other, from key_column and from "
+                "fencing_column (key_column always holds Record.key)"
+            )
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    source: str
+    sql_type: str = ""
+
+    @property
+    def per_record(self) -> bool:
+        return self.source not in BATCH_VALUES
+
+
+DEFAULT_LAYOUT = (
+    Column("stream", "$stream", "text"),
+    Column("data", "$data", "jsonb"),
+    Column("synced_at", "$synced_at", "timestamptz"),
+)
+
+_PARAMETERS = {"$op": "op", "$synced_at": "synced_at", "$fencing_token": "token"}
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStatements:
+    """Every statement the sink runs, composed once; identifiers always quoted by psycopg."""
+
+    create: sql.Composed
+    stage: sql.Composed
+    copy: sql.Composed
+    upsert: sql.Composed
+    delete: sql.Composed
+    remaining: sql.Composed
+
+    @classmethod
+    def build(
+        cls, table: str, key_column: str, columns: Sequence[Column], fencing_column: str | None
+    ) -> SinkStatements:
+        target, key = table_identifier(table), sql.Identifier(key_column)
+        staged = [key, *(sql.Identifier(c.name) for c in columns if c.per_record)]
+        written = [c for c in columns if not c.per_record]
+        inserted = [*staged, *(sql.Identifier(c.name) for c in written)]
+        selected = [*staged, *(sql.Placeholder(_PARAMETERS[c.source]) for c in written)]
+        definitions = [sql.SQL("{} text PRIMARY KEY").format(key)]
+        definitions += [
+            sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type)) for c in columns
+        ]
+        fence_applies: sql.Composable = sql.SQL("")
+        delete_fence: sql.Composable = sql.SQL("")
+        if fencing_column is not None:
+            fence = sql.Identifier(fencing_column)
+            inserted.append(fence)
+            selected.append(sql.Placeholder("token"))
+            definitions.append(sql.SQL("{} bigint").format(fence))
+            fence_applies = sql.SQL(" WHERE t.{0} IS NULL OR t.{0} <= EXCLUDED.{0}").format(fence)
+            delete_fence = sql.SQL(" AND ({0} IS NULL OR {0} <= {1})").format(
+                fence, sql.Placeholder("token")
+            )
+        updates = sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(name) for name in inserted[1:]
+        )
+        return cls(
+            create=sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+                target, sql.SQL(", ").join(definitions)
+            ),
+            # Built from the target's own columns: same types (and lengths), no constraints.
+            stage=sql.SQL(
+                "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
+            ).format(STAGING, sql.SQL(", ").join(staged), target),
+            copy=sql.SQL("COPY {} ({}) FROM STDIN").format(STAGING, sql.SQL(", ").join(staged)),
+            upsert=sql.SQL(
+                "INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}{}"
+            ).format(
+                target,
+                sql.SQL(", ").join(inserted),
+                sql.SQL(", ").join(selected),
+                STAGING,
+                key,
+                updates,
+                fence_applies,
+            ),
+            delete=sql.SQL("DELETE FROM {} WHERE {} = ANY({}){}").format(
+                target, key, sql.Placeholder("keys"), delete_fence
+            ),
+            remaining=sql.SQL("SELECT count(*) FROM {} WHERE {} = ANY({})").format(
+                target, key, sql.Placeholder("keys")
+            ),
+        )
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """A batch reduced to one record per key: rows to COPY, keys to delete, records rejected."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    failed: dict[int, BaseException] = field(default_factory=dict)
+
+
+class PostgresSink:
+    """Upserts and deletes records by key in one PostgreSQL table, one transaction per batch.
+
+    Duplicate keys in a batch collapse to their last record (last op wins). A value the table
+    rejects (constraint, type, length) rolls the whole batch back and is raised unchanged (the
+    runtime bisects); an unreachable database, a lost connection, a lock conflict or a timeout
+    raises ``ConnectionFailed`` / ``ConnectionClosed`` / ``RetryableError``.
+    """
+
+    config_model: ClassVar[type[PostgresSinkConfig]] = PostgresSinkConfig
+
+    def __init__(self, config: PostgresSinkConfig | dict[str, Any], *, name: str) -> None:
+        if not isinstance(config, PostgresSinkConfig):
+            config = PostgresSinkConfig.model_validate(config)
+        self.name = name
+        self.config = config
+        self._columns = (
+            DEFAULT_LAYOUT
+            if config.columns is None
+            else tuple(Column(column, source) for column, source in config.columns.items())
+        )
+        self._statements = SinkStatements.build(
+            config.table, config.key_column, self._columns, config.fencing_column
+        )
+        self._label = f"postgres sink {describe_url(config.url)!r} table {config.table!r}"
+        self._settings = ConnectSettings(
+            url=config.url,
+            connect_timeout_s=config.connect_timeout,
+            statement_timeout_s=config.statement_timeout,
+            application_name=f"syncworker:{name}",
+        )
+        self._pool: Pool | None = None
+        self._build_row: Callable[[Record], tuple[Any, ...]] | None = None
+
+    async def open(self) -> None:
+        """Create the table if configured, check the statements against it, open the pool.
+
+        Raises ``ConnectionFailed`` when the server is unreachable and ``ConfigError`` when the
+        table or a column is missing, a type does not fit, or the key column is not unique.
+        """
+        if self._pool is not None:
+            return
+        conn = await connect(self._settings, self._label)
+        async with conn:
+            try:
+                kinds = await self._setup(conn)
+            except psycopg.Error as exc:
+                translated = dependency_error(exc, self._label)
+                raise (translated or ConnectorError(f"{self._label}: {describe(exc)}")) from exc
+        self._build_row = (
+            _default_row
+            if self.config.columns is None
+            else _row_builder(
+                [
+                    value_getter(c.source, kind)
+                    for c, kind in zip(self._per_record(), kinds, strict=True)
+                ]
+            )
+        )
+        pool = create_pool(
+            self._settings,
+            min_size=self.config.pool_min,
+            max_size=self.config.pool_max,
+            name=f"syncworker-{self.name}",
+        )
+        await open_pool(pool, self.config.connect_timeout, self._label)
+        self._pool = pool
+
+    async def _setup(self, conn: Connection) -> list[ValueKind]:
+        """Create the default table if configured, then compile (EXPLAIN, never run) the
+        statements against the real table, which finds a missing table or column, a type that
+        does not fit and a key column without a unique constraint before the first batch."""
+        params = {"synced_at": datetime.now(UTC), "op": "upsert", "token": 0, "keys": []}
+        try:
+            if self.config.columns is None and self.config.create_table:
+                await self._create_table(conn)
+            async with conn.transaction(force_rollback=True):
+                await conn.execute(self._statements.stage)
+                await conn.execute(sql.SQL("EXPLAIN {}").format(self._statements.upsert), params)
+                await conn.execute(sql.SQL("EXPLAIN {}").format(self._statements.delete), params)
+                await self._check_key_is_unique(conn)
+                return await _value_kinds(conn)
+        except psycopg.errors.InvalidColumnReference:
+            raise self._key_not_unique() from None
+        except (psycopg.ProgrammingError, psycopg.DataError, psycopg.NotSupportedError) as exc:
+            raise ConfigError(f"{self._label}: {describe(exc)}") from None
+
+    async def _check_key_is_unique(self, conn: Connection) -> None:
+        # EXPLAIN already refused a key column without any unique index; a deferrable one only
+        # fails when the INSERT runs, so the catalog is asked too.
+        cursor = await conn.execute(
+            "SELECT coalesce(bool_or(i.indimmediate), false) FROM pg_index i"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+            " WHERE i.indrelid = %s::regclass AND a.attname = %s AND i.indisunique"
+            " AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL",
+            (table_identifier(self.config.table).as_string(conn), self.config.key_column),
+        )
+        row = await cursor.fetchone()
+        if not (row and row[0]):
+            raise self._key_not_unique()
+
+    def _key_not_unique(self) -> ConfigError:
+        return ConfigError(
+            f"{self._label}: key column {self.config.key_column!r} needs a PRIMARY KEY or a "
+            "UNIQUE constraint of its own, not deferrable (ON CONFLICT needs one)"
+        )
+
+    async def _create_table(self, conn: Connection) -> None:
+        # UniqueViolation: another worker created it at the same moment (IF NOT EXISTS races).
+        with suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+            await conn.execute(self._statements.create)
+
+    def _per_record(self) -> list[Column]:
+        return [c for c in self._columns if c.per_record]
+
+    async def write(self, records: Sequence[Record]) -> WriteResult:
+        """Write ``records`` in one transaction, committed before returning.
+
+        Raises ``LockLost`` when a fencing column is configured and a newer lock holder's rows
+        refused every change of the batch (nothing is written then).
+        """
+        if self._pool is None or self._build_row is None:
+            raise ConnectionClosed(f"{self._label}: not open")
+        batch = self._prepare(records, self._build_row)
+        if not batch.rows and not batch.deletes:
+            return WriteResult(failed=batch.failed)
+        params = {
+            "synced_at": datetime.now(UTC),
+            "op": "upsert",
+            "token": current_fencing_token(),
+            "keys": batch.deletes,
+        }
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                refused = await self._apply(conn, batch, params)
+        except psycopg.Error as exc:
+            translated = dependency_error(exc, self._label)
+            if translated is None:
+                raise
+            raise translated from exc
+        if refused:
+            log.warning(
+                "postgres_rows_fenced", sink=self.name, refused=refused, token=params["token"]
+            )
+        return WriteResult(failed=batch.failed)
+
+    async def _apply(self, conn: Connection, batch: PreparedBatch, params: dict[str, Any]) -> int:
+        """Run the batch's statements; the number of changes refused by fencing."""
+        refused = 0
+        fenced = self.config.fencing_column is not None
+        if batch.rows:
+            await conn.execute(self._statements.stage)
+            async with conn.cursor() as cursor:
+                async with cursor.copy(self._statements.copy) as copy:
+                    for row in batch.rows:
+                        await copy.write_row(row)
+                await cursor.execute(self._statements.upsert, params, prepare=False)
+                if fenced:
+                    refused += len(batch.rows) - cursor.rowcount
+        if batch.deletes:
+            async with conn.cursor() as cursor:
+                await cursor.execute(self._statements.delete, params)
+                if fenced:
+                    await cursor.execute(self._statements.remaining, params)
+                    remaining = await cursor.fetchone()
+                    refused += remaining[0] if remaining else 0
+        if refused and refused == len(batch.rows) + len(batch.deletes):
+            raise LockLost(
+                f"{self._label}: every change of the batch was refused: its rows were written "
+                f"under a newer fencing token than this writer's ({params['token']})"
+            )
+        return refused
+
+    def _prepare(
+        self, records: Sequence[Record], build: Callable[[Record], tuple[Any, ...]]
+    ) -> PreparedBatch:
+        """One record per key (the last), split into COPY rows and keys to delete."""
+        last = {record.key: index for index, record in enumerate(records)}
+        indices = range(len(records)) if len(last) == len(records) else last.values()
+        batch = PreparedBatch()
+        rows, deletes = batch.rows, batch.deletes
+        for index in indices:
+            record = records[index]
+            if record.op == "delete":
+                deletes.append(record.key)
+                continue
+            try:
+                rows.append(build(record))
+            except TypeError as exc:  # orjson.JSONEncodeError: not JSON-serializable
+                batch.failed[index] = _not_serializable(self._label, record, exc)
+        return batch
+
+    async def close(self) -> None:
+        """Close the pool's connections (waiting for writes in progress)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+
+async def _value_kinds(conn: Connection) -> list[ValueKind]:
+    """How each staged column after the key is written: JSON, an array, or a plain value."""
+    cursor = await conn.execute(
+        "SELECT t.typcategory = 'A', coalesce(nullif(t.typbasetype, 0), t.oid)::int"
+        " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+        " WHERE a.attrelid = 'pg_temp.syncworker_staging'::regclass"
+        " AND a.attnum > 1 AND NOT a.attisdropped ORDER BY a.attnum"
+    )
+    kinds: list[ValueKind] = []
+    for is_array, base_oid in await cursor.fetchall():
+        kinds.append("json" if base_oid in _JSON_TYPES else "array" if is_array else "scalar")
+    return kinds
+
+
+def value_getter(source: str, kind: ValueKind) -> Getter:
+    """How one staged column's value is read from a record (``source`` as in ``columns``)."""
+    if source == "$data":
+        return _data_json
+    if source in ("$key", "$stream"):
+        attribute = attrgetter(source[1:])
+        return attribute if kind != "json" else lambda record: _to_json(attribute(record))
+    convert = {"json": _to_json, "array": _to_array, "scalar": _to_scalar}[kind]
+    parts = source.split(".")
+    if len(parts) == 1:
+        return lambda record: convert(record.data.get(source))
+    return lambda record: convert(_dig(record.data, parts))
+
+
+def _default_row(record: Record) -> tuple[str, str, str]:
+    """The default layout's staged row (key, stream, data as JSON) in one call per record."""
+    return record.key, record.stream, orjson.dumps(record.data).decode()
+
+
+def _row_builder(getters: list[Getter]) -> Callable[[Record], tuple[Any, ...]]:
+    # Unrolled for the common widths: this runs once per record on the hot path.
+    if len(getters) == 1:
+        (first,) = getters
+        return lambda record: (record.key, first(record))
+    if len(getters) == 2:
+        first, second = getters
+        return lambda record: (record.key, first(record), second(record))
+    return lambda record: (record.key, *[get(record) for get in getters])
+
+
+def _data_json(record: Record) -> str:
+    return orjson.dumps(record.data).decode()
+
+
+def _dig(data: dict[str, Any], parts: list[str]) -> Any:
+    value: Any = data
+    for part in parts:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _to_json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _to_array(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _to_scalar(value: Any) -> Any:
+    """A value PostgreSQL parses for any column type: objects and lists as JSON text,
+    booleans as true/false; numbers, dates and UUIDs go to psycopg's own adapters."""
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list | tuple):
+        return orjson.dumps(value).decode()
+    return value
+
+
+def _not_serializable(label: str, record: Record, exc: Exception) -> PermanentError:
+    error = PermanentError(f"{label}: record {record.key!r} is not JSON-serializable: {exc}")
+    error.__cause__ = exc
+    return error
