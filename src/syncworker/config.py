@@ -479,6 +479,7 @@ def _describe(error: Any, model: type[BaseModel], loc: Loc, label: str | None) -
         return "required setting is missing"
     got = error.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f", got {got!r}"
+    shown = redact_url(shown)  # a refused URL may carry its password
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{message[0].lower()}{message[1:]}{shown}" if message else f"invalid{shown}"
 

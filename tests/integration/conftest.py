@@ -21,8 +21,11 @@ def _pg_admin() -> psycopg.Connection:
     try:
         return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}; "
-                    "run `make services` (scripts/ensure-services.sh)", pytrace=False)
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}; "
+            "run `make services` (scripts/ensure-services.sh)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture
@@ -46,8 +49,9 @@ def redis_prefix() -> Iterator[str]:
     try:
         client.ping()
     except redis.RedisError as exc:
-        pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc}; run `make services`",
-                    pytrace=False)
+        pytest.fail(
+            f"Redis is not reachable at {REDIS_URL}: {exc}; run `make services`", pytrace=False
+        )
     prefix = f"swtest:{uuid.uuid4().hex[:10]}:"
     try:
         yield prefix

@@ -299,3 +299,22 @@ async def test_secrets_in_errors_never_reach_the_state_store(state: SqliteStateS
     for text in (letter.error, letter.stack or "", error.message, error.stack or ""):
         assert "hunter2" not in text
     assert "postgresql://app:***@db:5432/main" in letter.error
+
+
+async def test_a_sink_refusing_a_stale_fencing_token_rolls_back(state: SqliteStateStore) -> None:
+    from syncworker.errors import LockLost
+
+    class FencedOut(MemorySink):
+        async def write(self, records: Any) -> None:
+            self.writes.append([r.key for r in records])
+            raise LockLost("every row is newer than our fencing token")
+
+    queue = MemoryQueue()
+    queue.put_many(4)
+    sink = FencedOut(name="fenced")
+    pipeline, source = make(queue, sink, state=state)
+    async with pipeline:
+        run = await pipeline.run_once()
+    assert run.status == "error" and "LockLost" in (run.error or "")
+    assert len(sink.writes) == 1  # not retried, not bisected
+    assert await state.dead_letters("p") == [] and queue.ready == 4 and source.acked == []

@@ -17,7 +17,13 @@ import structlog
 from syncworker.core.policies import RetryPolicy
 from syncworker.core.protocols import Processor, Sink, WriteResult
 from syncworker.core.record import Record
-from syncworker.errors import PermanentError, RetryableError, SinkUnavailable, is_transient
+from syncworker.errors import (
+    LockLost,
+    PermanentError,
+    RetryableError,
+    SinkUnavailable,
+    is_transient,
+)
 from syncworker.observe.logging import redact_url
 
 log = structlog.get_logger(__name__)
@@ -115,6 +121,8 @@ class SinkWriter:
         for attempt in range(1, self._retry.attempts + 1):
             try:
                 result = await self.sink.write(records)
+            except LockLost:
+                raise  # not the data's fault, and not to be retried: roll back and stop
             except Exception as exc:
                 last_exc = exc
                 log.warning(
@@ -152,6 +160,8 @@ class SinkWriter:
             try:
                 result = await self.sink.write(half)
             except Exception as half_exc:
+                if isinstance(half_exc, LockLost):
+                    raise
                 if is_transient(half_exc):
                     raise SinkUnavailable(self.sink.name, half_exc) from half_exc
                 rejected.extend(await self._bisect(half, half_exc))
@@ -184,6 +194,8 @@ class SinkWriter:
     async def _retry_subset(self, records: list[Record]) -> list[Rejection]:
         try:
             result = await self.sink.write(records)
+        except LockLost:
+            raise
         except Exception as exc:
             if is_transient(exc):
                 raise SinkUnavailable(self.sink.name, exc) from exc

@@ -374,7 +374,7 @@ class Pipeline:
                 pipeline=self.name,
                 duration_s=round(duration_s, 3),
                 interval_s=interval_s,
-                recommendation=f"sync takes {duration_s:.0f} s of a {interval_s:.0f} s "
+                recommendation=f"sync takes {_secs(duration_s)} s of a {_secs(interval_s)} s "
                 "interval: raise the interval or the batch size",
             )
 
@@ -788,6 +788,11 @@ class Pipeline:
         if isinstance(self.source, Countable):
             return await self.source.backlog()
         return None
+
+
+def _secs(value: float) -> str:
+    """Seconds for people: whole above 10 s, else two significant digits (0.59, 1.5)."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
 
 
 def _batch_payload(

@@ -348,7 +348,16 @@ def _standard_level(number: int) -> int:
     return max(known, default=logging.DEBUG)
 
 
-CHATTY_LOGGERS = ("httpx", "httpcore", "uvicorn.error", "uvicorn.access", "aiormq", "aio_pika")
+CHATTY_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "uvicorn.error",
+    "uvicorn.access",
+    "aiormq",
+    "aio_pika",
+    "psycopg",
+    "psycopg.pool",
+)
 
 
 def _install_stdlib_bridge(min_level: int) -> None:
