@@ -1,0 +1,170 @@
+"""Redis restarted under a running pipeline: it resumes by itself.
+
+A private redis-server on a free port (the shared one is not ours to restart). With
+persistence (AOF, fsync always) a clean shutdown keeps queued and claimed messages: nothing
+is lost. Without persistence (`--save "" --appendonly no`) whatever Redis held at the restart
+is gone, as the example README says; what is sent afterwards still all arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from syncworker.config import config_from_dict
+from syncworker.core.engine import Engine
+from syncworker.state import state_store_from_url
+
+SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class PrivateRedis:
+    def __init__(self, workdir: Path, persistent: bool) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.workdir = workdir
+        self.persistent = persistent
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+            if self.persistent
+            else ["--appendonly", "no", "--save", ""]
+        )
+        self.process = subprocess.Popen(
+            [
+                SERVER,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.workdir),
+                *persistence,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        client.close()
+
+    def shutdown(self) -> None:
+        """`SHUTDOWN` as an operator would: Redis writes what it keeps, then exits."""
+        client = redis.Redis.from_url(self.url)
+        # The server closes the connection as it exits.
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown(nosave=not self.persistent)
+        client.close()
+        assert self.process is not None
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(params=[True, False], ids=["aof", "no-persistence"])
+def private_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path, persistent=request.param)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def push(url: str, start: int, count: int) -> None:
+    client = redis.Redis.from_url(url)
+    pipe = client.pipeline(transaction=False)
+    for n in range(start, start + count):
+        pipe.lpush("q:in", orjson.dumps({"id": f"m{n}"}))
+    pipe.execute()
+    client.close()
+
+
+def written(out: Path) -> set[str]:
+    return {
+        orjson.loads(line)["id"]
+        for path in out.glob("*.jsonl")
+        for line in path.read_bytes().splitlines()
+    }
+
+
+@pytest.mark.timeout(180)
+async def test_pipeline_resumes_after_a_redis_restart(
+    private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    config = config_from_dict(
+        {
+            "state": f"sqlite:///{tmp_path}/state.db",
+            "pipelines": {
+                "q": {
+                    "source": {
+                        "type": "redis_list",
+                        "url": private_redis.url,
+                        "lists": {"in": "q:in"},
+                        "key_field": "id",
+                        "heartbeat_ttl": "1s",
+                        "recovery_interval": "500ms",
+                        "poll_interval": "50ms",
+                    },
+                    "sinks": [{"type": "jsonl", "path": str(out)}],
+                    "batch": {"size": 200, "max_wait": "20ms"},
+                    "breaker": {"delay": "100ms", "max_delay": "500ms"},
+                    "retry": {"attempts": 2, "delay": "50ms"},
+                }
+            },
+        },
+        environ={},
+    )
+    state = state_store_from_url(config.app.state)
+    engine = Engine(config.build(state), state)
+    await engine.start()
+    try:
+        await asyncio.to_thread(push, private_redis.url, 0, 20_000)
+        for _ in range(100):  # some written, some still queued
+            if len(written(out)) >= 2_000:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(private_redis.shutdown)
+        await asyncio.sleep(0.5)  # the pipeline sees Redis gone and pauses
+        await asyncio.to_thread(private_redis.start)
+        await asyncio.to_thread(push, private_redis.url, 20_000, 1_000)  # after the restart
+        expected_after = {f"m{n}" for n in range(20_000, 21_000)}
+        expected_all = {f"m{n}" for n in range(21_000)}
+        target = expected_all if private_redis.persistent else expected_after
+        for _ in range(600):
+            if target <= written(out):
+                break
+            await asyncio.sleep(0.1)
+        status = engine.pipeline("q").status()
+    finally:
+        await engine.stop()
+    assert target <= written(out), f"missing {len(target - written(out))}; status {status}"
+    assert status["state"] == "running"
+    if private_redis.persistent:
+        assert written(out) == expected_all  # nothing lost, nothing invented
