@@ -107,6 +107,7 @@ async def test_seed000_survives_sigkill_and_loses_nothing(pg_url: str, tmp_path:
     async with WebhookServer() as hook:
         env["SYNC_WEBHOOK_URL"] = hook.url
         producer = asyncio.create_task(asyncio.to_thread(produce, MESSAGES))
+        worker: subprocess.Popen[bytes] | None = None
         try:
             for threshold in thresholds:
                 worker = start_worker(env, log)
@@ -129,6 +130,9 @@ async def test_seed000_survives_sigkill_and_loses_nothing(pg_url: str, tmp_path:
             assert await asyncio.to_thread(worker.wait, 60) == 0, log.read_text()[-3000:]
         finally:
             producer.cancel()
+            if worker is not None and worker.poll() is None:
+                worker.kill()  # a failed run must not leave a worker behind
+                worker.wait()
         received = {m["id"] for r in hook.accepted for m in r.json["messages"]}
 
     expected = {f"{'in' if n % 2 == 0 else 'out'}-{n}" for n in range(MESSAGES)}
