@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHES = ["pipeline_embedded.py"]
+BENCHES = ["pipeline_embedded.py", "redis_to_postgres.py"]
 
 
 def main() -> int:

@@ -37,3 +37,28 @@ def test_pipeline_embedded_bench_runs(tmp_path: Path) -> None:
     for result in results:
         assert result["backlog"] == 20000
         assert result["records_per_s"] > 0 and result["peak_rss_mb"] > 0
+
+
+def test_redis_to_postgres_bench_runs(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "redis_to_postgres.py"),
+            "--messages",
+            "5000",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    results = {r["case"]: r for r in json.loads(out.read_text())}
+    assert set(results) == {
+        "syncworker redis_list -> postgres",
+        "syncworker redis_list -> jsonl",
+        "hand-written COPY + upsert",
+    }
+    for result in results.values():
+        assert result["messages"] == 5000 and result["msgs_per_s"] > 0
