@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
+
+import orjson
 
 Op = Literal["upsert", "delete"]
 
@@ -43,3 +47,35 @@ class Batch:
 def key_from_bytes(raw: bytes) -> str:
     """A stable key for a payload that carries none of its own: a hash of its bytes."""
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def decode_payload(raw: bytes, received_at: str | float | None = None) -> dict[str, Any]:
+    """A queued payload as a JSON object, or wrapped as ``{"raw", "wrapped", "received_at"}``
+    (seed 000) with ``received_at`` as given (ISO text, or unix seconds; default now).
+
+    Never raises: a payload the pipeline cannot read still reaches the sinks (and the dead
+    letters, if a sink refuses it) instead of blocking the queue or vanishing.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if type(data) is dict:
+        return data
+    if not isinstance(received_at, str):
+        seconds = time.time() if received_at is None else received_at
+        received_at = datetime.fromtimestamp(seconds, UTC).isoformat()
+    return {
+        "raw": raw.decode("utf-8", errors="replace"),
+        "wrapped": True,
+        "received_at": received_at,
+    }
+
+
+def record_key(data: dict[str, Any], raw: bytes, key_field: str | None) -> str:
+    """``str(data[key_field])`` when configured and present, else a hash of the raw payload."""
+    if key_field is not None:
+        value = data.get(key_field)
+        if value is not None:
+            return str(value)
+    return key_from_bytes(raw)

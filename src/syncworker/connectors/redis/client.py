@@ -19,7 +19,6 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-import orjson
 import redis.asyncio as aredis
 from pydantic import Field, SecretStr, field_validator, model_validator
 from redis import exceptions as rexc
@@ -30,7 +29,6 @@ from redis.commands.core import AsyncScript
 
 from syncworker.core.durations import DurationS
 from syncworker.core.protocols import ConnectorConfig
-from syncworker.core.record import key_from_bytes
 from syncworker.errors import ConnectionClosed, ConnectionFailed, ConnectorError
 from syncworker.observe.logging import redact_url
 
@@ -186,32 +184,7 @@ async def preload_scripts(client: aredis.Redis, scripts: dict[str, AsyncScript])
 # -- payloads -----------------------------------------------------------------------------
 
 
-def decode_payload(raw: bytes, received_at: str) -> dict[str, Any]:
-    """The payload as a JSON object, or wrapped as ``{"raw", "wrapped", "received_at"}``.
-
-    Never raises: a payload the pipeline cannot read still reaches the sinks (and the dead
-    letters, if a sink refuses it) instead of blocking the queue or vanishing.
-    """
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        data = None
-    if type(data) is dict:
-        return data
-    return {
-        "raw": raw.decode("utf-8", errors="replace"),
-        "wrapped": True,
-        "received_at": received_at,
-    }
-
-
-def record_key(data: dict[str, Any], raw: bytes, key_field: str | None) -> str:
-    """``str(data[key_field])`` when configured and present, else a hash of the raw payload."""
-    if key_field is not None:
-        value = data.get(key_field)
-        if value is not None:
-            return str(value)
-    return key_from_bytes(raw)
+# decode_payload and record_key live in core.record, shared with every queue source.
 
 
 def iso_utc(epoch_s: float | None = None) -> str:

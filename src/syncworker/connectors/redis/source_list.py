@@ -41,19 +41,17 @@ from redis.commands.core import AsyncScript
 from syncworker.connectors.redis.client import (
     RedisConnectionConfig,
     create_client,
-    decode_payload,
     default_worker_id,
     describe,
     is_connection_error,
     iso_utc,
     preload_scripts,
-    record_key,
     redis_errors,
     register_scripts,
     translate_error,
 )
 from syncworker.core.durations import DurationS
-from syncworker.core.record import Batch, Record
+from syncworker.core.record import Batch, Record, decode_payload, record_key
 from syncworker.errors import ConnectionClosed, ConnectorError
 
 log = structlog.get_logger(__name__)

@@ -18,6 +18,7 @@ from uuid import UUID
 import orjson
 from pydantic import Field, field_validator, model_validator
 
+from syncworker.connectors.mapping import check_column_mapping
 from syncworker.connectors.sqlite.client import (
     SqliteClient,
     check_identifier,
@@ -65,20 +66,7 @@ class SqliteSinkConfig(ConnectorConfig):
     @field_validator("columns")
     @classmethod
     def _valid_columns(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        if value is None:
-            return None
-        if not value:
-            raise ValueError("columns is empty; use null for the default layout")
-        for column, source in value.items():
-            check_identifier(column)
-            if source.startswith("$") and source not in SPECIAL_VALUES:
-                raise ValueError(
-                    f"column {column!r}: unknown value {source!r}; "
-                    f"expected a field path or one of {sorted(SPECIAL_VALUES)}"
-                )
-            if not all(source.split(".")):
-                raise ValueError(f"column {column!r}: invalid field path {source!r}")
-        return value
+        return check_column_mapping(value, SPECIAL_VALUES, check_identifier)
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> SqliteSinkConfig:

@@ -15,12 +15,10 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
-import orjson
 import structlog
 from pydantic import Field, field_validator
 
@@ -34,7 +32,7 @@ from syncworker.connectors.sqlite.queue import (
 )
 from syncworker.core.durations import DurationS
 from syncworker.core.protocols import ConnectorConfig
-from syncworker.core.record import Batch, Record, key_from_bytes
+from syncworker.core.record import Batch, Record, decode_payload, key_from_bytes
 from syncworker.errors import ConnectorError
 
 log = structlog.get_logger(__name__)
@@ -228,26 +226,6 @@ def to_records(rows: list[Row], key_field: str | None) -> list[Record]:
         meta = {"queue_id": queue_id, "attempts": attempts, "received_at": enqueued_at}
         append(Record(key or key_from_bytes(raw), data, stream, "upsert", meta))
     return records
-
-
-def decode_payload(raw: bytes, enqueued_at: float | None) -> dict[str, Any]:
-    """The payload as a JSON object, or wrapped as ``{"raw", "wrapped", "received_at"}``.
-
-    Never raises: a payload the pipeline cannot read still reaches the sinks (and the dead
-    letters, if a sink refuses it) instead of blocking or vanishing.
-    """
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        data = None
-    if type(data) is dict:
-        return data
-    received_s = enqueued_at if enqueued_at is not None else time.time()
-    return {
-        "raw": raw.decode("utf-8", errors="replace"),
-        "wrapped": True,
-        "received_at": datetime.fromtimestamp(received_s, UTC).isoformat(),
-    }
 
 
 def release_dead_owners(
