@@ -24,7 +24,7 @@ help:
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make format    ruff format and ruff check --fix"
 	@echo "make bench     run the benchmarks (bench/run_all.py)"
-	@echo "make chaos     long crash-recovery runs (SIGKILL crash test, 10 kills)"
+	@echo "make chaos     long crash-recovery runs (SIGKILL crash tests, 10 kills each)"
 	@echo "make clean     remove caches and build output (distclean: also .venv)"
 
 $(BIN)/python:
@@ -64,7 +64,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/run_all.py
 
 chaos: $(DEV_STAMP) services
-	SYNCWORKER_CHAOS_ROUNDS=10 $(BIN)/pytest -q tests/e2e/test_crash.py
+	SYNCWORKER_CHAOS_ROUNDS=10 $(BIN)/pytest -q tests/e2e/test_crash.py tests/integration/test_seed000_e2e.py
 
 # Keeps .venv: rebuilding it means reinstalling every extra.
 clean:
