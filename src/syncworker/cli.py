@@ -472,5 +472,133 @@ def _require_selection(ids: tuple[int, ...], everything: bool) -> None:
         sys.exit(EXIT_CONFIG)
 
 
+# -- PostgreSQL outbox ---------------------------------------------------------------------
+
+
+def _outbox_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Which outbox: from a config's pg_outbox pipeline, or given directly."""
+    fn = click.option("--pipeline", help="The pg_outbox pipeline of --config.")(fn)
+    fn = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Take url, queue and tables from this config's pg_outbox source.",
+    )(fn)
+    fn = click.option("--queue", help="Queue table [syncworker_outbox].")(fn)
+    fn = click.option("--url", envvar="DATABASE_URL", show_envvar=True, help="postgresql:// URL.")(
+        fn
+    )
+    return fn
+
+
+def _outbox_target(
+    url: str | None, queue: str | None, config_file: Path | None, pipeline: str | None
+) -> tuple[str, str, list[str], dict[str, str]]:
+    """(url, queue, tables, key_columns) from the options, else the config's source."""
+    from syncworker.connectors.postgres.outbox import DEFAULT_QUEUE_TABLE
+
+    if config_file is not None:
+        config = load_config(config_file)
+        found = [
+            s
+            for n, s in config.pipelines.items()
+            if s.source.type == "pg_outbox" and pipeline in (None, n)
+        ]
+        if len(found) != 1:
+            raise ConfigError(
+                "expected exactly one pipeline with a pg_outbox source"
+                + ("" if pipeline else "; choose one with --pipeline"),
+                file=str(config_file),
+            )
+        source: Any = found[0].source
+        return (
+            url or source.url,
+            queue or source.queue_table,
+            list(source.tables),
+            dict(source.key_columns),
+        )
+    if not url:
+        raise ConfigError("give --url (or DATABASE_URL) or --config FILE", path="--url")
+    return url, queue or DEFAULT_QUEUE_TABLE, [], {}
+
+
+@main.group()
+def pg() -> None:
+    """PostgreSQL: install the outbox (queue table, triggers, stats view, log, clean-up)."""
+
+
+@pg.command("install")
+@_outbox_options
+@click.option("--table", "tables", multiple=True, help="Source table to watch (repeatable).")
+@click.option("--print", "print_only", is_flag=True, help="Print the SQL instead of applying.")
+def pg_install(
+    url: str | None,
+    queue: str | None,
+    config_file: Path | None,
+    pipeline: str | None,
+    tables: tuple[str, ...],
+    print_only: bool,
+) -> None:
+    """Create (or update) the outbox; running it again is harmless."""
+    from syncworker.connectors.postgres import outbox
+
+    with _user_errors():
+        url, queue, watched, keys = _outbox_target(url, queue, config_file, pipeline)
+        watched = list(tables) or watched
+        if print_only:
+            click.echo(outbox.install_script(queue, watched, key_columns=keys))
+            return
+        asyncio.run(outbox.install(url, queue, watched, key_columns=keys))
+    click.echo(f"outbox {queue!r} installed; watching {', '.join(watched) or 'no table yet'}")
+
+
+@main.group("outbox")
+def outbox_group() -> None:
+    """The PostgreSQL outbox: stats, failed rows, clean-up."""
+
+
+@outbox_group.command("stats")
+@_outbox_options
+def outbox_stats(
+    url: str | None, queue: str | None, config_file: Path | None, pipeline: str | None
+) -> None:
+    """Rows per status, oldest pending age, completed in the last hour."""
+    from syncworker.connectors.postgres import outbox
+
+    with _user_errors():
+        url, queue, _, _ = _outbox_target(url, queue, config_file, pipeline)
+        figures = asyncio.run(outbox.stats(url, queue))
+    click.echo(orjson.dumps(figures, default=str, option=orjson.OPT_INDENT_2).decode())
+
+
+@outbox_group.command("retry-failed")
+@_outbox_options
+def outbox_retry_failed(
+    url: str | None, queue: str | None, config_file: Path | None, pipeline: str | None
+) -> None:
+    """Put rows that ran out of retries back to pending."""
+    from syncworker.connectors.postgres import outbox
+
+    with _user_errors():
+        url, queue, _, _ = _outbox_target(url, queue, config_file, pipeline)
+        count = asyncio.run(outbox.retry_failed(url, queue))
+    click.echo(f"{count} failed row(s) back to pending")
+
+
+@outbox_group.command("cleanup")
+@_outbox_options
+@click.option("--days", default=7, show_default=True, help="Keep this many days.")
+def outbox_cleanup(
+    url: str | None, queue: str | None, config_file: Path | None, pipeline: str | None, days: int
+) -> None:
+    """Delete completed rows and log rows older than --days."""
+    from syncworker.connectors.postgres import outbox
+
+    with _user_errors():
+        url, queue, _, _ = _outbox_target(url, queue, config_file, pipeline)
+        count = asyncio.run(outbox.cleanup(url, queue, days))
+    click.echo(f"deleted {count} row(s) older than {days} day(s)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

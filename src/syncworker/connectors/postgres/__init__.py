@@ -6,4 +6,5 @@ missing extra only matters when a postgres connector is used.
 
 CONNECTORS = {
     "sink:postgres": "syncworker.connectors.postgres.sink:PostgresSink",
+    "source:pg_outbox": "syncworker.connectors.postgres.source_outbox:PgOutboxSource",
 }

@@ -1,0 +1,541 @@
+"""``pg_outbox``: a source that claims changes from a trigger-filled PostgreSQL queue table
+(seed 001) and sends each changed row's current state.
+
+- Claim: ONE ``UPDATE ... WHERE id IN (SELECT ... ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED)
+  RETURNING`` sets a lease (``locked_by``, ``locked_until``), so workers never share a row and a
+  crashed worker's rows come back when its lease expires. In the same transaction the rows'
+  current state is read from their source tables, one ``SELECT ... WHERE key = ANY(...)`` per
+  table: a burst of changes to one row becomes one record, a row gone is a delete.
+- Wake-up: a dedicated connection LISTENs on the channel the triggers NOTIFY, so a change
+  wakes the worker within milliseconds; ``poll_interval`` is only the fallback (no LISTEN, e.g.
+  behind PgBouncer in transaction mode, or while the listening connection is re-established).
+- Ack: rows ``completed`` plus one log row per record. Nack: rows back to ``pending`` after a
+  backoff through ``next_attempt_at``, or ``failed`` (error kept) after ``max_retries``.
+
+The install (``syncworker.connectors.postgres.outbox.install``) creates the queue table,
+triggers, stats view, log table and clean-up function; ``open`` checks the queue exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import psycopg
+import structlog
+from psycopg import sql
+from pydantic import Field, field_validator, model_validator
+
+from syncworker.connectors.postgres import outbox
+from syncworker.connectors.postgres.client import (
+    Connection,
+    ConnectSettings,
+    Pool,
+    check_identifier,
+    check_url,
+    connect,
+    create_pool,
+    dependency_error,
+    describe,
+    describe_url,
+    open_pool,
+    split_table,
+    table_identifier,
+)
+from syncworker.core.durations import DurationS
+from syncworker.core.protocols import ConnectorConfig
+from syncworker.core.record import Batch, Record
+from syncworker.errors import ConfigError, ConnectionClosed, ConnectorError, SyncWorkerError
+from syncworker.observe.logging import redact_url
+
+log = structlog.get_logger(__name__)
+
+ClaimedRow = tuple[int, str, str, str, int, float]
+
+
+class PgOutboxSourceConfig(ConnectorConfig):
+    """Settings of the ``pg_outbox`` source."""
+
+    type: Literal["pg_outbox"] = Field(
+        "pg_outbox", description="Connector type: a trigger-filled PostgreSQL outbox table."
+    )
+    url: str = Field(description="postgresql://user:password@host:5432/dbname")
+    queue_table: str = Field(
+        outbox.DEFAULT_QUEUE_TABLE,
+        description="Queue table (seed 001: algolia_sync_queue). The log table, stats view "
+        "and clean-up function are named after it: <name without _queue>_log, _stats, "
+        "_cleanup(days).",
+    )
+    tables: list[str] = Field(
+        default_factory=list,
+        description="Source tables the install puts triggers on ('table' or 'schema.table').",
+    )
+    key_columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Key column per source table (default 'id'); its value, as text, is "
+        "Record.key.",
+    )
+    channel: str | None = Field(
+        None, description="LISTEN/NOTIFY channel (default: the queue table name)."
+    )
+    listen: bool = Field(
+        True,
+        description="Wake on NOTIFY; false polls every poll_interval only (e.g. behind "
+        "PgBouncer in transaction mode, where LISTEN does not work).",
+    )
+    worker_id: str | None = Field(
+        None,
+        description="Written to locked_by and to the log (default: host:pid:random).",
+    )
+    lease: DurationS = Field(
+        60.0,
+        description="How long claimed rows stay invisible to other workers; after that a "
+        "crashed worker's rows are claimed again. Must exceed the time a batch takes.",
+    )
+    poll_interval: DurationS = Field(
+        5.0,
+        description="Fallback sleep when LISTEN is unavailable (seed: POLLING_INTERVAL).",
+    )
+    max_retries: int = Field(
+        5, ge=1, description="Attempts before a row ends 'failed' (seed: MAX_RETRIES)."
+    )
+    retry_delay: DurationS = Field(
+        1.0, description="Backoff after the first failed attempt, doubled after each."
+    )
+    retry_max_delay: DurationS = Field(300.0, description="Longest backoff between attempts.")
+    pool_min: int = Field(1, ge=0, description="Connections kept open (besides LISTEN).")
+    pool_max: int = Field(4, ge=1, description="Most connections open at once.")
+    connect_timeout: DurationS = Field(10.0, gt=0, description="Longest wait to connect.")
+    statement_timeout: DurationS = Field(
+        60.0, ge=0, description="Longest a statement may run (0 = no limit)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        return check_url(value)
+
+    @field_validator("queue_table")
+    @classmethod
+    def _valid_queue(cls, value: str) -> str:
+        return outbox.check_queue_table(value)
+
+    @field_validator("tables")
+    @classmethod
+    def _valid_tables(cls, value: list[str]) -> list[str]:
+        for table in value:
+            split_table(table)
+        if len(set(value)) != len(value):
+            raise ValueError("tables are listed more than once")
+        return value
+
+    @field_validator("key_columns")
+    @classmethod
+    def _valid_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for column in value.values():
+            check_identifier(column)
+        return value
+
+    @field_validator("channel")
+    @classmethod
+    def _valid_channel(cls, value: str | None) -> str | None:
+        return None if value is None else check_identifier(value)
+
+    @field_validator("lease", "poll_interval", "retry_delay", "retry_max_delay")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a duration greater than 0")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PgOutboxSourceConfig:
+        if self.pool_max < self.pool_min:
+            raise ValueError(f"pool_max ({self.pool_max}) is below pool_min ({self.pool_min})")
+        unknown = sorted(set(self.key_columns) - set(self.tables))
+        if unknown:
+            raise ValueError(f"key_columns names tables not in `tables`: {unknown}")
+        return self
+
+
+@dataclass(slots=True)
+class OutboxToken:
+    """What a batch carries back to ack/nack: every claimed queue id, per record."""
+
+    queue_ids: list[list[int]] = field(default_factory=list)
+
+    @property
+    def all_ids(self) -> list[int]:
+        return [queue_id for ids in self.queue_ids for queue_id in ids]
+
+
+@dataclass(slots=True)
+class _Change:
+    """The queue rows of one (table, record_id) within a claimed batch."""
+
+    table: str
+    record_id: str
+    queue_ids: list[int]
+    operation: str
+    attempts: int
+    received_at: float
+
+
+class PgOutboxSource:
+    """Claims changes from a PostgreSQL outbox and reads the changed rows' current state.
+
+    Records: ``stream`` is the source table (as configured), ``key`` the row's key as text,
+    ``op`` ``upsert`` with ``data`` the row as JSON (``to_jsonb``: timestamps as ISO text,
+    numbers as numbers) or ``delete`` with empty ``data`` when the row is gone; ``meta`` has
+    ``queue_ids``, ``operation`` (the last queued one), ``attempts`` and ``received_at``.
+    """
+
+    config_model: ClassVar[type[PgOutboxSourceConfig]] = PgOutboxSourceConfig
+
+    def __init__(self, config: PgOutboxSourceConfig | dict[str, Any], *, name: str) -> None:
+        if not isinstance(config, PgOutboxSourceConfig):
+            config = PgOutboxSourceConfig.model_validate(config)
+        self.name = name
+        self.config = config
+        self.worker_id = config.worker_id or (
+            f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        )
+        self._names = outbox.OutboxNames.for_queue(config.queue_table)
+        queue = sql.Identifier(self._names.queue)
+        log_table = sql.Identifier(self._names.log)
+        self._claim = outbox.CLAIM.format(queue=queue)
+        self._ack = outbox.ACK.format(queue=queue)
+        self._nack = outbox.NACK.format(queue=queue)
+        self._log = outbox.LOG.format(log=log_table)
+        self._backlog = outbox.BACKLOG.format(queue=queue)
+        self._channel = config.channel or config.queue_table
+        self._label = f"pg_outbox {describe_url(config.url)!r} queue {config.queue_table!r}"
+        self._settings = ConnectSettings(
+            url=config.url,
+            connect_timeout_s=config.connect_timeout,
+            statement_timeout_s=config.statement_timeout,
+            application_name=f"syncworker:{name}",
+        )
+        self._listen_settings = ConnectSettings(
+            url=config.url,
+            connect_timeout_s=config.connect_timeout,
+            statement_timeout_s=config.statement_timeout,
+            application_name=f"syncworker:{name}:listen",
+        )
+        self._pool: Pool | None = None
+        self._listener: Connection | None = None
+        self._readers: dict[str, sql.Composed] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Check the queue table exists, open the pool and LISTEN.
+
+        Raises ``ConnectionFailed`` when the server is unreachable and ``ConfigError`` when
+        the outbox is not installed. A failed LISTEN is not fatal: ``wait`` polls and retries.
+        """
+        if self._pool is not None:
+            return
+        conn = await connect(self._settings, self._label)
+        async with conn:
+            cursor = await conn.execute("SELECT to_regclass(%s)", (self._queue_regclass(conn),))
+            row = await cursor.fetchone()
+        if not row or row[0] is None:
+            raise ConfigError(
+                f"{self._label}: queue table {self.config.queue_table!r} does not exist; "
+                "run `syncworker pg install` first"
+            )
+        pool = create_pool(
+            self._settings,
+            min_size=self.config.pool_min,
+            max_size=self.config.pool_max,
+            name=f"syncworker-{self.name}",
+        )
+        await open_pool(pool, self.config.connect_timeout, self._label)
+        self._pool = pool
+        if self.config.listen:
+            await self._start_listening()
+
+    def _queue_regclass(self, conn: Connection) -> str:
+        return sql.Identifier(self._names.queue).as_string(conn)
+
+    async def close(self) -> None:
+        """Close the listening connection and the pool; unacked rows wait for their lease."""
+        await self._stop_listening()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    # -- claim -----------------------------------------------------------------------------
+
+    async def claim(self, limit: int) -> Batch | None:
+        """Lease up to ``limit`` queue rows in id order and read their rows' current state.
+
+        Claim and reads are one transaction: when a read fails nothing stays claimed. Raises
+        ``ConnectorError`` (or a subclass) when the database fails.
+        """
+        if limit <= 0:
+            return None
+        params = {"worker": self.worker_id, "lease_s": self.config.lease, "limit": limit}
+        try:
+            async with self._connection() as conn, conn.transaction():
+                cursor = await conn.execute(self._claim, params)
+                rows: list[ClaimedRow] = await cursor.fetchall()
+                if not rows:
+                    return None
+                changes = _collapse(rows)
+                current = await self._read_current(conn, changes)
+        except psycopg.Error as exc:
+            raise self._error(exc, "claim failed") from exc
+        records = [
+            _to_record(change, current.get((change.table, change.record_id))) for change in changes
+        ]
+        return Batch(records, token=OutboxToken([change.queue_ids for change in changes]))
+
+    async def _read_current(
+        self, conn: Connection, changes: list[_Change]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """The current row of every change, by (table, key); missing rows are absent."""
+        keys_by_table: dict[str, list[str]] = {}
+        for change in changes:
+            keys_by_table.setdefault(change.table, []).append(change.record_id)
+        current: dict[tuple[str, str], dict[str, Any]] = {}
+        for table, keys in keys_by_table.items():
+            reader = await self._reader(conn, table)
+            cursor = await conn.execute(reader, (keys,))
+            for key, data in await cursor.fetchall():
+                current[(table, key)] = data
+        return current
+
+    async def _reader(self, conn: Connection, table: str) -> sql.Composed:
+        """The SELECT reading rows of ``table`` by key, built once per table."""
+        reader = self._readers.get(table)
+        if reader is not None:
+            return reader
+        key = self.config.key_columns.get(table, "id")
+        cursor = await conn.execute(outbox.KEY_TYPE, (table_identifier(table).as_string(conn), key))
+        row = await cursor.fetchone()
+        if row is None:
+            raise ConnectorError(f"{self._label}: table {table!r} has no key column {key!r}")
+        reader = sql.SQL(outbox.READ_ROWS).format(
+            key=sql.Identifier(key),
+            table=table_identifier(table),
+            # A type name from the catalog (format_type), not user input.
+            key_type=sql.SQL(row[0]),
+        )
+        self._readers[table] = reader
+        return reader
+
+    # -- finish ----------------------------------------------------------------------------
+
+    async def ack(self, batch: Batch) -> None:
+        """Mark the batch's rows ``completed`` and log one ``success`` row per record, in one
+        transaction. Rows whose lease another worker took over are left to that worker.
+        Raises ``ConnectorError`` when the database fails."""
+        token = batch.token
+        if not isinstance(token, OutboxToken) or not batch.records:
+            return
+        ids = token.all_ids
+        try:
+            async with self._connection() as conn, conn.transaction():
+                cursor = await conn.execute(self._ack, {"ids": ids, "worker": self.worker_id})
+                done = {row[0] for row in await cursor.fetchall()}
+                await self._write_log(conn, batch, token, done, "success", None)
+        except psycopg.Error as exc:
+            raise self._error(exc, "ack failed") from exc
+        if len(done) != len(ids):
+            log.warning(
+                "pg_outbox_ack_lease_lost",
+                source=self.name,
+                expected=len(ids),
+                completed=len(done),
+                lease_s=self.config.lease,
+            )
+
+    async def nack(self, batch: Batch, error: BaseException | str | None = None) -> None:
+        """Return the batch's rows: ``pending`` again after a backoff (``retry_delay`` doubled
+        per attempt, at most ``retry_max_delay``), or ``failed`` once ``max_retries`` attempts
+        are used; ``error`` (when given) is kept in ``last_error`` and the log."""
+        token = batch.token
+        if not isinstance(token, OutboxToken) or not batch.records:
+            return
+        message = _error_text(error)
+        params = {
+            "ids": token.all_ids,
+            "worker": self.worker_id,
+            "error": message,
+            "max_retries": self.config.max_retries,
+            "delay_s": self.config.retry_delay,
+            "max_delay_s": self.config.retry_max_delay,
+        }
+        try:
+            async with self._connection() as conn, conn.transaction():
+                cursor = await conn.execute(self._nack, params)
+                statuses = {queue_id: status for queue_id, status in await cursor.fetchall()}
+                failed = {i for i, status in statuses.items() if status == "failed"}
+                await self._write_log(conn, batch, token, failed, "failed", message)
+                await self._write_log(conn, batch, token, set(statuses) - failed, "retry", message)
+        except psycopg.Error as exc:
+            raise self._error(exc, "nack failed") from exc
+        if failed:
+            log.warning("pg_outbox_rows_failed", source=self.name, rows=len(failed), error=message)
+
+    async def _write_log(
+        self,
+        conn: Connection,
+        batch: Batch,
+        token: OutboxToken,
+        queue_ids: set[int],
+        result: str,
+        error: str | None,
+    ) -> None:
+        """One log row per record having at least one of ``queue_ids``."""
+        if not queue_ids:
+            return
+        columns: tuple[list[str], ...] = ([], [], [], [], [])
+        ids_col, tables, records, operations, results = columns
+        for record, ids in zip(batch.records, token.queue_ids, strict=True):
+            if not queue_ids.intersection(ids):
+                continue
+            ids_col.append(",".join(map(str, ids)))
+            tables.append(record.stream)
+            records.append(record.key)
+            operations.append(str(record.meta.get("operation", "")))
+            results.append(result)
+        params = {
+            "queue_ids": ids_col,
+            "tables": tables,
+            "records": records,
+            "operations": operations,
+            "results": results,
+            "error": error,
+            "worker": self.worker_id,
+        }
+        await conn.execute(self._log, params)
+
+    async def backlog(self) -> int:
+        """Rows claimable now: pending and due, or processing with an expired lease."""
+        try:
+            async with self._connection() as conn:
+                cursor = await conn.execute(self._backlog)
+                row = await cursor.fetchone()
+        except psycopg.Error as exc:
+            raise self._error(exc, "backlog failed") from exc
+        return int(row[0]) if row else 0
+
+    # -- wait ------------------------------------------------------------------------------
+
+    async def wait(self, timeout_s: float) -> None:
+        """Return on a NOTIFY on the channel, or after ``timeout_s`` at most.
+
+        Without a listening connection (LISTEN off, failed, or the connection dropped) this
+        sleeps ``poll_interval`` (or ``timeout_s`` if shorter) after trying to LISTEN again;
+        a re-established LISTEN returns at once so the caller claims what came in meanwhile.
+        Never raises.
+        """
+        timeout_s = max(0.0, timeout_s)
+        relisten = self.config.listen and self._listener is None
+        if relisten and await self._start_listening(timeout_s):
+            return
+        listener = self._listener
+        if listener is None:
+            await asyncio.sleep(min(timeout_s, self.config.poll_interval))
+            return
+        started = time.monotonic()
+        try:
+            async for _ in listener.notifies(timeout=timeout_s, stop_after=1):
+                break
+        except psycopg.Error as exc:
+            log.warning("pg_outbox_listen_lost", source=self.name, error=describe(exc))
+            await self._stop_listening()
+            if await self._start_listening(timeout_s):
+                return
+            left = timeout_s - (time.monotonic() - started)
+            await asyncio.sleep(max(0.0, min(left, self.config.poll_interval)))
+
+    async def _start_listening(self, timeout_s: float | None = None) -> bool:
+        """Open the dedicated connection and LISTEN; False (logged) when it cannot.
+
+        From ``wait`` the attempt is bounded by its timeout (at least a second), so a server
+        that does not answer cannot hold ``wait`` for the whole connect timeout.
+        """
+        limit_s = None if timeout_s is None else max(1.0, timeout_s)
+        try:
+            async with asyncio.timeout(limit_s):
+                conn = await connect(self._listen_settings, self._label)
+        except (SyncWorkerError, TimeoutError) as exc:
+            log.warning("pg_outbox_listen_unavailable", source=self.name, error=str(exc))
+            return False
+        try:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+        except psycopg.Error as exc:
+            log.warning("pg_outbox_listen_unavailable", source=self.name, error=describe(exc))
+            await conn.close()
+            return False
+        self._listener = conn
+        return True
+
+    async def _stop_listening(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None:
+            await conn.close()
+
+    async def listener_pid(self) -> int | None:
+        """The backend pid of the listening connection (for diagnostics and tests)."""
+        conn = self._listener
+        return None if conn is None or conn.closed else conn.info.backend_pid
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._pool is None:
+            raise ConnectionClosed(f"{self._label}: not open")
+        return self._pool.connection()
+
+    def _error(self, exc: psycopg.Error, what: str) -> SyncWorkerError:
+        context = f"{self._label}: {what}"
+        return dependency_error(exc, context) or ConnectorError(f"{context}: {describe(exc)}")
+
+
+def _collapse(rows: Sequence[ClaimedRow]) -> list[_Change]:
+    """One change per (table, record_id), in the order of its first queue row."""
+    changes: dict[tuple[str, str], _Change] = {}
+    for queue_id, table, record_id, operation, attempts, created_at in sorted(rows):
+        change = changes.get((table, record_id))
+        if change is None:
+            changes[(table, record_id)] = _Change(
+                table, record_id, [queue_id], operation, attempts, created_at
+            )
+            continue
+        change.queue_ids.append(queue_id)
+        change.operation = operation
+        change.attempts = max(change.attempts, attempts)
+    return list(changes.values())
+
+
+def _to_record(change: _Change, row: dict[str, Any] | None) -> Record:
+    meta = {
+        "queue_ids": change.queue_ids,
+        "operation": change.operation,
+        "attempts": change.attempts,
+        "received_at": change.received_at,
+    }
+    if row is None:
+        return Record(change.record_id, {}, change.table, "delete", meta)
+    return Record(change.record_id, row, change.table, "upsert", meta)
+
+
+def _error_text(error: BaseException | str | None) -> str:
+    if error is None:
+        return "batch returned to the outbox (nack)"
+    if isinstance(error, str):
+        return error
+    if isinstance(error, psycopg.Error):
+        return describe(error)
+    return redact_url(f"{type(error).__name__}: {error}")
