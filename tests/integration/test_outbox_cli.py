@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import psycopg
+
+from tests.fakes.algolia import AlgoliaServer
 
 
 def cli(*args: str) -> str:
@@ -43,3 +47,47 @@ def test_install_stats_retry_and_cleanup(pg_url: str) -> None:
     assert "deleted 0 row(s)" in cli("outbox", "cleanup", *target, "--days", "7")
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT count(*) FROM algolia_sync_queue").fetchone()[0] == 0  # type: ignore[index]
+
+
+async def test_algolia_reindex_rebuilds_an_index_from_its_table(
+    pg_url: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE products (id serial PRIMARY KEY, name text, price int)")
+        conn.execute(
+            "INSERT INTO products (name, price) SELECT 'p' || n, n FROM "
+            "generate_series(1, 250) AS n"
+        )
+    async with AlgoliaServer() as fake:
+        config = tmp_path / "syncworker.yaml"
+        config.write_text(f"""\
+state: "sqlite:///{tmp_path}/state.db"
+pipelines:
+  search:
+    source: {{type: pg_outbox, url: "{pg_url}", queue_table: algolia_sync_queue,
+              tables: [products]}}
+    sinks:
+      - type: algolia
+        app_id: {fake.app_id}
+        api_key: {fake.api_key}
+        hosts: ["{fake.url}"]
+        indexes: {{products: {{index: products}}}}
+""")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "syncworker.cli",
+            "algolia",
+            "reindex",
+            "products",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+        assert process.returncode == 0, err.decode()
+        assert "products: 250 object(s) written" in out.decode()
+        objects = fake.indexes["products"].objects
+        assert len(objects) == 250 and objects["7"]["name"] == "p7"
+        assert not [name for name in fake.indexes if "_tmp_" in name]  # moved into place
