@@ -17,7 +17,8 @@ import pytest
 from pydantic import ValidationError
 
 from syncworker.config import parse_config
-from syncworker.connectors.http.sink_webhook import WebhookSink, WebhookSinkConfig, retry_after_s
+from syncworker.connectors.http.sink_webhook import WebhookSink, WebhookSinkConfig
+from syncworker.connectors.retry_after import retry_after_s
 from syncworker.coord import FENCING_TOKEN
 from syncworker.core import Pipeline, PipelineSettings, Record, RetryPolicy, registry
 from syncworker.core.policies import BreakerPolicy

@@ -25,13 +25,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -47,6 +44,7 @@ from algoliasearch.search.client import SearchClient
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from syncworker.connectors.algolia.client import build_client, last_response, reset_last_response
+from syncworker.connectors.retry_after import retry_after_s
 from syncworker.core.durations import DurationS
 from syncworker.core.protocols import ConnectorConfig, WriteResult
 from syncworker.core.record import Record
@@ -70,7 +68,6 @@ _AUTH_STATUSES = frozenset({401, 403})
 _MESSAGE_CHARS = 500
 # What a rebuild keeps from the real index (Algolia's replaceAllObjects copies the same).
 _COPY_SCOPE = ("settings", "rules", "synonyms")
-_DELAY_SECONDS = re.compile(r"^\d+(\.\d+)?$")
 Action = Literal["addObject", "partialUpdateObject", "partialUpdateObjectNoCreate", "deleteObject"]
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -646,17 +643,6 @@ def _load_transform(spec: str, path: str) -> Transform:
 
 
 def _retry_after_s(response: Any) -> float | None:
-    """Seconds from the answer's ``Retry-After`` (delay seconds or an HTTP date), if any."""
+    """Seconds from the answer's ``Retry-After`` header, if any."""
     headers = getattr(response, "headers", None) or {}
-    value = str(headers.get("retry-after") or headers.get("Retry-After") or "").strip()
-    if not value:
-        return None
-    if _DELAY_SECONDS.match(value):
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - time.time())
+    return retry_after_s(str(headers.get("retry-after") or headers.get("Retry-After") or ""))

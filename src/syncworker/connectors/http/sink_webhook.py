@@ -29,7 +29,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -39,6 +38,7 @@ import structlog
 from pydantic import Field, field_validator, model_validator
 
 from syncworker import __version__
+from syncworker.connectors.retry_after import retry_after_s
 from syncworker.coord import current_fencing_token
 from syncworker.core.durations import DurationS
 from syncworker.core.protocols import ConnectorConfig, WriteResult
@@ -65,7 +65,6 @@ _RESERVED_HEADERS = frozenset(
 ) | {"transfer-encoding", "connection"}
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _PLACEHOLDER_LIKE = re.compile(r"^\$[A-Za-z_]+$")
-_DELAY_SECONDS = re.compile(r"^\d+(\.\d+)?$")
 _RETRYABLE_STATUSES = frozenset({408, 425, 429})
 # 401/403/407 say our credentials are wrong: every record would be refused the same way, so
 # the sink is unusable until someone fixes the config. Raising ConnectionFailed rolls the batch
@@ -409,22 +408,6 @@ class WebhookSink:
         for secret in self._scrub_values:
             text = text.replace(secret, MASK)
         return redact_url(text)
-
-
-def retry_after_s(value: str | None, *, now_s: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delay seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if _DELAY_SECONDS.match(value):
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (time.time() if now_s is None else now_s))
 
 
 def _canonical(record: Record) -> bytes:
