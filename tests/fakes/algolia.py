@@ -30,20 +30,19 @@ import asyncio
 import contextlib
 import copy
 import itertools
-import socket
 import uuid
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.local_server import LocalServer
 
 Outcome = int | Literal["429", "hang", "garbage"]
 BROWSE_PAGE = 1000
@@ -72,18 +71,13 @@ class _Index:
     updated_at: str = field(default_factory=lambda: _now())
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without signal handlers: the test runner owns SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class AlgoliaServer:
+class AlgoliaServer(LocalServer):
     """See the module docstring."""
 
+    label = "fake Algolia"
+
     def __init__(self, *, app_id: str = "TESTAPP", api_key: str = "test-admin-key-0123") -> None:
+        super().__init__()
         self.app_id = app_id
         self.api_key = api_key
         self.indexes: dict[str, _Index] = {}
@@ -98,10 +92,6 @@ class AlgoliaServer:
         self._tasks: dict[int, int] = {}
         self._task_ids = itertools.count(1000)
         self._script: deque[Outcome] = deque()
-        self._release = asyncio.Event()
-        self._server: _QuietServer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
@@ -126,12 +116,7 @@ class AlgoliaServer:
             and 200 <= r.status < 300
         ]
 
-    async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        self.port = sock.getsockname()[1]
+    def build_app(self) -> Starlette:
         routes = [
             Route("/1/indexes", self._list_indices, methods=["GET"]),
             Route("/1/indexes/*/objects", self._get_objects, methods=["POST"]),
@@ -145,38 +130,7 @@ class AlgoliaServer:
         ]
         app = Starlette(routes=routes)
         app.add_middleware(_Gate, server=self)
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            timeout_graceful_shutdown=2,
-        )
-        self._server = _QuietServer(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="fake-algolia")
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("fake Algolia server did not start")
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        self._release.set()
-        server, task = self._server, self._task
-        self._server, self._task = None, None
-        if server is None or task is None:
-            return
-        server.should_exit = True
-        await task
-
-    async def __aenter__(self) -> AlgoliaServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.stop()
+        return app
 
     # -- the gate every request passes: recording, auth, injected failures ---------------
 
@@ -193,7 +147,7 @@ class AlgoliaServer:
         outcome = self._script.popleft()
         if outcome == "hang":
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._release.wait(), self.hang_s)
+                await asyncio.wait_for(self.release.wait(), self.hang_s)
             return _error(503, "gave up hanging")
         if isinstance(outcome, int) and 200 <= outcome < 300:
             return None  # the endpoint answers as usual

@@ -22,18 +22,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.local_server import LocalServer
 
 Outcome = int | Literal["429", "hang"]
 
@@ -63,18 +62,13 @@ class Received:
         return self.status is not None and 200 <= self.status < 300
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without signal handlers: the test runner owns SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class WebhookServer:
+class WebhookServer(LocalServer):
     """See the module docstring."""
 
+    label = "fake webhook"
+
     def __init__(self, *, seed: int = 0, path: str = "/hook") -> None:
+        super().__init__()
         self.path = path
         self.requests: list[Received] = []
         self.deliveries: dict[str, Received] = {}
@@ -89,10 +83,6 @@ class WebhookServer:
         self.hang_s = 30.0
         self._script: deque[Outcome] = deque()
         self._random = random.Random(seed)
-        self._release = asyncio.Event()
-        self._server: _QuietServer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
@@ -105,45 +95,8 @@ class WebhookServer:
     def accepted(self) -> list[Received]:
         return [r for r in self.requests if r.accepted]
 
-    async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        self.port = sock.getsockname()[1]
-        app = Starlette(routes=[Route("/{rest:path}", self._handle, methods=["POST"])])
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            timeout_graceful_shutdown=2,
-        )
-        self._server = _QuietServer(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="fake-webhook")
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("fake webhook server did not start")
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        self._release.set()
-        server, task = self._server, self._task
-        self._server, self._task = None, None
-        if server is None or task is None:
-            return
-        server.should_exit = True
-        await task
-
-    async def __aenter__(self) -> WebhookServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.stop()
+    def build_app(self) -> Starlette:
+        return Starlette(routes=[Route("/{rest:path}", self._handle, methods=["POST"])])
 
     async def _handle(self, request: Request) -> Response:
         body = await request.body()
@@ -180,7 +133,7 @@ class WebhookServer:
     async def _outcome(self, outcome: Outcome) -> Response | None:
         if outcome == "hang":
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._release.wait(), self.hang_s)
+                await asyncio.wait_for(self.release.wait(), self.hang_s)
             return None
         if outcome == "429":
             return PlainTextResponse(
