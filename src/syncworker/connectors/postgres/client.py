@@ -23,7 +23,10 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+from pydantic import Field, field_validator, model_validator
 
+from syncworker.core.durations import DurationS
+from syncworker.core.protocols import ConnectorConfig
 from syncworker.errors import (
     ConfigError,
     ConnectionClosed,
@@ -119,6 +122,34 @@ def describe(exc: BaseException) -> str:
     primary = exc.diag.message_primary if isinstance(exc, psycopg.Error) else None
     text = " ".join(line.strip() for line in (primary or str(exc)).splitlines() if line.strip())
     return redact_url(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+class PostgresConnectionConfig(ConnectorConfig):
+    """The connection settings every PostgreSQL connector shares."""
+
+    url: str = Field(description="postgresql://user:password@host:5432/dbname")
+    pool_min: int = Field(1, ge=0, description="Connections kept open.")
+    pool_max: int = Field(4, ge=1, description="Most connections open at once.")
+    connect_timeout: DurationS = Field(
+        10.0,
+        gt=0,
+        description="Longest wait to connect, or for a free pooled connection, before the "
+        "call fails as 'database unavailable'.",
+    )
+    statement_timeout: DurationS = Field(
+        60.0, ge=0, description="Longest a statement may run (0 = no limit); then retried."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        return check_url(value)
+
+    @model_validator(mode="after")
+    def _pool_sizes(self) -> PostgresConnectionConfig:
+        if self.pool_max < self.pool_min:
+            raise ValueError(f"pool_max ({self.pool_max}) is below pool_min ({self.pool_min})")
+        return self
 
 
 @dataclass(frozen=True, slots=True)

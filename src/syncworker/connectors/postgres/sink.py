@@ -30,8 +30,8 @@ from syncworker.connectors.postgres.client import (
     Connection,
     ConnectSettings,
     Pool,
+    PostgresConnectionConfig,
     check_identifier,
-    check_url,
     connect,
     create_pool,
     dependency_error,
@@ -42,8 +42,7 @@ from syncworker.connectors.postgres.client import (
     table_identifier,
 )
 from syncworker.coord import current_fencing_token
-from syncworker.core.durations import DurationS
-from syncworker.core.protocols import ConnectorConfig, WriteResult
+from syncworker.core.protocols import WriteResult
 from syncworker.core.record import Record
 from syncworker.errors import (
     ConfigError,
@@ -68,11 +67,10 @@ Getter = Callable[[Record], Any]
 ValueKind = Literal["json", "array", "scalar"]
 
 
-class PostgresSinkConfig(ConnectorConfig):
+class PostgresSinkConfig(PostgresConnectionConfig):
     """Settings of the ``postgres`` sink."""
 
     type: Literal["postgres"] = Field("postgres", description="Connector type: a PostgreSQL table.")
-    url: str = Field(description="postgresql://user:password@host:5432/dbname")
     table: str = Field(
         "records",
         description="Table written to, optionally schema-qualified ('schema.table'). Names are "
@@ -96,17 +94,6 @@ class PostgresSinkConfig(ConnectorConfig):
         description="Create the default-layout table if missing (ignored with `columns`: that "
         "table must exist).",
     )
-    pool_min: int = Field(1, ge=0, description="Connections kept open.")
-    pool_max: int = Field(4, ge=1, description="Most connections open at once.")
-    connect_timeout: DurationS = Field(
-        10.0,
-        gt=0,
-        description="Longest wait to connect, or for a free pooled connection, before the "
-        "write fails as 'database unavailable'.",
-    )
-    statement_timeout: DurationS = Field(
-        60.0, ge=0, description="Longest a statement may run (0 = no limit); then retried."
-    )
     fencing_column: str | None = Field(
         None,
         description="Column (bigint) storing the fencing token of the lock holder that wrote "
@@ -114,11 +101,6 @@ class PostgresSinkConfig(ConnectorConfig):
         "worker that lost its lock cannot overwrite a newer holder's rows; a batch refused "
         "entirely raises LockLost. Added to the default layout; must exist with `columns`.",
     )
-
-    @field_validator("url")
-    @classmethod
-    def _valid_url(cls, value: str) -> str:
-        return check_url(value)
 
     @field_validator("table")
     @classmethod
@@ -138,8 +120,6 @@ class PostgresSinkConfig(ConnectorConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> PostgresSinkConfig:
-        if self.pool_max < self.pool_min:
-            raise ValueError(f"pool_max ({self.pool_max}) is below pool_min ({self.pool_min})")
         names = [self.key_column, *(self.columns or {})]
         if self.fencing_column is not None:
             names.append(self.fencing_column)

@@ -37,8 +37,8 @@ from syncworker.connectors.postgres.client import (
     Connection,
     ConnectSettings,
     Pool,
+    PostgresConnectionConfig,
     check_identifier,
-    check_url,
     connect,
     create_pool,
     dependency_error,
@@ -49,7 +49,6 @@ from syncworker.connectors.postgres.client import (
     table_identifier,
 )
 from syncworker.core.durations import DurationS
-from syncworker.core.protocols import ConnectorConfig
 from syncworker.core.record import Batch, Record
 from syncworker.errors import ConfigError, ConnectionClosed, ConnectorError, SyncWorkerError
 from syncworker.observe.logging import redact_url
@@ -59,13 +58,12 @@ log = structlog.get_logger(__name__)
 ClaimedRow = tuple[int, str, str, str, int, float]
 
 
-class PgOutboxSourceConfig(ConnectorConfig):
+class PgOutboxSourceConfig(PostgresConnectionConfig):
     """Settings of the ``pg_outbox`` source."""
 
     type: Literal["pg_outbox"] = Field(
         "pg_outbox", description="Connector type: a trigger-filled PostgreSQL outbox table."
     )
-    url: str = Field(description="postgresql://user:password@host:5432/dbname")
     queue_table: str = Field(
         outbox.DEFAULT_QUEUE_TABLE,
         description="Queue table (seed 001: algolia_sync_queue). The log table, stats view "
@@ -109,17 +107,6 @@ class PgOutboxSourceConfig(ConnectorConfig):
         1.0, description="Backoff after the first failed attempt, doubled after each."
     )
     retry_max_delay: DurationS = Field(300.0, description="Longest backoff between attempts.")
-    pool_min: int = Field(1, ge=0, description="Connections kept open (besides LISTEN).")
-    pool_max: int = Field(4, ge=1, description="Most connections open at once.")
-    connect_timeout: DurationS = Field(10.0, gt=0, description="Longest wait to connect.")
-    statement_timeout: DurationS = Field(
-        60.0, ge=0, description="Longest a statement may run (0 = no limit)."
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _valid_url(cls, value: str) -> str:
-        return check_url(value)
 
     @field_validator("queue_table")
     @classmethod
@@ -156,8 +143,6 @@ class PgOutboxSourceConfig(ConnectorConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> PgOutboxSourceConfig:
-        if self.pool_max < self.pool_min:
-            raise ValueError(f"pool_max ({self.pool_max}) is below pool_min ({self.pool_min})")
         unknown = sorted(set(self.key_columns) - set(self.tables))
         if unknown:
             raise ValueError(f"key_columns names tables not in `tables`: {unknown}")
