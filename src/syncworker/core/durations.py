@@ -31,3 +31,9 @@ def parse_duration_s(value: Any) -> float:
 
 DurationS = Annotated[float, BeforeValidator(parse_duration_s)]
 """A pydantic field type: accepts any duration form, holds seconds as a float."""
+
+
+def format_seconds(value_s: float) -> str:
+    """Seconds for people, in logs and recommendations: whole from 10 s (``52``), two
+    significant digits below (``0.49``, ``5.2``)."""
+    return f"{value_s:.0f}" if value_s >= 10 else f"{value_s:.2g}"

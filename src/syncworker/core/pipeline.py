@@ -22,6 +22,7 @@ import structlog
 
 from syncworker.coord.base import Lock
 from syncworker.core.delivery import Delivery, Rejection, SinkWriter, deliver
+from syncworker.core.durations import format_seconds
 from syncworker.core.events import EventBus, Handler
 from syncworker.core.leadership import LockKeeper
 from syncworker.core.policies import BreakerPolicy, CircuitBreaker, RetryPolicy
@@ -374,8 +375,8 @@ class Pipeline:
                 pipeline=self.name,
                 duration_s=round(duration_s, 3),
                 interval_s=interval_s,
-                recommendation=f"sync takes {_secs(duration_s)} s of a {_secs(interval_s)} s "
-                "interval: raise the interval or the batch size",
+                recommendation=f"sync takes {format_seconds(duration_s)} s of a "
+                f"{format_seconds(interval_s)} s interval: raise the interval or the batch size",
             )
 
     async def _wait_trigger(self, delay_s: float | None) -> None:
@@ -788,11 +789,6 @@ class Pipeline:
         if isinstance(self.source, Countable):
             return await self.source.backlog()
         return None
-
-
-def _secs(value: float) -> str:
-    """Seconds for people: whole above 10 s, else two significant digits (0.59, 1.5)."""
-    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
 
 
 def _batch_payload(

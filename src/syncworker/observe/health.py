@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from croniter import croniter
 
+from syncworker.core.durations import format_seconds
 from syncworker.core.schedule import Schedule
 from syncworker.observe.logging import redact_url
 from syncworker.state.base import RunRecord
@@ -418,26 +419,31 @@ def _run_duration(v: _View) -> Check:
         return Check("run_duration", "pass", "no run yet")
     if kind == "every":
         room_s = v.schedule.interval_s or 0.0
-        room = f"a {_seconds(room_s)} s interval"
+        room = f"a {format_seconds(room_s)} s interval"
         change = "raise the interval or the batch size"
     else:
         started_at = last.started_at if last is not None else v.now - duration_s
         room_s = _cron_gap_s(v.schedule.cron or "", started_at)
-        room = f"the {_seconds(room_s)} s between cron ticks"
+        room = f"the {format_seconds(room_s)} s between cron ticks"
         change = "space the cron ticks further apart (schedule.cron) or raise the batch size"
     ratio = duration_s / room_s if room_s > 0 else float("inf")
     if ratio < v.warn_ratio:
         return Check(
             "run_duration",
             "pass",
-            f"last run took {_seconds(duration_s)} s of {room} ({ratio:.0%})",
+            f"last run took {format_seconds(duration_s)} s of {room} ({ratio:.0%})",
         )
-    detail = f"last run took {_seconds(duration_s)} s, {ratio:.0%} of {room}"
+    detail = f"last run took {format_seconds(duration_s)} s, {ratio:.0%} of {room}"
     if ratio >= DURATION_FAIL_RATIO:
-        advice = f"sync takes {_seconds(duration_s)} s of {room} and runs back to back: {change}"
+        advice = (
+            f"sync takes {format_seconds(duration_s)} s of {room} and runs back to back: {change}"
+        )
         return Check("run_duration", "fail", detail, advice)
     return Check(
-        "run_duration", "warn", detail, f"sync takes {_seconds(duration_s)} s of {room}: {change}"
+        "run_duration",
+        "warn",
+        detail,
+        f"sync takes {format_seconds(duration_s)} s of {room}: {change}",
     )
 
 
@@ -497,16 +503,11 @@ def _times(count: int) -> str:
     return "once" if count == 1 else f"{count} times"
 
 
-def _seconds(value_s: float) -> str:
-    """Whole seconds, or tenths below 10 s: ``52``, ``0.5``."""
-    return f"{value_s:.0f}" if value_s >= 10 else f"{round(value_s, 1):g}"
-
-
 def _span(value_s: float) -> str:
     """A duration a person reads at a glance: ``45 s``, ``12 min``, ``3 h``, ``2 d``."""
     value_s = max(0.0, value_s)
     if value_s < 120:
-        return f"{_seconds(value_s)} s"
+        return f"{format_seconds(value_s)} s"
     if value_s < 2 * 3600:
         return f"{value_s / 60:.0f} min"
     if value_s < 2 * 86400:
