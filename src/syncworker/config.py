@@ -118,7 +118,13 @@ class LockConfig(_Strict):
 
 
 class DeadLetterConfig(_Strict):
-    store: Literal["state"] = Field("state", description="where dead letters are kept")
+    store: Literal["state", "source"] = Field(
+        "state",
+        description="where refused records are kept: 'state' (the state store's dead "
+        "letters, requeued with `syncworker dlq`) or 'source' (back to a source that keeps "
+        "failures itself and retries them, e.g. pg_outbox: after max_retries the row is "
+        "'failed' with last_error, and `syncworker outbox retry-failed` puts it back)",
+    )
 
 
 class PipelineConfig(_Strict):
@@ -211,6 +217,7 @@ class PipelineSpec:
             breaker=BreakerPolicy(c.breaker.delay, c.breaker.factor, c.breaker.max_delay),
             schedule=c.schedule.build(),
             shutdown_timeout_s=shutdown_timeout_s,
+            dead_letter_store=c.dead_letter.store,
         )
 
 
@@ -326,10 +333,13 @@ def config_from_dict(
 
 def _spec(name: str, pc: PipelineConfig, file: str, lines: dict[Loc, int]) -> PipelineSpec:
     base: Loc = ("pipelines", name)
+    source = _connector("source", pc.source, (*base, "source"), file, lines)
+    if pc.dead_letter.store == "source":
+        _check_keeps_failures(source, (*base, "dead_letter", "store"), file, lines)
     return PipelineSpec(
         name=name,
         config=pc,
-        source=_connector("source", pc.source, (*base, "source"), file, lines),
+        source=source,
         sinks=_enabled(
             [
                 _connector("sink", c, (*base, "sinks", i), file, lines)
@@ -348,6 +358,25 @@ def _spec(name: str, pc: PipelineConfig, file: str, lines: dict[Loc, int]) -> Pi
             if c.enabled
         ],
     )
+
+
+def _check_keeps_failures(
+    source: ConnectorConfig, loc: Loc, file: str, lines: dict[Loc, int]
+) -> None:
+    cls = registry.lookup("source", source.type)
+    if not callable(getattr(cls, "ack_except", None)):
+        keepers = [
+            n
+            for n in registry.names("source")
+            if callable(getattr(registry.lookup("source", n), "ack_except", None))
+        ]
+        raise ConfigError(
+            f"store 'source' needs a source that keeps failed records itself "
+            f"({', '.join(keepers) or 'none installed'}); {source.type} does not: use 'state'",
+            file=file,
+            path=_dotted(loc),
+            line=_line(lines, loc),
+        )
 
 
 def _enabled(

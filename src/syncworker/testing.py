@@ -93,6 +93,8 @@ class MemorySource:
         self.closed = False
         self.acked: list[Record] = []
         self.nacked: list[Record] = []
+        self.nack_errors: list[BaseException | None] = []
+        self.failed: list[tuple[Record, str]] = []
         self.claims = 0
         self.fail_claims = 0
 
@@ -120,9 +122,20 @@ class MemorySource:
         self.queue.ack(batch.token)
         self.acked.extend(batch.records)
 
-    async def nack(self, batch: Batch) -> None:
+    async def ack_except(self, batch: Batch, failures: dict[int, str]) -> None:
+        """Ack the batch; the records at ``failures``' indexes are kept in ``failed`` with
+        their error (a source keeping its own failures, ``dead_letter: {store: source}``)."""
+        self.queue.ack(batch.token)
+        for index, record in enumerate(batch.records):
+            if index in failures:
+                self.failed.append((record, failures[index]))
+            else:
+                self.acked.append(record)
+
+    async def nack(self, batch: Batch, error: BaseException | None = None) -> None:
         self.queue.nack(batch.token)
         self.nacked.extend(batch.records)
+        self.nack_errors.append(error)
 
     async def backlog(self) -> int:
         return self.queue.ready

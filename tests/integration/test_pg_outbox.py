@@ -262,13 +262,16 @@ async def test_ack_marks_completed_and_logs(pg_url: str) -> None:
     assert stats["oldest_pending_age_s"] is None
 
 
-async def test_nack_backs_off_then_fails_and_retry_failed_restores(pg_url: str) -> None:
+async def test_refused_record_backs_off_then_fails_and_retry_failed_restores(
+    pg_url: str,
+) -> None:
     await setup_outbox(pg_url)
     await sql(pg_url, "INSERT INTO products (id, name) VALUES (1, 'a')")
+    refused = {0: "RuntimeError: algolia said no"}
     async with open_source(pg_url, max_retries=3, retry_delay="1s") as source:
         batch = await source.claim(10)
         assert batch is not None
-        await source.nack(batch, RuntimeError("algolia said no"))
+        await source.ack_except(batch, refused)
         rows = await sql(
             pg_url,
             f"SELECT status, attempts, last_error,"
@@ -283,7 +286,7 @@ async def test_nack_backs_off_then_fails_and_retry_failed_restores(pg_url: str) 
             batch = await source.claim(10)
             assert batch is not None
             assert batch.records[0].meta["attempts"] == expected_attempts
-            await source.nack(batch, RuntimeError("algolia said no"))
+            await source.ack_except(batch, refused)
         rows = await sql(pg_url, f"SELECT status, attempts, last_error FROM {QUEUE}")
         assert rows == [("failed", 3, "RuntimeError: algolia said no")]
         await sql(pg_url, f"UPDATE {QUEUE} SET next_attempt_at = now()")
@@ -302,6 +305,53 @@ async def test_nack_backs_off_then_fails_and_retry_failed_restores(pg_url: str) 
     assert rows == [("completed", None)]
 
 
+async def test_ack_except_acks_the_rest_and_logs_each_record_with_its_error(
+    pg_url: str,
+) -> None:
+    await setup_outbox(pg_url)
+    await sql(pg_url, "INSERT INTO products (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    async with open_source(pg_url, max_retries=1, worker_id="w1") as source:
+        batch = await source.claim(10)
+        assert batch is not None and [r.key for r in batch.records] == ["1", "2", "3"]
+        await source.ack_except(batch, {1: "ValueError: record 2 is too big"})
+    rows = await sql(pg_url, f"SELECT record_id, status, last_error FROM {QUEUE} ORDER BY id")
+    assert rows == [
+        ("1", "completed", None),
+        ("2", "failed", "ValueError: record 2 is too big"),
+        ("3", "completed", None),
+    ]
+    log_rows = await sql(
+        pg_url, "SELECT record_id, result, error, worker FROM algolia_sync_log ORDER BY record_id"
+    )
+    assert log_rows == [
+        ("1", "success", None, "w1"),
+        ("2", "failed", "ValueError: record 2 is too big", "w1"),
+        ("3", "success", None, "w1"),
+    ]
+
+
+async def test_nack_hands_rows_back_without_counting_the_attempt(pg_url: str) -> None:
+    await setup_outbox(pg_url)
+    await sql(pg_url, "INSERT INTO products (id, name) VALUES (1, 'a')")
+    async with open_source(pg_url, max_retries=1) as source:
+        for _ in range(3):  # more than max_retries: a sink outage never fails a row
+            batch = await source.claim(10)
+            assert batch is not None and batch.records[0].meta["attempts"] == 1
+            await source.nack(batch, ConnectionError("algolia: 503"))
+        batch = await source.claim(10)
+        assert batch is not None
+        await source.nack(batch)  # shutdown: no error, nothing logged, last error kept
+        rows = await sql(pg_url, f"SELECT status, attempts, last_error FROM {QUEUE}")
+        assert rows == [("pending", 0, "ConnectionError: algolia: 503")]
+        results = await sql(pg_url, "SELECT result, error FROM algolia_sync_log ORDER BY id")
+        assert results == [("retry", "ConnectionError: algolia: 503")] * 3
+        batch = await source.claim(10)  # due at once: the breaker paces retries, not the row
+        assert batch is not None
+        await source.ack(batch)
+    rows = await sql(pg_url, f"SELECT status, last_error FROM {QUEUE}")
+    assert rows == [("completed", None)]
+
+
 async def test_backoff_grows_and_is_capped(pg_url: str) -> None:
     await setup_outbox(pg_url)
     await sql(pg_url, "INSERT INTO products (id, name) VALUES (1, 'a')")
@@ -311,7 +361,7 @@ async def test_backoff_grows_and_is_capped(pg_url: str) -> None:
             await sql(pg_url, f"UPDATE {QUEUE} SET next_attempt_at = now()")
             batch = await s.claim(10)
             assert batch is not None
-            await s.nack(batch)
+            await s.ack_except(batch, {0: "ValueError: no"})
             rows = await sql(
                 pg_url, f"SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM {QUEUE}"
             )

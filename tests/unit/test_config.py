@@ -215,3 +215,20 @@ def test_disabled_sinks_are_left_out(tmp_path: Path) -> None:
     only_disabled = text.replace("{type: jsonl, path:", "{type: jsonl, enabled: false, path:")
     line = error_line(tmp_path, only_disabled)
     assert "pipelines.chat.sinks: every sink is disabled" in line
+
+
+def test_dead_letter_store_source_needs_a_source_keeping_failures(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "pipelines:\n"
+        "  p:\n"
+        "    source: {type: sqlite_queue, path: q.db}\n"
+        "    sinks: [{type: jsonl, path: out}]\n"
+        "    dead_letter: {store: source}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"{path}:5" in message and "pipelines.p.dead_letter.store" in message
+    assert "pg_outbox" in message and "sqlite_queue does not" in message

@@ -119,6 +119,49 @@ async def test_sink_reported_rejections_are_dead_lettered(state: SqliteStateStor
     assert len(source.acked) == 5
 
 
+async def test_refused_records_go_back_to_a_source_keeping_failures(
+    state: SqliteStateStore,
+) -> None:
+    queue = MemoryQueue()
+    queue.put_many(10)
+    sink = MemorySink(reject_keys={"7"}, report_keys={"2"})
+    pipeline, source = make(queue, sink, state=state, dead_letter_store="source")
+    async with pipeline:
+        run = await pipeline.run_once()
+    assert set(sink.rows) == {str(i) for i in range(10)} - {"2", "7"}
+    assert sorted((r.key, error) for r, error in source.failed) == [
+        ("2", "ValueError: memory: refused key '2'"),
+        ("7", "ValueError: memory: cannot store key '7'"),
+    ]
+    assert len(source.acked) == 8 and source.nacked == []
+    assert await state.dead_letters("p") == []
+    errors = await state.errors(pipeline="p")
+    assert sorted((e.type, e.record_key) for e in errors) == [
+        ("record_failed", "2"),
+        ("record_failed", "7"),
+    ]
+    assert run.status == "success" and run.written == 8
+
+
+async def test_stop_hands_in_flight_batches_back_without_an_error() -> None:
+    queue = MemoryQueue()
+    queue.put_many(5)
+    sink = MemorySink(write_delay_s=5)
+    pipeline, source = make(queue, sink)
+    await pipeline.start()
+
+    async def writing() -> None:
+        while True:  # the in-memory sink exposes a plain counter, not an event
+            if sink.concurrent:
+                return
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(writing(), timeout=10)
+    await pipeline.stop(timeout_s=0.1)
+    assert len(source.nacked) == 5 and source.nack_errors == [None]
+    assert queue.ready == 5
+
+
 async def test_rejected_records_without_state_store_are_rolled_back() -> None:
     queue = MemoryQueue()
     queue.put_many(3)
@@ -138,6 +181,7 @@ async def test_whole_batch_failure_rolls_back_and_keeps_order() -> None:
         run = await pipeline.run_once()
     assert run.status == "error" and "ConnectionFailed" in (run.error or "")
     assert source.acked == [] and len(source.nacked) == 10
+    assert [type(e).__name__ for e in source.nack_errors] == ["SinkUnavailable"]
     assert queue.ready == 10 and queue.in_flight == 0
     assert len(sink.writes) == FAST_RETRY.attempts  # retried, never bisected
     claim = queue.claim(10)

@@ -16,7 +16,8 @@ import traceback
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, cast
 
 import structlog
 
@@ -26,7 +27,7 @@ from syncworker.core.durations import format_seconds
 from syncworker.core.events import EventBus, Handler
 from syncworker.core.leadership import LockKeeper
 from syncworker.core.policies import BreakerPolicy, CircuitBreaker, RetryPolicy
-from syncworker.core.protocols import Countable, Processor, Sink, Source
+from syncworker.core.protocols import Countable, KeepsFailures, Processor, Sink, Source
 from syncworker.core.record import Batch, Record
 from syncworker.core.replay import DeadLetterReplay
 from syncworker.core.schedule import Schedule
@@ -56,6 +57,9 @@ class PipelineSettings:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     schedule: Schedule = field(default_factory=Schedule.stream)
     shutdown_timeout_s: float = 30.0
+    # Where refused records go: the state store's dead letters, or back to a source that
+    # keeps failures itself (``KeepsFailures``: retried on its schedule, then failed there).
+    dead_letter_store: Literal["state", "source"] = "state"
     # In stream mode a run (one row in the run log, one sync_success) is cut at least this
     # often, so a never-ending backlog still reports progress.
     stream_run_max_s: float = 10.0
@@ -594,8 +598,9 @@ class Pipeline:
         started = time.monotonic()
         try:
             delivery = await deliver(records, self.processors, self._writers)
-            await self._dead_letter(delivery.rejected)
+            failures = await self._keep_rejected(parts, delivery.rejected)
         except asyncio.CancelledError:
+            # Handed back, not failed: a source counting attempts does not count this one.
             await asyncio.shield(self._nack(source, parts))
             raise
         except Exception as exc:
@@ -611,7 +616,7 @@ class Pipeline:
                     },
                 )
             return
-        await self._ack(source, parts)
+        await self._ack(source, parts, failures)
         self._breaker.succeed()
         streams = Counter(r.stream for r in records)
         stats.add(delivery, records, streams)
@@ -631,7 +636,7 @@ class Pipeline:
     async def _rollback(
         self, source: Source, parts: list[Batch], stats: RunStats, exc: Exception
     ) -> None:
-        await self._nack(source, parts)
+        await self._nack(source, parts, exc)
         stats.failed_batches += 1
         stats.error = redact_url(f"{type(exc).__name__}: {exc}")
         pause_s = self._breaker.trip()
@@ -645,6 +650,37 @@ class Pipeline:
             pause_s=pause_s,
         )
         await self._fail(event, exc)
+
+    async def _keep_rejected(
+        self, parts: list[Batch], rejected: list[Rejection]
+    ) -> dict[int, dict[int, str]]:
+        """Dead-letter ``rejected`` in the state store, or (``dead_letter_store`` "source")
+        say which records of which part go back to the source as failed attempts:
+        ``{part index: {record index: error}}``. Runs before the batch is acked."""
+        if self.settings.dead_letter_store == "state":
+            await self._dead_letter(rejected)
+            return {}
+        where = {
+            id(record): (p, r)
+            for p, part in enumerate(parts)
+            for r, record in enumerate(part.records)
+        }
+        failures: dict[int, dict[int, str]] = {}
+        for rejection in rejected:
+            p, r = where[id(rejection.record)]
+            failures.setdefault(p, {})[r] = rejection.message
+            log.warning(
+                "record_failed",
+                pipeline=self.name,
+                where=rejection.where,
+                record_key=rejection.record.key,
+                stream=rejection.record.stream,
+                error=rejection.message,
+                kept_by="source",
+            )
+            if self.state is not None:
+                await self.state.record_error(_error_record(self.name, rejection, "record_failed"))
+        return failures
 
     async def _dead_letter(self, rejected: list[Rejection]) -> None:
         """Keep rejected records in the state store before the batch is acked."""
@@ -672,24 +708,27 @@ class Pipeline:
                 stream=rejection.record.stream,
                 error=rejection.message,
             )
-            await self.state.record_error(
-                ErrorRecord(
-                    type="dead_letter",
-                    pipeline=self.name,
-                    record_key=rejection.record.key,
-                    message=rejection.message,
-                    stack=rejection.stack,
-                    metadata={"where": rejection.where, "stream": rejection.record.stream},
-                )
-            )
+            await self.state.record_error(_error_record(self.name, rejection, "dead_letter"))
 
-    async def _ack(self, source: Source, parts: list[Batch]) -> None:
-        for part in parts:
-            await self._settle(source.ack, part, "ack")
+    async def _ack(
+        self, source: Source, parts: list[Batch], failures: dict[int, dict[int, str]]
+    ) -> None:
+        for index, part in enumerate(parts):
+            failed = failures.get(index)
+            if failed:
+                # _keep_rejected only fills ``failures`` for a KeepsFailures source (checked
+                # when the config is loaded).
+                keeper = cast(KeepsFailures, source)
+                await self._settle(partial(keeper.ack_except, failures=failed), part, "ack")
+            else:
+                await self._settle(source.ack, part, "ack")
 
-    async def _nack(self, source: Source, parts: list[Batch]) -> None:
+    async def _nack(
+        self, source: Source, parts: list[Batch], error: BaseException | None = None
+    ) -> None:
+        """Return ``parts`` newest first; ``error`` is the failure, None a mere hand-back."""
         for part in reversed(parts):
-            await self._settle(source.nack, part, "nack")
+            await self._settle(partial(source.nack, error=error), part, "nack")
 
     async def _settle(self, method: Any, part: Batch, what: str) -> None:
         """Ack or nack with retries; when it keeps failing the source's crash recovery
@@ -818,6 +857,17 @@ def _batch_payload(
         "dead_lettered": dict(Counter(r.record.stream for r in delivery.rejected)),
         "filtered": delivery.filtered,
     }
+
+
+def _error_record(pipeline: str, rejection: Rejection, kind: str) -> ErrorRecord:
+    return ErrorRecord(
+        type=kind,
+        pipeline=pipeline,
+        record_key=rejection.record.key,
+        message=rejection.message,
+        stack=rejection.stack,
+        metadata={"where": rejection.where, "stream": rejection.record.stream},
+    )
 
 
 def _letter(pipeline: str, rejection: Rejection) -> DeadLetter:

@@ -59,11 +59,13 @@ class Source(Protocol):
         the records may be delivered again, which idempotent sinks absorb.
         """
 
-    async def nack(self, batch: Batch) -> None:
+    async def nack(self, batch: Batch, error: BaseException | None = None) -> None:
         """Return ``batch`` to the source (rollback) so it is claimed again, in order.
 
-        Called after a whole-batch failure or at shutdown. Must not lose a record: if it fails,
-        the records come back through the source's crash recovery instead.
+        ``error`` is why: the whole-batch failure (a sink or the network down), or ``None``
+        when the batch is only handed back (shutdown, lock lost) and no attempt failed. A
+        source that counts attempts counts only the former. Must not lose a record: if it
+        fails, the records come back through the source's crash recovery instead.
         """
 
     async def close(self) -> None:
@@ -76,6 +78,17 @@ class Countable(Protocol):
 
     async def backlog(self) -> int:
         """How many records are waiting to be claimed now."""
+
+
+@runtime_checkable
+class KeepsFailures(Protocol):
+    """Optional: a source that keeps refused records itself (``dead_letter: {store: source}``),
+    retrying them on its own schedule and marking them failed in the source, where its users
+    look (pg_outbox: ``status = 'failed'`` with ``last_error``), instead of the state store."""
+
+    async def ack_except(self, batch: Batch, failures: dict[int, str]) -> None:
+        """Ack ``batch`` except the records at the indexes of ``failures``, which failed one
+        attempt with the given (already redacted) error. One call settles the whole batch."""
 
 
 @dataclass(slots=True)

@@ -53,7 +53,7 @@ class DeadLetterReplay:
     async def ack(self, batch: Batch) -> None:
         await self._state.delete_dead_letters(list(batch.token))
 
-    async def nack(self, batch: Batch) -> None:
+    async def nack(self, batch: Batch, error: BaseException | None = None) -> None:
         await self._state.release_requeued(list(batch.token))
 
     async def close(self) -> None:

@@ -293,21 +293,35 @@ ACK = sql.SQL(
     " RETURNING id"
 )
 
-NACK = sql.SQL(
+RELEASE = sql.SQL(
     """UPDATE {queue}
-SET status = CASE WHEN attempts >= %(max_retries)s THEN 'failed' ELSE 'pending' END,
-    next_attempt_at = now() + least(%(max_delay_s)s,
-        %(delay_s)s * power(2, greatest(attempts - 1, 0))) * interval '1 second',
-    locked_by = NULL, locked_until = NULL, last_error = %(error)s
+SET status = 'pending', attempts = greatest(attempts - 1, 0), next_attempt_at = now(),
+    locked_by = NULL, locked_until = NULL, last_error = coalesce(%(error)s, last_error)
 WHERE id = ANY(%(ids)s) AND status = 'processing' AND locked_by = %(worker)s
-RETURNING id, status"""
+RETURNING id"""
 )
+"""Hand rows back uncounted: the claim's attempt is taken back (shutdown, lost lock, or the
+sink down for the whole batch, which is not the rows' fault)."""
+
+FAIL = sql.SQL(
+    """UPDATE {queue} AS q
+SET status = CASE WHEN q.attempts >= %(max_retries)s THEN 'failed' ELSE 'pending' END,
+    next_attempt_at = now() + least(%(max_delay_s)s,
+        %(delay_s)s * power(2, greatest(q.attempts - 1, 0))) * interval '1 second',
+    locked_by = NULL, locked_until = NULL, last_error = f.error
+FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS f(id, error)
+WHERE q.id = f.id AND q.status = 'processing' AND q.locked_by = %(worker)s
+RETURNING q.id, q.status"""
+)
+"""A counted failed attempt per row, each with its own error: back to ``pending`` after a
+backoff, or ``failed`` once ``max_retries`` attempts are used."""
 
 LOG = sql.SQL(
     "INSERT INTO {log} (queue_ids, table_name, record_id, operation, result, error, worker)"
-    " SELECT string_to_array(ids, ',')::bigint[], t, r, o, res, %(error)s, %(worker)s"
+    " SELECT string_to_array(ids, ',')::bigint[], t, r, o, res, e, %(worker)s"
     " FROM unnest(%(queue_ids)s::text[], %(tables)s::text[], %(records)s::text[],"
-    " %(operations)s::text[], %(results)s::text[]) AS u(ids, t, r, o, res)"
+    " %(operations)s::text[], %(results)s::text[], %(errors)s::text[])"
+    " AS u(ids, t, r, o, res, e)"
 )
 
 BACKLOG = sql.SQL(

@@ -9,8 +9,10 @@
 - Wake-up: a dedicated connection LISTENs on the channel the triggers NOTIFY, so a change
   wakes the worker within milliseconds; ``poll_interval`` is only the fallback (no LISTEN, e.g.
   behind PgBouncer in transaction mode, or while the listening connection is re-established).
-- Ack: rows ``completed`` plus one log row per record. Nack: rows back to ``pending`` after a
-  backoff through ``next_attempt_at``, or ``failed`` (error kept) after ``max_retries``.
+- Ack: rows ``completed`` plus one log row per record. A record a sink refused
+  (``ack_except``, with ``dead_letter: {store: source}``) is a counted attempt: back to
+  ``pending`` after a backoff through ``next_attempt_at``, or ``failed`` (error kept) after
+  ``max_retries``. Nack (sink down, shutdown, lock lost) hands rows back uncounted.
 
 The install (``syncworker.connectors.postgres.outbox.install``) creates the queue table,
 triggers, stats view, log table and clean-up function; ``open`` checks the queue exists.
@@ -196,7 +198,8 @@ class PgOutboxSource:
         log_table = sql.Identifier(self._names.log)
         self._claim = outbox.CLAIM.format(queue=queue)
         self._ack = outbox.ACK.format(queue=queue)
-        self._nack = outbox.NACK.format(queue=queue)
+        self._release = outbox.RELEASE.format(queue=queue)
+        self._fail = outbox.FAIL.format(queue=queue)
         self._log = outbox.LOG.format(log=log_table)
         self._backlog = outbox.BACKLOG.format(queue=queue)
         self._channel = config.channel or config.queue_table
@@ -323,83 +326,119 @@ class PgOutboxSource:
         """Mark the batch's rows ``completed`` and log one ``success`` row per record, in one
         transaction. Rows whose lease another worker took over are left to that worker.
         Raises ``ConnectorError`` when the database fails."""
+        await self.ack_except(batch, {})
+
+    async def ack_except(self, batch: Batch, failures: dict[int, str]) -> None:
+        """Ack the batch except the records at the indexes of ``failures``: each of those
+        failed one attempt with its error and goes back to ``pending`` after a backoff
+        (``retry_delay`` doubled per attempt, at most ``retry_max_delay``), or to ``failed``
+        once ``max_retries`` attempts are used (``dead_letter: {store: source}``). One
+        transaction, one log row per record. Raises ``ConnectorError`` when the database
+        fails."""
         token = batch.token
         if not isinstance(token, OutboxToken) or not batch.records:
             return
-        ids = token.all_ids
+        done_ids = [i for n, ids in enumerate(token.queue_ids) if n not in failures for i in ids]
+        failed_ids: list[int] = []
+        errors: list[str] = []
+        for n, message in failures.items():
+            failed_ids.extend(token.queue_ids[n])
+            errors.extend([message] * len(token.queue_ids[n]))
+        entries: list[tuple[int, str, str | None]] = []
         try:
             async with self._connection() as conn, conn.transaction():
-                cursor = await conn.execute(self._ack, {"ids": ids, "worker": self.worker_id})
-                done = {row[0] for row in await cursor.fetchall()}
-                await self._write_log(conn, batch, token, done, "success", None)
+                done: set[int] = set()
+                if done_ids:
+                    params = {"ids": done_ids, "worker": self.worker_id}
+                    cursor = await conn.execute(self._ack, params)
+                    done = {row[0] for row in await cursor.fetchall()}
+                statuses: dict[int, str] = {}
+                if failed_ids:
+                    cursor = await conn.execute(self._fail, self._fail_params(failed_ids, errors))
+                    statuses = dict(await cursor.fetchall())
+                for n, ids in enumerate(token.queue_ids):
+                    if n in failures:
+                        status = next((statuses[i] for i in ids if i in statuses), None)
+                        if status is not None:
+                            result = "failed" if status == "failed" else "retry"
+                            entries.append((n, result, failures[n]))
+                    elif done.intersection(ids):
+                        entries.append((n, "success", None))
+                await self._write_log(conn, batch, token, entries)
         except psycopg.Error as exc:
             raise self._error(exc, "ack failed") from exc
-        if len(done) != len(ids):
+        settled = len(done) + len(statuses)
+        if settled != len(done_ids) + len(failed_ids):
             log.warning(
                 "pg_outbox_ack_lease_lost",
                 source=self.name,
-                expected=len(ids),
-                completed=len(done),
+                expected=len(done_ids) + len(failed_ids),
+                settled=settled,
                 lease_s=self.config.lease,
             )
+        gave_up = [failures[n] for n, result, _ in entries if result == "failed"]
+        if gave_up:
+            log.warning(
+                "pg_outbox_rows_failed",
+                source=self.name,
+                records=len(gave_up),
+                max_retries=self.config.max_retries,
+                error=gave_up[0],
+            )
 
-    async def nack(self, batch: Batch, error: BaseException | str | None = None) -> None:
-        """Return the batch's rows: ``pending`` again after a backoff (``retry_delay`` doubled
-        per attempt, at most ``retry_max_delay``), or ``failed`` once ``max_retries`` attempts
-        are used; ``error`` (when given) is kept in ``last_error`` and the log."""
-        token = batch.token
-        if not isinstance(token, OutboxToken) or not batch.records:
-            return
-        message = _error_text(error)
-        params = {
-            "ids": token.all_ids,
+    def _fail_params(self, ids: list[int], errors: list[str]) -> dict[str, Any]:
+        return {
+            "ids": ids,
+            "errors": errors,
             "worker": self.worker_id,
-            "error": message,
             "max_retries": self.config.max_retries,
             "delay_s": self.config.retry_delay,
             "max_delay_s": self.config.retry_max_delay,
         }
+
+    async def nack(self, batch: Batch, error: BaseException | None = None) -> None:
+        """Hand the batch's rows back, due at once and without counting the attempt: the
+        whole batch failed because a sink or the network is down (``error``, kept in
+        ``last_error`` and logged as ``retry``; the pipeline's circuit breaker paces the next
+        try), or the worker is stopping or lost its lock (``error`` None, nothing logged).
+        Raises ``ConnectorError`` when the database fails; the lease then brings them back."""
+        token = batch.token
+        if not isinstance(token, OutboxToken) or not batch.records:
+            return
+        message = None if error is None else _error_text(error)
+        params = {"ids": token.all_ids, "worker": self.worker_id, "error": message}
         try:
             async with self._connection() as conn, conn.transaction():
-                cursor = await conn.execute(self._nack, params)
-                statuses = {queue_id: status for queue_id, status in await cursor.fetchall()}
-                failed = {i for i, status in statuses.items() if status == "failed"}
-                await self._write_log(conn, batch, token, failed, "failed", message)
-                await self._write_log(conn, batch, token, set(statuses) - failed, "retry", message)
+                cursor = await conn.execute(self._release, params)
+                released = {row[0] for row in await cursor.fetchall()}
+                if message is not None:
+                    entries = [
+                        (n, "retry", message)
+                        for n, ids in enumerate(token.queue_ids)
+                        if released.intersection(ids)
+                    ]
+                    await self._write_log(conn, batch, token, entries)
         except psycopg.Error as exc:
             raise self._error(exc, "nack failed") from exc
-        if failed:
-            log.warning("pg_outbox_rows_failed", source=self.name, rows=len(failed), error=message)
 
     async def _write_log(
         self,
         conn: Connection,
         batch: Batch,
         token: OutboxToken,
-        queue_ids: set[int],
-        result: str,
-        error: str | None,
+        entries: Sequence[tuple[int, str, str | None]],
     ) -> None:
-        """One log row per record having at least one of ``queue_ids``."""
-        if not queue_ids:
+        """One log row per (record index, result, error) entry."""
+        if not entries:
             return
-        columns: tuple[list[str], ...] = ([], [], [], [], [])
-        ids_col, tables, records, operations, results = columns
-        for record, ids in zip(batch.records, token.queue_ids, strict=True):
-            if not queue_ids.intersection(ids):
-                continue
-            ids_col.append(",".join(map(str, ids)))
-            tables.append(record.stream)
-            records.append(record.key)
-            operations.append(str(record.meta.get("operation", "")))
-            results.append(result)
+        records = [batch.records[n] for n, _, _ in entries]
         params = {
-            "queue_ids": ids_col,
-            "tables": tables,
-            "records": records,
-            "operations": operations,
-            "results": results,
-            "error": error,
+            "queue_ids": [",".join(map(str, token.queue_ids[n])) for n, _, _ in entries],
+            "tables": [record.stream for record in records],
+            "records": [record.key for record in records],
+            "operations": [str(record.meta.get("operation", "")) for record in records],
+            "results": [result for _, result, _ in entries],
+            "errors": [error for _, _, error in entries],
             "worker": self.worker_id,
         }
         await conn.execute(self._log, params)
@@ -516,11 +555,7 @@ def _to_record(change: _Change, row: dict[str, Any] | None) -> Record:
     return Record(change.record_id, row, change.table, "upsert", meta)
 
 
-def _error_text(error: BaseException | str | None) -> str:
-    if error is None:
-        return "batch returned to the outbox (nack)"
-    if isinstance(error, str):
-        return error
+def _error_text(error: BaseException) -> str:
     if isinstance(error, psycopg.Error):
         return describe(error)
     return redact_url(f"{type(error).__name__}: {error}")

@@ -300,7 +300,7 @@ class RedisListSource:
                 missing_lists=len(claim.parts) - found,
             )
 
-    async def nack(self, batch: Batch) -> None:
+    async def nack(self, batch: Batch, error: BaseException | None = None) -> None:
         """Push the batch's items back at the consuming end of their lists, in their original
         order, and delete its processing lists (one script).
 

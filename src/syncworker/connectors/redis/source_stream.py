@@ -278,7 +278,7 @@ class RedisStreamSource:
                     pipe.xack(self._keys[index], self.config.group, *entry_ids)
                 await pipe.execute()
 
-    async def nack(self, batch: Batch) -> None:
+    async def nack(self, batch: Batch, error: BaseException | None = None) -> None:
         """Keep the batch's entries pending for this consumer and return them first, in order,
         from the next claim. Entries another consumer has reclaimed meanwhile stay with it.
 

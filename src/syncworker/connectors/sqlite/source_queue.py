@@ -173,7 +173,7 @@ class SqliteQueueSource:
                 lease_s=self._lease_s,
             )
 
-    async def nack(self, batch: Batch) -> None:
+    async def nack(self, batch: Batch, error: BaseException | None = None) -> None:
         """Make the batch's rows claimable again at once, at their original place."""
         if batch.token is None:
             return
