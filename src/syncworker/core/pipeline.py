@@ -65,6 +65,10 @@ class PipelineSettings:
     stream_run_max_s: float = 10.0
     # An 'every' run taking this share of its interval logs a warning.
     overlap_warning_ratio: float = 0.8
+    # A stream pipeline with nothing to do waits this long at most for its source's signal
+    # (NOTIFY, a blocking read) before claiming anyway; sources that cannot signal return
+    # after their own poll interval, when shorter.
+    idle_wait_s: float = 5.0
 
 
 @dataclass(slots=True)
@@ -397,15 +401,14 @@ class Pipeline:
 
     async def _wait_for_work(self) -> None:
         """Stream mode, idle: wait for the source's signal, a trigger or stop."""
+        wait_s = max(self.settings.max_wait_s, self.settings.idle_wait_s)
         waits = {
-            asyncio.ensure_future(self.source.wait(self.settings.max_wait_s)),
+            asyncio.ensure_future(self.source.wait(wait_s)),
             asyncio.ensure_future(self._trigger.wait()),
             asyncio.ensure_future(self._stopping.wait()),
         }
         try:
-            await asyncio.wait(
-                waits, timeout=self.settings.max_wait_s + 1.0, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(waits, timeout=wait_s + 1.0, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waits:
                 waiter.cancel()
