@@ -352,6 +352,27 @@ async def test_nack_hands_rows_back_without_counting_the_attempt(pg_url: str) ->
     assert rows == [("completed", None)]
 
 
+async def test_a_record_overtaken_by_a_later_change_in_flight_is_queued_again(
+    pg_url: str,
+) -> None:
+    await setup_outbox(pg_url)
+    await sql(pg_url, "INSERT INTO products (id, name) VALUES (1, 'old')")
+    async with open_source(pg_url) as source:
+        older = await source.claim(10)
+        await sql(pg_url, "UPDATE products SET name = 'new' WHERE id = 1")
+        newer = await source.claim(10)
+        assert older is not None and newer is not None
+        assert older.records[0].data["name"] == "old" and newer.records[0].data["name"] == "new"
+        await source.ack(newer)  # the newer state reached the sink first...
+        await source.ack(older)  # ...then the older one: the sink may now hold 'old'
+        again = await source.claim(10)
+        assert again is not None and [r.data["name"] for r in again.records] == ["new"]
+        await source.ack(again)
+        assert await source.claim(10) is None  # nothing newer overtook it: no more
+    rows = await sql(pg_url, f"SELECT operation, status FROM {QUEUE} ORDER BY id")
+    assert rows == [("INSERT", "completed"), ("UPDATE", "completed"), ("UPDATE", "completed")]
+
+
 async def test_backoff_grows_and_is_capped(pg_url: str) -> None:
     await setup_outbox(pg_url)
     await sql(pg_url, "INSERT INTO products (id, name) VALUES (1, 'a')")

@@ -63,6 +63,7 @@ class OutboxNames:
     trigger: str
     claim_index: str
     processed_index: str
+    record_index: str
     log_index: str
 
     @classmethod
@@ -78,6 +79,7 @@ class OutboxNames:
             trigger=f"{queue}_trigger",
             claim_index=f"{queue}_claim_idx",
             processed_index=f"{queue}_processed_idx",
+            record_index=f"{queue}_record_idx",
             log_index=f"{base}_log_synced_idx",
         )
 
@@ -91,6 +93,7 @@ class OutboxNames:
             "enqueue_function": sql.Identifier(self.enqueue_function),
             "claim_index": sql.Identifier(self.claim_index),
             "processed_index": sql.Identifier(self.processed_index),
+            "record_index": sql.Identifier(self.record_index),
             "log_index": sql.Identifier(self.log_index),
             "channel": sql.Literal(channel),
             "queue_name": sql.Literal(self.queue),
@@ -315,6 +318,22 @@ RETURNING q.id, q.status"""
 )
 """A counted failed attempt per row, each with its own error: back to ``pending`` after a
 backoff, or ``failed`` once ``max_retries`` attempts are used."""
+
+REQUEUE_OVERTAKEN = sql.SQL(
+    """INSERT INTO {queue} (table_name, record_id, operation)
+SELECT c.t, c.r, 'UPDATE'
+FROM unnest(%(tables)s::text[], %(records)s::text[], %(last_ids)s::bigint[]) AS c(t, r, last_id)
+WHERE EXISTS (
+    SELECT 1 FROM {queue} q
+    WHERE q.table_name = c.t AND q.record_id = c.r AND q.id > c.last_id
+      AND q.status IN ('processing', 'completed')
+)
+RETURNING id"""
+)
+"""After an ack: records of which a LATER change was already claimed or sent (by another
+worker, or by this one's other batch in flight). Both sends raced to the sink and the older
+state may have landed last, so the record is queued once more: its current state is read
+and sent again, after both. Per-record ordering without serializing the claims."""
 
 LOG = sql.SQL(
     "INSERT INTO {log} (queue_ids, table_name, record_id, operation, result, error, worker)"

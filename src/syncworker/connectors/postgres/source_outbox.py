@@ -198,6 +198,7 @@ class PgOutboxSource:
         log_table = sql.Identifier(self._names.log)
         self._claim = outbox.CLAIM.format(queue=queue)
         self._ack = outbox.ACK.format(queue=queue)
+        self._requeue = outbox.REQUEUE_OVERTAKEN.format(queue=queue)
         self._release = outbox.RELEASE.format(queue=queue)
         self._fail = outbox.FAIL.format(queue=queue)
         self._log = outbox.LOG.format(log=log_table)
@@ -365,6 +366,8 @@ class PgOutboxSource:
                     elif done.intersection(ids):
                         entries.append((n, "success", None))
                 await self._write_log(conn, batch, token, entries)
+                sent = [n for n, result, _ in entries if result == "success"]
+                requeued = await self._requeue_overtaken(conn, batch, token, sent)
         except psycopg.Error as exc:
             raise self._error(exc, "ack failed") from exc
         settled = len(done) + len(statuses)
@@ -376,6 +379,8 @@ class PgOutboxSource:
                 settled=settled,
                 lease_s=self.config.lease,
             )
+        if requeued:
+            log.info("pg_outbox_overtaken_requeued", source=self.name, records=requeued)
         gave_up = [failures[n] for n, result, _ in entries if result == "failed"]
         if gave_up:
             log.warning(
@@ -385,6 +390,24 @@ class PgOutboxSource:
                 max_retries=self.config.max_retries,
                 error=gave_up[0],
             )
+
+    async def _requeue_overtaken(
+        self, conn: Connection, batch: Batch, token: OutboxToken, sent: list[int]
+    ) -> int:
+        """Queue again the sent records a later change of overtook (``REQUEUE_OVERTAKEN``),
+        and wake the workers; how many were queued."""
+        if not sent:
+            return 0
+        params = {
+            "tables": [batch.records[n].stream for n in sent],
+            "records": [batch.records[n].key for n in sent],
+            "last_ids": [max(token.queue_ids[n]) for n in sent],
+        }
+        cursor = await conn.execute(self._requeue, params)
+        requeued = len(await cursor.fetchall())
+        if requeued:
+            await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, self._names.queue))
+        return requeued
 
     def _fail_params(self, ids: list[int], errors: list[str]) -> dict[str, Any]:
         return {

@@ -24,6 +24,8 @@ CREATE INDEX IF NOT EXISTS {claim_index} ON {queue} (id)
     WHERE status IN ('pending', 'processing');
 CREATE INDEX IF NOT EXISTS {processed_index} ON {queue} (processed_at)
     WHERE status = 'completed';
+-- After each ack: was a later change of the same record claimed or sent meanwhile?
+CREATE INDEX IF NOT EXISTS {record_index} ON {queue} (table_name, record_id, id);
 
 CREATE TABLE IF NOT EXISTS {log} (
     id          bigserial PRIMARY KEY,
