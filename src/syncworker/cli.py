@@ -573,15 +573,22 @@ def outbox_stats(
 
 @outbox_group.command("retry-failed")
 @_outbox_options
+@click.option("--id", "ids", type=int, multiple=True, help="Only this queue row (repeatable).")
+@click.option("--table", help="Only rows of this source table.")
 def outbox_retry_failed(
-    url: str | None, queue: str | None, config_file: Path | None, pipeline: str | None
+    url: str | None,
+    queue: str | None,
+    config_file: Path | None,
+    pipeline: str | None,
+    ids: tuple[int, ...],
+    table: str | None,
 ) -> None:
-    """Put rows that ran out of retries back to pending."""
+    """Put rows that ran out of retries back to pending (attempts from zero)."""
     from syncworker.connectors.postgres import outbox
 
     with _user_errors():
         url, queue, _, _ = _outbox_target(url, queue, config_file, pipeline)
-        count = asyncio.run(outbox.retry_failed(url, queue))
+        count = asyncio.run(outbox.retry_failed(url, queue, ids=list(ids) or None, table=table))
     click.echo(f"{count} failed row(s) back to pending")
 
 

@@ -13,6 +13,7 @@ import difflib
 import inspect
 import os
 import re
+import sys
 import types
 import typing
 from collections.abc import Iterator
@@ -291,6 +292,11 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror}", file=str(path)) from None
+    # Python modules beside the config (a transform's 'module:function') import as they
+    # would from that directory, wherever syncworker is started from.
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
     return parse_config(text, path, environ)
 
 

@@ -149,7 +149,8 @@ class AlgoliaSinkConfig(ConnectorConfig):
     hosts: list[str] = Field(
         default_factory=list,
         description="http(s)://host[:port] addresses replacing Algolia's hosts (tests, "
-        "proxies); empty: Algolia's own, with its fallbacks.",
+        "proxies), as a list or one comma-separated string; empty: Algolia's own, with its "
+        "fallbacks.",
     )
     indexes: dict[str, AlgoliaIndexConfig] = Field(
         description="Stream (table) -> {index: name, object_id_field: path (default: the "
@@ -173,6 +174,14 @@ class AlgoliaSinkConfig(ConnectorConfig):
         10.0, gt=0, description="Longest wait for an answer; past it the batch is retried."
     )
     connect_timeout: DurationS = Field(2.0, gt=0, description="Longest wait to connect.")
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        # From an environment variable: "http://a:1,http://b:2", or "" for Algolia's own.
+        if isinstance(value, str):
+            return [host.strip() for host in value.split(",") if host.strip()]
+        return value
 
     @field_validator("hosts")
     @classmethod
