@@ -373,6 +373,30 @@ async def test_a_record_overtaken_by_a_later_change_in_flight_is_queued_again(
     assert rows == [("INSERT", "completed"), ("UPDATE", "completed"), ("UPDATE", "completed")]
 
 
+async def test_a_row_whose_workers_keep_dying_ends_failed_after_max_retries(
+    pg_url: str,
+) -> None:
+    await setup_outbox(pg_url)
+    await sql(pg_url, "INSERT INTO products (id, name) VALUES (1, 'crashes every worker')")
+    await sql(pg_url, "INSERT INTO products (id, name) VALUES (2, 'fine')")
+    async with open_source(pg_url, max_retries=2, lease="300ms") as source:
+        for attempt in (1, 2):
+            batch = await source.claim(1)  # then "dies": never acked, the lease runs out
+            assert batch is not None and batch.records[0].key == "1"
+            assert batch.records[0].meta["attempts"] == attempt
+            await asyncio.sleep(0.4)
+        batch = await source.claim(10)
+        assert batch is not None and [r.key for r in batch.records] == ["2"]
+        await source.ack(batch)
+    rows = await sql(pg_url, f"SELECT record_id, status, attempts, last_error FROM {QUEUE}")
+    [(key, status, attempts, error)] = [r for r in rows if r[0] == "1"]
+    assert (key, status, attempts) == ("1", "failed", 2)
+    assert error.startswith("abandoned 2 time(s)")
+    logged = await sql(pg_url, "SELECT record_id, result, error FROM algolia_sync_log")
+    assert ("1", "failed", error) in logged
+    assert await outbox.retry_failed(pg_url, QUEUE) == 1
+
+
 async def test_backoff_grows_and_is_capped(pg_url: str) -> None:
     await setup_outbox(pg_url)
     await sql(pg_url, "INSERT INTO products (id, name) VALUES (1, 'a')")

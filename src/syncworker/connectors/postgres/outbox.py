@@ -280,7 +280,7 @@ SET status = 'processing', locked_by = %(worker)s,
 WHERE q.id IN (
     SELECT id FROM {queue}
     WHERE (status = 'pending' AND next_attempt_at <= now())
-       OR (status = 'processing' AND locked_until < now())
+       OR (status = 'processing' AND locked_until < now() AND attempts < %(max_retries)s)
     ORDER BY id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -318,6 +318,24 @@ RETURNING q.id, q.status"""
 )
 """A counted failed attempt per row, each with its own error: back to ``pending`` after a
 backoff, or ``failed`` once ``max_retries`` attempts are used."""
+
+FAIL_ABANDONED = sql.SQL(
+    """WITH failed AS (
+    UPDATE {queue}
+    SET status = 'failed', locked_by = NULL, locked_until = NULL,
+        last_error = format('abandoned %%s time(s): the worker holding it (last %%s) died or'
+                            ' stalled past its lease', attempts, locked_by)
+    WHERE status = 'processing' AND locked_until < now() AND attempts >= %(max_retries)s
+    RETURNING id, table_name, record_id, operation, last_error
+)
+INSERT INTO {log} (queue_ids, table_name, record_id, operation, result, error, worker)
+SELECT ARRAY[id], table_name, record_id, operation, 'failed', last_error, %(worker)s
+FROM failed
+RETURNING record_id"""
+)
+"""Rows whose every attempt ended with the worker gone (a record that crashes or stalls
+whatever worker takes it): ``failed`` after ``max_retries`` such attempts, instead of being
+claimed for ever; logged like any failure, and ``retry-failed`` brings them back."""
 
 REQUEUE_OVERTAKEN = sql.SQL(
     """INSERT INTO {queue} (table_name, record_id, operation)

@@ -199,6 +199,8 @@ class PgOutboxSource:
         self._claim = outbox.CLAIM.format(queue=queue)
         self._ack = outbox.ACK.format(queue=queue)
         self._requeue = outbox.REQUEUE_OVERTAKEN.format(queue=queue)
+        self._fail_abandoned = outbox.FAIL_ABANDONED.format(queue=queue, log=log_table)
+        self._next_abandoned_check = 0.0
         self._release = outbox.RELEASE.format(queue=queue)
         self._fail = outbox.FAIL.format(queue=queue)
         self._log = outbox.LOG.format(log=log_table)
@@ -271,8 +273,15 @@ class PgOutboxSource:
         """
         if limit <= 0:
             return None
-        params = {"worker": self.worker_id, "lease_s": self.config.lease, "limit": limit}
+        params = {
+            "worker": self.worker_id,
+            "lease_s": self.config.lease,
+            "limit": limit,
+            "max_retries": self.config.max_retries,
+        }
         try:
+            if time.monotonic() >= self._next_abandoned_check:
+                await self._give_up_abandoned()
             async with self._connection() as conn, conn.transaction():
                 cursor = await conn.execute(self._claim, params)
                 rows: list[ClaimedRow] = await cursor.fetchall()
@@ -286,6 +295,23 @@ class PgOutboxSource:
             _to_record(change, current.get((change.table, change.record_id))) for change in changes
         ]
         return Batch(records, token=OutboxToken([change.queue_ids for change in changes]))
+
+    async def _give_up_abandoned(self) -> None:
+        """Fail the rows that ran out of retries with their workers gone (``FAIL_ABANDONED``);
+        at most once per lease, as that is how fast new ones can appear."""
+        self._next_abandoned_check = time.monotonic() + self.config.lease
+        params = {"max_retries": self.config.max_retries, "worker": self.worker_id}
+        async with self._connection() as conn, conn.transaction():
+            cursor = await conn.execute(self._fail_abandoned, params)
+            failed = len(await cursor.fetchall())
+        if failed:
+            log.warning(
+                "pg_outbox_rows_failed",
+                source=self.name,
+                records=failed,
+                max_retries=self.config.max_retries,
+                error="abandoned: the workers holding them died or stalled past their lease",
+            )
 
     async def _read_current(
         self, conn: Connection, changes: list[_Change]
