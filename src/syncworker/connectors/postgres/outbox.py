@@ -271,20 +271,24 @@ async def cleanup(target: str | Connection, queue: str = DEFAULT_QUEUE_TABLE, da
     return int(row[0]) if row else 0
 
 
-# The source's statements. Parameters are named; {queue}/{log} are identifiers.
+# The source's statements. Parameters are named; {queue}/{log} are identifiers. Rows are
+# picked with ``id = ANY(array)``, never ``id IN (subquery)`` or a join with ``unnest``: the
+# planner turns those into a hash join over a sequential scan of the whole queue, completed
+# rows included, so a claim got slower as the table grew (151 ms vs 78 ms per 5,000 rows at
+# 200k rows, EXPLAIN ANALYZE).
 
 CLAIM = sql.SQL(
     """UPDATE {queue} AS q
 SET status = 'processing', locked_by = %(worker)s,
     locked_until = now() + %(lease_s)s * interval '1 second', attempts = q.attempts + 1
-WHERE q.id IN (
+WHERE q.id = ANY(ARRAY(
     SELECT id FROM {queue}
     WHERE (status = 'pending' AND next_attempt_at <= now())
        OR (status = 'processing' AND locked_until < now() AND attempts < %(max_retries)s)
     ORDER BY id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-)
+))
 RETURNING q.id, q.table_name, q.record_id, q.operation, q.attempts,
           extract(epoch FROM q.created_at)::float8"""
 )
@@ -313,7 +317,7 @@ SET status = CASE WHEN q.attempts >= %(max_retries)s THEN 'failed' ELSE 'pending
         %(delay_s)s * power(2, greatest(q.attempts - 1, 0))) * interval '1 second',
     locked_by = NULL, locked_until = NULL, last_error = f.error
 FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS f(id, error)
-WHERE q.id = f.id AND q.status = 'processing' AND q.locked_by = %(worker)s
+WHERE q.id = ANY(%(ids)s::bigint[]) AND q.id = f.id AND q.status = 'processing' AND q.locked_by = %(worker)s
 RETURNING q.id, q.status"""
 )
 """A counted failed attempt per row, each with its own error: back to ``pending`` after a
@@ -341,17 +345,23 @@ REQUEUE_OVERTAKEN = sql.SQL(
     """INSERT INTO {queue} (table_name, record_id, operation)
 SELECT c.t, c.r, 'UPDATE'
 FROM unnest(%(tables)s::text[], %(records)s::text[], %(last_ids)s::bigint[]) AS c(t, r, last_id)
-WHERE EXISTS (
+CROSS JOIN LATERAL (
     SELECT 1 FROM {queue} q
     WHERE q.table_name = c.t AND q.record_id = c.r AND q.id > c.last_id
       AND q.status IN ('processing', 'completed')
-)
+    LIMIT 1
+) AS later
 RETURNING id"""
 )
 """After an ack: records of which a LATER change was already claimed or sent (by another
 worker, or by this one's other batch in flight). Both sends raced to the sink and the older
 state may have landed last, so the record is queued once more: its current state is read
-and sent again, after both. Per-record ordering without serializing the claims."""
+and sent again, after both. Per-record ordering without serializing the claims.
+
+A LATERAL probe per record rather than ``WHERE EXISTS``: once psycopg prepares the statement,
+PostgreSQL's generic plan for EXISTS over an unnest of parameters became a join over the
+whole queue (16 s per ack at 200k rows instead of 0.3 s); LATERAL ... LIMIT 1 keeps it one
+index probe per record."""
 
 LOG = sql.SQL(
     "INSERT INTO {log} (queue_ids, table_name, record_id, operation, result, error, worker)"
