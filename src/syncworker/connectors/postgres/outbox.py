@@ -317,7 +317,8 @@ SET status = CASE WHEN q.attempts >= %(max_retries)s THEN 'failed' ELSE 'pending
         %(delay_s)s * power(2, greatest(q.attempts - 1, 0))) * interval '1 second',
     locked_by = NULL, locked_until = NULL, last_error = f.error
 FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS f(id, error)
-WHERE q.id = ANY(%(ids)s::bigint[]) AND q.id = f.id AND q.status = 'processing' AND q.locked_by = %(worker)s
+WHERE q.id = ANY(%(ids)s::bigint[]) AND q.id = f.id
+  AND q.status = 'processing' AND q.locked_by = %(worker)s
 RETURNING q.id, q.status"""
 )
 """A counted failed attempt per row, each with its own error: back to ``pending`` after a
