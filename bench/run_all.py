@@ -11,7 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHES = ["pipeline_embedded.py", "redis_to_postgres.py"]
+BENCHES = [
+    "pipeline_embedded.py",
+    "redis_to_postgres.py",
+    "outbox_latency.py",
+    "outbox_throughput.py",
+]
 
 
 def main() -> int:

@@ -62,3 +62,61 @@ def test_redis_to_postgres_bench_runs(tmp_path: Path) -> None:
     }
     for result in results.values():
         assert result["messages"] == 5000 and result["msgs_per_s"] > 0
+
+
+def test_outbox_latency_bench_runs(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "outbox_latency.py"),
+            "--rate",
+            "200",
+            "--seconds",
+            "3",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        timeout=110,
+        capture_output=True,
+    )
+    results = {r["case"]: r for r in json.loads(out.read_text())}
+    assert set(results) == {"syncworker LISTEN", "syncworker listen=false", "seed poller"}
+    for result in results.values():
+        assert result["changes"] == 600
+        assert result["arrived"] == result["changes"] and result["missing"] == 0
+        assert result["queue_unfinished"] == 0
+        assert result["p50_ms"] >= 0 and result["max_ms"] >= result["p50_ms"]
+
+
+def test_outbox_throughput_bench_runs(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "outbox_throughput.py"),
+            "--rows",
+            "5000",
+            "--repeat",
+            "1",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        timeout=110,
+        capture_output=True,
+    )
+    results = {r["case"]: r for r in json.loads(out.read_text())}
+    assert set(results) == {
+        "syncworker 1 worker, batch 5000",
+        "syncworker 3 workers, batch 5000",
+        "syncworker 1 worker, batch 100",
+        "hand-written 1 worker, batch 100",
+        "hand-written 1 worker, batch 5000",
+    }
+    for result in results.values():
+        assert result["rows"] == 5000 and result["rows_per_s"] > 0
+        assert len(result["records_per_worker"]) == result["workers"]
+        assert sum(result["records_per_worker"]) == 5000
+        assert all(rss > 0 for rss in result["peak_rss_mb"])
