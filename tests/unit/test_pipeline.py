@@ -90,6 +90,20 @@ async def test_stream_mode_flushes_a_partial_batch_after_max_wait() -> None:
     assert sink.writes == [["0", "1", "2"]]
 
 
+async def test_a_steady_trickle_does_not_hold_a_batch_past_max_wait() -> None:
+    queue = MemoryQueue()
+    sink = MemorySink()
+    pipeline, _ = make(queue, sink, batch_size=100, max_wait_s=0.05)
+    await pipeline.start()
+    for n in range(100):  # one record every 10 ms: never an empty claim for 1 s
+        queue.put_many(1, start=n)
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
+    await pipeline.stop()
+    assert sum(len(keys) for keys in sink.writes) == 100
+    assert len(sink.writes[0]) < 50  # cut at max_wait, not filled to 100
+
+
 async def test_poison_record_is_bisected_and_dead_lettered(state: SqliteStateStore) -> None:
     queue = MemoryQueue()
     queue.put_many(10)

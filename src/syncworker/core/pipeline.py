@@ -27,7 +27,14 @@ from syncworker.core.durations import format_seconds
 from syncworker.core.events import EventBus, Handler
 from syncworker.core.leadership import LockKeeper
 from syncworker.core.policies import BreakerPolicy, CircuitBreaker, RetryPolicy
-from syncworker.core.protocols import Countable, KeepsFailures, Processor, Sink, Source
+from syncworker.core.protocols import (
+    Countable,
+    KeepsFailures,
+    MergesBatches,
+    Processor,
+    Sink,
+    Source,
+)
 from syncworker.core.record import Batch, Record
 from syncworker.core.replay import DeadLetterReplay
 from syncworker.core.schedule import Schedule
@@ -558,6 +565,8 @@ class Pipeline:
                 parts.append(batch)
                 count += len(batch.records)
                 deadline = deadline or time.monotonic() + self.settings.max_wait_s
+                if fill and time.monotonic() >= deadline:
+                    break  # a steady trickle must not hold the batch past max_wait
                 continue
             if not fill or not parts or self._stopping.is_set():
                 break
@@ -565,6 +574,8 @@ class Pipeline:
             if remaining_s <= 0:
                 break
             await source.wait(remaining_s)
+        if len(parts) > 1 and isinstance(source, MergesBatches):
+            return [source.merge(parts)]
         return parts
 
     async def _source_failed(self, source: Source, exc: Exception, stats: RunStats) -> None:

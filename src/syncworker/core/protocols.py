@@ -81,6 +81,17 @@ class Countable(Protocol):
 
 
 @runtime_checkable
+class MergesBatches(Protocol):
+    """Optional: a source whose claims, taken together to fill one batch, are better settled
+    as one (pg_outbox: one ack transaction instead of one per claim, and a row changed
+    between two claims becomes one record with its newest state)."""
+
+    def merge(self, batches: list[Batch]) -> Batch:
+        """One batch standing for all of ``batches`` (given in claim order): acking or
+        nacking it settles every one of them. Called before any record is delivered."""
+
+
+@runtime_checkable
 class KeepsFailures(Protocol):
     """Optional: a source that keeps refused records itself (``dead_letter: {store: source}``),
     retrying them on its own schedule and marking them failed in the source, where its users
