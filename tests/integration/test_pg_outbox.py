@@ -397,6 +397,42 @@ async def test_a_row_whose_workers_keep_dying_ends_failed_after_max_retries(
     assert await outbox.retry_failed(pg_url, QUEUE) == 1
 
 
+async def test_claims_merged_into_one_batch_keep_the_newest_state_and_ack_at_once(
+    pg_url: str,
+) -> None:
+    await setup_outbox(pg_url)
+    await sql(pg_url, "INSERT INTO products (id, name) VALUES (1, 'old'), (2, 'two')")
+    async with open_source(pg_url, worker_id="w1") as source:
+        first = await source.claim(10)
+        await sql(pg_url, "UPDATE products SET name = 'new' WHERE id = 1")
+        await sql(pg_url, "INSERT INTO categories (slug, title) VALUES ('c', 'C')")
+        second = await source.claim(10)
+        assert first is not None and second is not None
+        merged = source.merge([first, second])
+        assert [(r.stream, r.key) for r in merged.records] == [
+            ("products", "1"),
+            ("products", "2"),
+            ("categories", "c"),
+        ]
+        assert merged.records[0].data["name"] == "new"
+        assert merged.records[0].meta["queue_ids"] == [1, 3]
+        assert merged.records[0].meta["operation"] == "UPDATE"
+        await source.ack(merged)
+        assert await source.claim(10) is None  # nothing overtaken: no row queued again
+    rows = await sql(pg_url, f"SELECT status, count(*) FROM {QUEUE} GROUP BY status")
+    assert rows == [("completed", 4)]
+    logged = await sql(
+        pg_url,
+        "SELECT queue_ids, record_id, operation, result, worker FROM algolia_sync_log"
+        " ORDER BY record_id",
+    )
+    assert logged == [
+        ([1, 3], "1", "UPDATE", "success", "w1"),
+        ([2], "2", "INSERT", "success", "w1"),
+        ([4], "c", "INSERT", "success", "w1"),
+    ]
+
+
 async def test_backoff_grows_and_is_capped(pg_url: str) -> None:
     await setup_outbox(pg_url)
     await sql(pg_url, "INSERT INTO products (id, name) VALUES (1, 'a')")

@@ -324,6 +324,39 @@ RETURNING q.id, q.status"""
 """A counted failed attempt per row, each with its own error: back to ``pending`` after a
 backoff, or ``failed`` once ``max_retries`` attempts are used."""
 
+ACK_BATCH = sql.SQL(
+    """WITH done AS (
+    UPDATE {queue} SET status = 'completed', processed_at = now(), locked_by = NULL,
+        locked_until = NULL, last_error = NULL
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'processing' AND locked_by = %(worker)s
+    RETURNING id, table_name, record_id, operation
+), per_record AS (
+    SELECT table_name, record_id, array_agg(id ORDER BY id) AS ids, max(id) AS last_id,
+           (array_agg(operation ORDER BY id DESC))[1] AS operation
+    FROM done GROUP BY table_name, record_id
+), logged AS (
+    INSERT INTO {log} (queue_ids, table_name, record_id, operation, result, worker)
+    SELECT ids, table_name, record_id, operation, 'success', %(worker)s FROM per_record
+), requeued AS (
+    INSERT INTO {queue} (table_name, record_id, operation)
+    SELECT p.table_name, p.record_id, 'UPDATE' FROM per_record AS p
+    CROSS JOIN LATERAL (
+        SELECT 1 FROM {queue} q
+        WHERE q.table_name = p.table_name AND q.record_id = p.record_id AND q.id > p.last_id
+          AND q.status IN ('processing', 'completed')
+        LIMIT 1
+    ) AS later
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM requeued)"""
+)
+"""The whole ack of a batch in one statement, from the queue ids alone: ``ACK``, the log rows
+(one per record, its queue ids and last operation, built from the rows the UPDATE returns)
+and ``REQUEUE_OVERTAKEN``. One round trip and one small array parameter instead of three
+statements with five text arrays: the arrays' conversion was a third of the worker's CPU."""
+
+NOTIFY = "SELECT pg_notify(%s, %s)"
+
 FAIL_ABANDONED = sql.SQL(
     """WITH failed AS (
     UPDATE {queue}
@@ -384,7 +417,10 @@ KEY_TYPE = (
 )
 
 READ_ROWS = (
-    "SELECT {key}::text, to_jsonb(t) FROM {table} AS t WHERE {key} = ANY(%s::text[]::{key_type}[])"
+    "SELECT {key}::text, to_jsonb(t)::text FROM {table} AS t"
+    " WHERE {key} = ANY(%s::text[]::{key_type}[])"
 )
-"""``{key_type}`` is the key column's type as the catalog names it (``KEY_TYPE``), never user
-text: casting the keys to it keeps the primary key index usable."""
+"""The row as JSON text, parsed with orjson by the source (psycopg's stdlib ``json`` loader
+was 15% of the worker's CPU). ``{key_type}`` is the key column's type as the catalog names
+it (``KEY_TYPE``), never user text: casting the keys to it keeps the primary key index
+usable."""

@@ -26,9 +26,10 @@ import secrets
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
+import orjson
 import psycopg
 import structlog
 from psycopg import sql
@@ -199,6 +200,8 @@ class PgOutboxSource:
         self._claim = outbox.CLAIM.format(queue=queue)
         self._ack = outbox.ACK.format(queue=queue)
         self._requeue = outbox.REQUEUE_OVERTAKEN.format(queue=queue)
+        self._ack_batch = outbox.ACK_BATCH.format(queue=queue, log=log_table)
+        self._notify = outbox.NOTIFY
         self._fail_abandoned = outbox.FAIL_ABANDONED.format(queue=queue, log=log_table)
         self._next_abandoned_check = 0.0
         self._release = outbox.RELEASE.format(queue=queue)
@@ -296,6 +299,35 @@ class PgOutboxSource:
         ]
         return Batch(records, token=OutboxToken([change.queue_ids for change in changes]))
 
+    def merge(self, batches: list[Batch]) -> Batch:
+        """The claims that filled one batch as one: a row claimed twice becomes one record
+        with the later (newer) state and every queue id, at its first place."""
+        records: list[Record] = []
+        queue_ids: list[list[int]] = []
+        where: dict[tuple[str, str], int] = {}
+        for batch in batches:
+            token = batch.token
+            if not isinstance(token, OutboxToken):
+                raise TypeError(f"{self._label}: cannot merge a batch it did not claim")
+            for record, ids in zip(batch.records, token.queue_ids, strict=True):
+                at = where.get((record.stream, record.key))
+                if at is None:
+                    where[(record.stream, record.key)] = len(records)
+                    records.append(record)
+                    queue_ids.append(list(ids))
+                    continue
+                merged = sorted(queue_ids[at] + ids)
+                first = records[at]
+                meta = {
+                    **record.meta,
+                    "queue_ids": merged,
+                    "attempts": max(first.meta["attempts"], record.meta["attempts"]),
+                    "received_at": min(first.meta["received_at"], record.meta["received_at"]),
+                }
+                records[at] = replace(record, meta=meta)
+                queue_ids[at] = merged
+        return Batch(records, token=OutboxToken(queue_ids))
+
     async def _give_up_abandoned(self) -> None:
         """Fail the rows that ran out of retries with their workers gone (``FAIL_ABANDONED``);
         at most once per lease, as that is how fast new ones can appear."""
@@ -325,7 +357,9 @@ class PgOutboxSource:
             reader = await self._reader(conn, table)
             cursor = await conn.execute(reader, (keys,))
             for key, data in await cursor.fetchall():
-                current[(table, key)] = data
+                # orjson reads numbers as JavaScript does (and Algolia stores them): an
+                # integer past 64 bits becomes a float; use a text column for such values.
+                current[(table, key)] = orjson.loads(data)
         return current
 
     async def _reader(self, conn: Connection, table: str) -> sql.Composed:
@@ -350,10 +384,36 @@ class PgOutboxSource:
     # -- finish ----------------------------------------------------------------------------
 
     async def ack(self, batch: Batch) -> None:
-        """Mark the batch's rows ``completed`` and log one ``success`` row per record, in one
-        transaction. Rows whose lease another worker took over are left to that worker.
-        Raises ``ConnectorError`` when the database fails."""
-        await self.ack_except(batch, {})
+        """Mark the batch's rows ``completed``, log one ``success`` row per record and queue
+        again the records a later change overtook, in one statement (``ACK_BATCH``). Rows
+        whose lease another worker took over are left to that worker. Raises
+        ``ConnectorError`` when the database fails."""
+        token = batch.token
+        if not isinstance(token, OutboxToken) or not batch.records:
+            return
+        ids = token.all_ids
+        try:
+            async with self._connection() as conn:
+                cursor = await conn.execute(self._ack_batch, {"ids": ids, "worker": self.worker_id})
+                row = await cursor.fetchone()
+                done, requeued = row if row else (0, 0)
+                if requeued:
+                    await conn.execute(self._notify, (self._channel, self._names.queue))
+        except psycopg.Error as exc:
+            raise self._error(exc, "ack failed") from exc
+        self._after_ack(expected=len(ids), settled=done, requeued=requeued)
+
+    def _after_ack(self, *, expected: int, settled: int, requeued: int) -> None:
+        if settled != expected:
+            log.warning(
+                "pg_outbox_ack_lease_lost",
+                source=self.name,
+                expected=expected,
+                settled=settled,
+                lease_s=self.config.lease,
+            )
+        if requeued:
+            log.info("pg_outbox_overtaken_requeued", source=self.name, records=requeued)
 
     async def ack_except(self, batch: Batch, failures: dict[int, str]) -> None:
         """Ack the batch except the records at the indexes of ``failures``: each of those
@@ -396,17 +456,11 @@ class PgOutboxSource:
                 requeued = await self._requeue_overtaken(conn, batch, token, sent)
         except psycopg.Error as exc:
             raise self._error(exc, "ack failed") from exc
-        settled = len(done) + len(statuses)
-        if settled != len(done_ids) + len(failed_ids):
-            log.warning(
-                "pg_outbox_ack_lease_lost",
-                source=self.name,
-                expected=len(done_ids) + len(failed_ids),
-                settled=settled,
-                lease_s=self.config.lease,
-            )
-        if requeued:
-            log.info("pg_outbox_overtaken_requeued", source=self.name, records=requeued)
+        self._after_ack(
+            expected=len(done_ids) + len(failed_ids),
+            settled=len(done) + len(statuses),
+            requeued=requeued,
+        )
         gave_up = [failures[n] for n, result, _ in entries if result == "failed"]
         if gave_up:
             log.warning(
@@ -432,7 +486,7 @@ class PgOutboxSource:
         cursor = await conn.execute(self._requeue, params)
         requeued = len(await cursor.fetchall())
         if requeued:
-            await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, self._names.queue))
+            await conn.execute(self._notify, (self._channel, self._names.queue))
         return requeued
 
     def _fail_params(self, ids: list[int], errors: list[str]) -> dict[str, Any]:
