@@ -198,8 +198,6 @@ class PgOutboxSource:
         queue = sql.Identifier(self._names.queue)
         log_table = sql.Identifier(self._names.log)
         self._claim = outbox.CLAIM.format(queue=queue)
-        self._ack = outbox.ACK.format(queue=queue)
-        self._requeue = outbox.REQUEUE_OVERTAKEN.format(queue=queue)
         self._ack_batch = outbox.ACK_BATCH.format(queue=queue, log=log_table)
         self._notify = outbox.NOTIFY
         self._fail_abandoned = outbox.FAIL_ABANDONED.format(queue=queue, log=log_table)
@@ -388,32 +386,7 @@ class PgOutboxSource:
         again the records a later change overtook, in one statement (``ACK_BATCH``). Rows
         whose lease another worker took over are left to that worker. Raises
         ``ConnectorError`` when the database fails."""
-        token = batch.token
-        if not isinstance(token, OutboxToken) or not batch.records:
-            return
-        ids = token.all_ids
-        try:
-            async with self._connection() as conn:
-                cursor = await conn.execute(self._ack_batch, {"ids": ids, "worker": self.worker_id})
-                row = await cursor.fetchone()
-                done, requeued = row if row else (0, 0)
-                if requeued:
-                    await conn.execute(self._notify, (self._channel, self._names.queue))
-        except psycopg.Error as exc:
-            raise self._error(exc, "ack failed") from exc
-        self._after_ack(expected=len(ids), settled=done, requeued=requeued)
-
-    def _after_ack(self, *, expected: int, settled: int, requeued: int) -> None:
-        if settled != expected:
-            log.warning(
-                "pg_outbox_ack_lease_lost",
-                source=self.name,
-                expected=expected,
-                settled=settled,
-                lease_s=self.config.lease,
-            )
-        if requeued:
-            log.info("pg_outbox_overtaken_requeued", source=self.name, records=requeued)
+        await self.ack_except(batch, {})
 
     async def ack_except(self, batch: Batch, failures: dict[int, str]) -> None:
         """Ack the batch except the records at the indexes of ``failures``: each of those
@@ -426,68 +399,62 @@ class PgOutboxSource:
         if not isinstance(token, OutboxToken) or not batch.records:
             return
         done_ids = [i for n, ids in enumerate(token.queue_ids) if n not in failures for i in ids]
-        failed_ids: list[int] = []
-        errors: list[str] = []
-        for n, message in failures.items():
-            failed_ids.extend(token.queue_ids[n])
-            errors.extend([message] * len(token.queue_ids[n]))
-        entries: list[tuple[int, str, str | None]] = []
+        failed_ids = [i for n in failures for i in token.queue_ids[n]]
+        done = requeued = 0
+        statuses: dict[int, str] = {}
         try:
             async with self._connection() as conn, conn.transaction():
-                done: set[int] = set()
                 if done_ids:
                     params = {"ids": done_ids, "worker": self.worker_id}
-                    cursor = await conn.execute(self._ack, params)
-                    done = {row[0] for row in await cursor.fetchall()}
-                statuses: dict[int, str] = {}
+                    cursor = await conn.execute(self._ack_batch, params)
+                    row = await cursor.fetchone()
+                    done, requeued = row if row else (0, 0)
                 if failed_ids:
-                    cursor = await conn.execute(self._fail, self._fail_params(failed_ids, errors))
-                    statuses = dict(await cursor.fetchall())
-                for n, ids in enumerate(token.queue_ids):
-                    if n in failures:
-                        status = next((statuses[i] for i in ids if i in statuses), None)
-                        if status is not None:
-                            result = "failed" if status == "failed" else "retry"
-                            entries.append((n, result, failures[n]))
-                    elif done.intersection(ids):
-                        entries.append((n, "success", None))
-                await self._write_log(conn, batch, token, entries)
-                sent = [n for n, result, _ in entries if result == "success"]
-                requeued = await self._requeue_overtaken(conn, batch, token, sent)
+                    statuses = await self._fail_attempt(conn, batch, token, failures)
+                if requeued:
+                    await conn.execute(self._notify, (self._channel, self._names.queue))
         except psycopg.Error as exc:
             raise self._error(exc, "ack failed") from exc
-        self._after_ack(
-            expected=len(done_ids) + len(failed_ids),
-            settled=len(done) + len(statuses),
-            requeued=requeued,
-        )
-        gave_up = [failures[n] for n, result, _ in entries if result == "failed"]
+        expected = len(done_ids) + len(failed_ids)
+        if done + len(statuses) != expected:
+            log.warning(
+                "pg_outbox_ack_lease_lost",
+                source=self.name,
+                expected=expected,
+                settled=done + len(statuses),
+                lease_s=self.config.lease,
+            )
+        if requeued:
+            log.info("pg_outbox_overtaken_requeued", source=self.name, records=requeued)
+        gave_up = sum(status == "failed" for status in statuses.values())
         if gave_up:
             log.warning(
                 "pg_outbox_rows_failed",
                 source=self.name,
-                records=len(gave_up),
+                rows=gave_up,
                 max_retries=self.config.max_retries,
-                error=gave_up[0],
+                error=next(iter(failures.values())),
             )
 
-    async def _requeue_overtaken(
-        self, conn: Connection, batch: Batch, token: OutboxToken, sent: list[int]
-    ) -> int:
-        """Queue again the sent records a later change of overtook (``REQUEUE_OVERTAKEN``),
-        and wake the workers; how many were queued."""
-        if not sent:
-            return 0
-        params = {
-            "tables": [batch.records[n].stream for n in sent],
-            "records": [batch.records[n].key for n in sent],
-            "last_ids": [max(token.queue_ids[n]) for n in sent],
-        }
-        cursor = await conn.execute(self._requeue, params)
-        requeued = len(await cursor.fetchall())
-        if requeued:
-            await conn.execute(self._notify, (self._channel, self._names.queue))
-        return requeued
+    async def _fail_attempt(
+        self, conn: Connection, batch: Batch, token: OutboxToken, failures: dict[int, str]
+    ) -> dict[int, str]:
+        """Count a failed attempt for the records at ``failures``' indexes (``FAIL``) and log
+        each as ``retry`` or ``failed`` with its error; the new status per queue id."""
+        ids: list[int] = []
+        errors: list[str] = []
+        for n, message in failures.items():
+            ids.extend(token.queue_ids[n])
+            errors.extend([message] * len(token.queue_ids[n]))
+        cursor = await conn.execute(self._fail, self._fail_params(ids, errors))
+        statuses: dict[int, str] = dict(await cursor.fetchall())
+        entries: list[tuple[int, str, str | None]] = []
+        for n, message in failures.items():
+            status = next((statuses[i] for i in token.queue_ids[n] if i in statuses), None)
+            if status is not None:
+                entries.append((n, "failed" if status == "failed" else "retry", message))
+        await self._write_log(conn, batch, token, entries)
+        return statuses
 
     def _fail_params(self, ids: list[int], errors: list[str]) -> dict[str, Any]:
         return {
