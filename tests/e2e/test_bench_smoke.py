@@ -6,28 +6,28 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).parents[2] / "bench"
 
 
-def test_pipeline_embedded_bench_runs(tmp_path: Path) -> None:
+def run_bench(script: str, tmp_path: Path, *args: str, timeout_s: float) -> list[dict[str, Any]]:
+    """Run ``bench/<script>`` with ``args`` and return the results it wrote with --json."""
     out = tmp_path / "result.json"
     subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "pipeline_embedded.py"),
-            "--messages",
-            "20000",
-            "--repeat",
-            "1",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, str(BENCH / script), *args, "--json", str(out)],
         check=True,
-        timeout=300,
+        timeout=timeout_s,
         capture_output=True,
     )
-    results = json.loads(out.read_text())
+    results: list[dict[str, Any]] = json.loads(out.read_text())
+    return results
+
+
+def test_pipeline_embedded_bench_runs(tmp_path: Path) -> None:
+    results = run_bench(
+        "pipeline_embedded.py", tmp_path, "--messages", "20000", "--repeat", "1", timeout_s=300
+    )
     assert {r["case"] for r in results} == {
         "syncworker jsonl",
         "syncworker jsonl + api",
@@ -40,21 +40,10 @@ def test_pipeline_embedded_bench_runs(tmp_path: Path) -> None:
 
 
 def test_redis_to_postgres_bench_runs(tmp_path: Path) -> None:
-    out = tmp_path / "result.json"
-    subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "redis_to_postgres.py"),
-            "--messages",
-            "5000",
-            "--json",
-            str(out),
-        ],
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
-    results = {r["case"]: r for r in json.loads(out.read_text())}
+    results = {
+        r["case"]: r
+        for r in run_bench("redis_to_postgres.py", tmp_path, "--messages", "5000", timeout_s=300)
+    }
     assert set(results) == {
         "syncworker redis_list -> postgres",
         "syncworker redis_list -> jsonl",
@@ -65,23 +54,12 @@ def test_redis_to_postgres_bench_runs(tmp_path: Path) -> None:
 
 
 def test_outbox_latency_bench_runs(tmp_path: Path) -> None:
-    out = tmp_path / "result.json"
-    subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "outbox_latency.py"),
-            "--rate",
-            "200",
-            "--seconds",
-            "3",
-            "--json",
-            str(out),
-        ],
-        check=True,
-        timeout=110,
-        capture_output=True,
-    )
-    results = {r["case"]: r for r in json.loads(out.read_text())}
+    results = {
+        r["case"]: r
+        for r in run_bench(
+            "outbox_latency.py", tmp_path, "--rate", "200", "--seconds", "3", timeout_s=110
+        )
+    }
     assert set(results) == {"syncworker LISTEN", "syncworker listen=false", "seed poller"}
     for result in results.values():
         assert result["changes"] == 600
@@ -91,23 +69,12 @@ def test_outbox_latency_bench_runs(tmp_path: Path) -> None:
 
 
 def test_outbox_throughput_bench_runs(tmp_path: Path) -> None:
-    out = tmp_path / "result.json"
-    subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "outbox_throughput.py"),
-            "--rows",
-            "5000",
-            "--repeat",
-            "1",
-            "--json",
-            str(out),
-        ],
-        check=True,
-        timeout=110,
-        capture_output=True,
-    )
-    results = {r["case"]: r for r in json.loads(out.read_text())}
+    results = {
+        r["case"]: r
+        for r in run_bench(
+            "outbox_throughput.py", tmp_path, "--rows", "5000", "--repeat", "1", timeout_s=110
+        )
+    }
     assert set(results) == {
         "syncworker 1 worker, batch 5000",
         "syncworker 3 workers, batch 5000",
