@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from syncworker import __version__
-from syncworker.config import Config, load_config, parse_listen
+from syncworker.config import Config, every_error, load_config, parse_listen
 from syncworker.control import Control, open_control
 from syncworker.core.engine import Engine
 from syncworker.errors import ConfigError, SyncWorkerError
@@ -56,7 +56,8 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except ConfigError as exc:
-        click.echo(f"config error: {redact_value(str(exc))}", err=True)
+        for error in every_error(exc):
+            click.echo(f"config error: {redact_value(str(error))}", err=True)
         sys.exit(EXIT_CONFIG)
     except SyncWorkerError as exc:
         click.echo(f"error: {redact_value(str(exc))}", err=True)
@@ -129,9 +130,11 @@ def _add_api(engine: Engine, config: Config, api_listen: str | None) -> None:
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def validate(file: Path) -> None:
-    """Check FILE without starting anything."""
+    """Check FILE without starting anything: every setting, and every connector built as
+    `run` builds it (a transform's module imported, a lock's URL parsed), without connecting."""
     with _user_errors():
         config = load_config(file)
+        config.build(state_store_from_url(config.app.state), list(config.pipelines))
     names = ", ".join(config.pipelines)
     click.echo(f"{file}: ok ({len(config.pipelines)} pipeline(s): {names})")
 

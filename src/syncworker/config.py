@@ -1,8 +1,11 @@
 """The config file: YAML, ``${VAR}`` / ``${VAR:-default}`` from the environment, validated.
 
-Every mistake becomes one line naming the file (and line), the setting and what was expected:
+Every mistake becomes one line naming the file (and line), the setting and what was expected,
+and every mistake of the file is reported at once, in file order:
 
     syncworker.yaml:12: pipelines.chat.batch.bath_size: unknown setting; did you mean 'size'?
+    syncworker.yaml:13: pipelines.chat.schedule.every: expected a duration ..., got '1mms'
+        (from SYNC_INTERVAL_MS='1m')
 
 Connector sections are validated by the model each connector owns (``config_model``).
 """
@@ -20,21 +23,30 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
+from urllib.parse import urlsplit
 
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from syncworker.coord import make_lock
 from syncworker.coord.base import Lock
 from syncworker.core import registry
 from syncworker.core.durations import DurationS
+from syncworker.core.fields import refuse_bool_for_number
 from syncworker.core.pipeline import Pipeline, PipelineSettings
 from syncworker.core.policies import BreakerPolicy, RetryPolicy
 from syncworker.core.protocols import ConnectorConfig
 from syncworker.core.schedule import Schedule
 from syncworker.errors import ConfigError
-from syncworker.observe.logging import redact_url
+from syncworker.observe.logging import is_secret_name, redact_url
 from syncworker.state import DEFAULT_STATE_URL, StateStore, sqlite_path
 
 Loc = tuple[str | int, ...]
@@ -46,6 +58,11 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 class _Strict(BaseModel):
     model_config = {"extra": "forbid", "frozen": True}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool_for_number(cls, value, info)
 
 
 class BatchConfig(_Strict):
@@ -115,6 +132,10 @@ class LockConfig(_Strict):
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
         if scheme not in ("redis", "rediss", "unix", "postgresql", "postgres"):
             raise ValueError(f"expected a redis:// or postgresql:// URL, got {redact_url(value)!r}")
+        try:
+            urlsplit(value).port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError as exc:
+            raise ValueError(f"invalid URL {redact_url(value)!r}: {exc}") from None
         return value
 
 
@@ -205,6 +226,16 @@ class PipelineSpec:
     source: ConnectorConfig
     sinks: list[ConnectorConfig]
     processors: list[ConnectorConfig] = field(default_factory=list)
+    # Where each sink and processor is in the file (disabled ones are left out of the lists).
+    sink_locs: list[Loc] = field(default_factory=list)
+    processor_locs: list[Loc] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        base: Loc = ("pipelines", self.name)
+        self.sink_locs = self.sink_locs or [(*base, "sinks", i) for i in range(len(self.sinks))]
+        self.processor_locs = self.processor_locs or [
+            (*base, "processors", i) for i in range(len(self.processors))
+        ]
 
     def settings(self, shutdown_timeout_s: float) -> PipelineSettings:
         c = self.config
@@ -222,6 +253,59 @@ class PipelineSpec:
         )
 
 
+class ConfigErrors(ConfigError):
+    """Every mistake of a config file, in file order: ``errors`` holds one ``ConfigError`` per
+    mistake and ``str()`` is one line per mistake. The first one's fields are this one's."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.reason, file=first.file, path=first.path, line=first.line)
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+def every_error(exc: ConfigError) -> list[ConfigError]:
+    """The mistakes ``exc`` stands for: itself, or each of a ``ConfigErrors``."""
+    return list(exc.errors) if isinstance(exc, ConfigErrors) else [exc]
+
+
+@dataclass(slots=True)
+class _Check:
+    """Collects a file's mistakes as they are found, so all of them are reported at once."""
+
+    file: str
+    lines: dict[Loc, int]
+    environ: dict[str, str]
+    # The variables read into each value (name, value), to say where a bad value came from.
+    origins: dict[Loc, list[tuple[str, str]]] = field(default_factory=dict)
+    # Values with a missing variable: that is their mistake; what follows from it is not.
+    unresolved: set[Loc] = field(default_factory=set)
+    errors: list[ConfigError] = field(default_factory=list)
+
+    def add(self, message: str, loc: Loc) -> None:
+        if any(loc[:end] in self.unresolved for end in range(len(loc) + 1)):
+            return
+        self.errors.append(
+            ConfigError(
+                message, file=self.file, path=_dotted(loc) or None, line=_line(self.lines, loc)
+            )
+        )
+
+    def add_error(self, exc: ConfigError, base: Loc) -> None:
+        """A ``ConfigError`` raised with a path relative to ``base`` (or none)."""
+        self.add(exc.reason, (*base, *_parse_dotted(exc.path)) if exc.path else base)
+
+    def raise_if_any(self) -> None:
+        if not self.errors:
+            return
+        # In file order (sorted is stable: same line, found order); the same line once.
+        by_text = {str(e): e for e in sorted(self.errors, key=lambda e: e.line or 0)}
+        ordered = list(by_text.values())
+        raise ordered[0] if len(ordered) == 1 else ConfigErrors(ordered)
+
+
 @dataclass(slots=True)
 class Config:
     """A loaded, validated config file."""
@@ -229,9 +313,12 @@ class Config:
     path: Path | None
     app: AppConfig
     pipelines: dict[str, PipelineSpec]
+    lines: dict[Loc, int] = field(default_factory=dict)
 
     def build(self, state: StateStore, only: list[str] | None = None) -> list[Pipeline]:
-        """Pipelines with connectors constructed (not yet opened)."""
+        """Pipelines with connectors constructed (not yet opened). What a connector refuses
+        while it is built (a transform that cannot be imported...) is a ``ConfigError`` naming
+        the file and line, every such mistake at once."""
         names = only or [n for n, spec in self.pipelines.items() if spec.config.enabled]
         unknown = [n for n in names if n not in self.pipelines]
         if unknown:
@@ -239,25 +326,64 @@ class Config:
                 f"no pipeline named {unknown[0]!r}; the config has {', '.join(self.pipelines)}",
                 file=self._file(),
             )
-        return [build_pipeline(self.pipelines[n], state, self.app.shutdown_timeout) for n in names]
+        check = _Check(self._file() or "<config>", self.lines, {})
+        built = [
+            build_pipeline(self.pipelines[n], state, self.app.shutdown_timeout, check)
+            for n in names
+        ]
+        check.raise_if_any()
+        return [p for p in built if p is not None]
 
     def _file(self) -> str | None:
         return str(self.path) if self.path else None
 
 
-def build_pipeline(spec: PipelineSpec, state: StateStore, shutdown_timeout_s: float) -> Pipeline:
+def build_pipeline(
+    spec: PipelineSpec, state: StateStore, shutdown_timeout_s: float, check: _Check | None = None
+) -> Pipeline | None:
+    """``spec``'s pipeline; with ``check``, a connector that refuses to be built is a mistake
+    added to it (and ``None`` returned) instead of an exception."""
+    own = check or _Check("<config>", {}, {})
+    base: Loc = ("pipelines", spec.name)
+    source = _build(own, (*base, "source"), "source", spec.source, f"{spec.name}.source", spec.name)
+    sinks = [
+        _build(own, spec.sink_locs[i], "sink", c, _connector_name(c, i, spec.sinks), spec.name)
+        for i, c in enumerate(spec.sinks)
+    ]
+    processors = [
+        _build(own, spec.processor_locs[i], "processor", c, c.name or c.type, spec.name)
+        for i, c in enumerate(spec.processors)
+    ]
+    lock = None
+    try:
+        lock = _lock(spec.config.lock)
+    except (ConfigError, ValueError) as exc:
+        own.add(getattr(exc, "reason", str(exc)), (*base, "lock"))
+    if check is None:
+        own.raise_if_any()
+    if own.errors:
+        return None
     return Pipeline(
         spec.name,
-        _construct("source", spec.source, f"{spec.name}.source", spec.name),
-        [
-            _construct("sink", c, _connector_name(c, i, spec.sinks), spec.name)
-            for i, c in enumerate(spec.sinks)
-        ],
-        [_construct("processor", c, c.name or c.type, spec.name) for c in spec.processors],
+        source,
+        sinks,
+        processors,
         spec.settings(shutdown_timeout_s),
         state,
-        _lock(spec.config.lock),
+        lock,
     )
+
+
+def _build(
+    check: _Check, loc: Loc, kind: registry.Kind, config: ConnectorConfig, name: str, pipeline: str
+) -> Any:
+    try:
+        return _construct(kind, config, name, pipeline)
+    except ConfigError as exc:
+        check.add_error(exc, loc)
+    except (ValueError, TypeError) as exc:  # a constructor refusing a value it was given
+        check.add(str(exc), loc)
+    return None
 
 
 def _lock(config: LockConfig | None) -> Lock | None:
@@ -286,7 +412,8 @@ def _construct(kind: registry.Kind, config: ConnectorConfig, name: str, pipeline
 
 
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
-    """Read, substitute and validate a config file; ``ConfigError`` (one line) if wrong."""
+    """Read, substitute and validate a config file; ``ConfigError`` (one line per mistake,
+    ``ConfigErrors`` when there are several) if wrong."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -328,47 +455,71 @@ def config_from_dict(
     lines = lines or {}
     if not isinstance(raw, dict):
         raise ConfigError("expected a mapping with a 'pipelines' section", file=file)
-    data = _substitute(raw, (), environ if environ is not None else dict(os.environ), file, lines)
+    check = _Check(file, lines, environ if environ is not None else dict(os.environ))
+    data = _substitute(raw, (), check)
+    app: AppConfig | None = None
     try:
         app = AppConfig.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, AppConfig, (), file, lines) from None
-    pipelines = {name: _spec(name, pc, file, lines) for name, pc in app.pipelines.items()}
-    return Config(path, app, pipelines)
+        _collect(exc, AppConfig, (), check)
+    # Connector sections are checked even when the file's own settings are wrong, so one
+    # run of `validate` names every mistake.
+    raw_pipelines = data.get("pipelines")
+    specs: dict[str, PipelineSpec] = {}
+    for name, raw_pipeline in (raw_pipelines if isinstance(raw_pipelines, dict) else {}).items():
+        if not isinstance(raw_pipeline, dict):
+            continue
+        config = app.pipelines.get(name) if app is not None else None
+        spec = _spec(str(name), raw_pipeline, config, check)
+        if spec is not None:
+            specs[str(name)] = spec
+    check.raise_if_any()
+    assert app is not None  # no mistake was found, so the app config validated
+    return Config(path, app, specs, lines)
 
 
-def _spec(name: str, pc: PipelineConfig, file: str, lines: dict[Loc, int]) -> PipelineSpec:
+def _spec(
+    name: str, raw: dict[str, Any], pc: PipelineConfig | None, check: _Check
+) -> PipelineSpec | None:
     base: Loc = ("pipelines", name)
-    source = _connector("source", pc.source, (*base, "source"), file, lines)
+    source = _connector("source", raw.get("source"), (*base, "source"), check)
+    sinks = [
+        (i, _connector("sink", c, (*base, "sinks", i), check)) for i, c in _items(raw.get("sinks"))
+    ]
+    processors = [
+        (i, _connector("processor", c, (*base, "processors", i), check))
+        for i, c in _items(raw.get("processors"))
+    ]
+    if (
+        pc is None
+        or source is None
+        or any(c is None for _, c in sinks)
+        or any(c is None for _, c in processors)
+    ):
+        return None
     if pc.dead_letter.store == "source":
-        _check_keeps_failures(source, (*base, "dead_letter", "store"), file, lines)
+        _check_keeps_failures(source, (*base, "dead_letter", "store"), check)
+    kept_sinks = [(i, c) for i, c in sinks if c is not None and c.enabled]
+    if not kept_sinks:
+        check.add("every sink is disabled (enabled: false); keep at least one", (*base, "sinks"))
+        return None
+    kept_processors = [(i, c) for i, c in processors if c is not None and c.enabled]
     return PipelineSpec(
         name=name,
         config=pc,
         source=source,
-        sinks=_enabled(
-            [
-                _connector("sink", c, (*base, "sinks", i), file, lines)
-                for i, c in enumerate(pc.sinks)
-            ],
-            (*base, "sinks"),
-            file,
-            lines,
-        ),
-        processors=[
-            c
-            for c in (
-                _connector("processor", raw, (*base, "processors", i), file, lines)
-                for i, raw in enumerate(pc.processors)
-            )
-            if c.enabled
-        ],
+        sinks=[c for _, c in kept_sinks],
+        processors=[c for _, c in kept_processors],
+        sink_locs=[(*base, "sinks", i) for i, _ in kept_sinks],
+        processor_locs=[(*base, "processors", i) for i, _ in kept_processors],
     )
 
 
-def _check_keeps_failures(
-    source: ConnectorConfig, loc: Loc, file: str, lines: dict[Loc, int]
-) -> None:
+def _items(value: Any) -> list[tuple[int, Any]]:
+    return list(enumerate(value)) if isinstance(value, list) else []
+
+
+def _check_keeps_failures(source: ConnectorConfig, loc: Loc, check: _Check) -> None:
     cls = registry.lookup("source", source.type)
     if not callable(getattr(cls, "ack_except", None)):
         keepers = [
@@ -376,82 +527,62 @@ def _check_keeps_failures(
             for n in registry.names("source")
             if callable(getattr(registry.lookup("source", n), "ack_except", None))
         ]
-        raise ConfigError(
+        check.add(
             f"store 'source' needs a source that keeps failed records itself "
             f"({', '.join(keepers) or 'none installed'}); {source.type} does not: use 'state'",
-            file=file,
-            path=_dotted(loc),
-            line=_line(lines, loc),
+            loc,
         )
 
 
-def _enabled(
-    sinks: list[ConnectorConfig], loc: Loc, file: str, lines: dict[Loc, int]
-) -> list[ConnectorConfig]:
-    kept = [s for s in sinks if s.enabled]
-    if not kept:
-        raise ConfigError(
-            "every sink is disabled (enabled: false); keep at least one",
-            file=file,
-            path=_dotted(loc),
-            line=_line(lines, loc),
-        )
-    return kept
-
-
-def _connector(
-    kind: registry.Kind, data: dict[str, Any], loc: Loc, file: str, lines: dict[Loc, int]
-) -> ConnectorConfig:
+def _connector(kind: registry.Kind, data: Any, loc: Loc, check: _Check) -> ConnectorConfig | None:
+    """``data`` validated by its type's model; ``None`` (mistakes added) when it is wrong."""
+    if not isinstance(data, dict):
+        return None  # the pipeline's own model says what is wrong with it
     type_name = data.get("type")
     if not isinstance(type_name, str):
         known = ", ".join(registry.names(kind))
-        raise ConfigError(
-            f"missing 'type'; expected one of: {known}",
-            file=file,
-            path=_dotted(loc),
-            line=_line(lines, loc),
-        )
+        check.add(f"missing 'type'; expected one of: {known}", loc)
+        return None
     try:
         model: type[ConnectorConfig] = registry.lookup(kind, type_name).config_model
     except ConfigError as exc:
-        raise ConfigError(
-            exc.reason, file=file, path=_dotted((*loc, "type")), line=_line(lines, (*loc, "type"))
-        ) from None
+        check.add(exc.reason, (*loc, "type"))
+        return None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, model, loc, file, lines, label=type_name) from None
+        _collect(exc, model, loc, check, label=type_name)
+        return None
 
 
 # -- environment --------------------------------------------------------------------------
 
 
-def _substitute(
-    value: Any, loc: Loc, environ: dict[str, str], file: str, lines: dict[Loc, int]
-) -> Any:
+def _substitute(value: Any, loc: Loc, check: _Check) -> Any:
     if isinstance(value, dict):
-        return {k: _substitute(v, (*loc, k), environ, file, lines) for k, v in value.items()}
+        return {k: _substitute(v, (*loc, k), check) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, (*loc, i), environ, file, lines) for i, v in enumerate(value)]
+        return [_substitute(v, (*loc, i), check) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
     def replace(match: re.Match[str]) -> str:
         name, operator, word = match.group(1), match.group(2), match.group(3)
-        found = environ.get(name)
+        found = check.environ.get(name)
         if operator == "+":
             return word if found else ""
         if found is not None and (found != "" or operator is None):
+            check.origins.setdefault(loc, []).append((name, found))
             return found
         if operator == "-":
             return word
-        raise ConfigError(
+        check.add(
             f"environment variable {name} is not set (write ${{{name}:-DEFAULT}} "
             "to give a default)",
-            file=file,
-            path=_dotted(loc),
-            line=_line(lines, loc),
+            loc,
         )
+        check.unresolved.add(loc)
+        return ""
 
     # Substituted values are placeholders-free markers so an env value with "${" in it is
     # never expanded again; each pass resolves the innermost references.
@@ -479,44 +610,71 @@ def _unprotect(text: str, parts: list[str]) -> str:
 # -- error lines --------------------------------------------------------------------------
 
 
-def _config_error(
+def _collect(
     exc: ValidationError,
     model: type[BaseModel],
     base: Loc,
-    file: str,
-    lines: dict[Loc, int],
+    check: _Check,
     label: str | None = None,
-) -> ConfigError:
-    """The first validation error as one line (the rest follow once that one is fixed)."""
-    error = exc.errors(include_url=False)[0]
-    loc: Loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
-    full = (*base, *loc)
-    message = _describe(error, model, loc, label)
-    return ConfigError(message, file=file, path=_dotted(full) or None, line=_line(lines, full))
+) -> None:
+    """Every validation error of ``exc`` as one line each. An unknown setting that is a
+    misspelling of a missing one is reported once, as the misspelling."""
+    errors = [
+        (tuple(p for p in e["loc"] if not str(p).startswith("function-")), e)
+        for e in exc.errors(include_url=False)
+    ]
+    missing = {loc: e for loc, e in errors if e["type"] == "missing"}
+    unknown: dict[Loc, str] = {}
+    for loc, error in errors:
+        if error["type"] == "extra_forbidden":
+            unknown[loc], meant = _unknown_setting(model, loc, label, missing)
+            if meant is not None:
+                missing.pop((*loc[:-1], meant), None)
+    for loc, error in errors:
+        if loc in unknown:
+            check.add(unknown[loc], (*base, *loc))
+        elif error["type"] != "missing" or loc in missing:
+            check.add(_describe(error, (*base, *loc), check), (*base, *loc))
 
 
-def _describe(error: Any, model: type[BaseModel], loc: Loc, label: str | None) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        owner = _model_at(model, loc[:-1])
-        allowed = list(owner.model_fields) if owner else []
-        where = f" for {label}" if label and len(loc) == 1 else ""
-        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        suggestion = (
-            f"; did you mean {hint[0]!r}?"
-            if hint
-            else f"; expected one of: {', '.join(allowed)}"
-            if allowed
-            else ""
-        )
-        return f"unknown setting {str(loc[-1])!r}{where}{suggestion}"
-    if kind == "missing":
+def _unknown_setting(
+    model: type[BaseModel], loc: Loc, label: str | None, missing: dict[Loc, Any]
+) -> tuple[str, str | None]:
+    """The line for an unknown key, and the missing setting it misspells (if one)."""
+    owner = _model_at(model, loc[:-1])
+    allowed = list(owner.model_fields) if owner else []
+    where = f" for {label}" if label and len(loc) == 1 else ""
+    wanted = [str(m[-1]) for m in missing if m[:-1] == loc[:-1]]
+    hint = difflib.get_close_matches(str(loc[-1]), wanted, n=1) or difflib.get_close_matches(
+        str(loc[-1]), allowed, n=1
+    )
+    if hint:
+        meant = hint[0] if hint[0] in wanted else None
+        return f"unknown setting {str(loc[-1])!r}{where}; did you mean {hint[0]!r}?", meant
+    listed = f"; expected one of: {', '.join(allowed)}" if allowed else ""
+    return f"unknown setting {str(loc[-1])!r}{where}{listed}", None
+
+
+def _describe(error: Any, full: Loc, check: _Check) -> str:
+    if error["type"] == "missing":
         return "required setting is missing"
-    got = error.get("input")
-    shown = "" if isinstance(got, dict | list) or got is None else f", got {got!r}"
-    shown = redact_url(shown)  # a refused URL may carry its password
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{message[0].lower()}{message[1:]}{shown}" if message else f"invalid{shown}"
+    message = f"{message[0].lower()}{message[1:]}" if message else "invalid"
+    got = error.get("input")
+    secret = any(isinstance(p, str) and is_secret_name(p) for p in full)
+    origins = check.origins.get(full, [])
+    sources = ", ".join(
+        f"{name}=***" if secret or is_secret_name(name) else redact_url(f"{name}={value!r}")
+        for name, value in origins
+    )
+    origin = f" (from {sources})" if sources else ""
+    shown = "true" if got is True else "false" if got is False else repr(got)
+    said = ", got " in message or shown in message or redact_url(shown) in message
+    if said or secret or isinstance(got, dict | list) or got is None:
+        return f"{message}{origin}"  # the validator said what it got, or it is not shown
+    if len(origins) == 1 and origins[0][1] == got:
+        return f"{message}, got {sources}"  # the whole value is the variable's
+    return f"{message}, got {redact_url(shown)}{origin}"  # a refused URL may hold a password
 
 
 def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
@@ -544,6 +702,14 @@ def _unwrap(annotation: Any) -> Any:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return args[0] if len(args) == 1 else annotation
     return annotation
+
+
+def _parse_dotted(path: str) -> Loc:
+    """``indexes.products.transform`` or ``sinks[0].url`` as a location."""
+    out: list[str | int] = []
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        out.append(int(part[1:-1]) if part.startswith("[") else part)
+    return tuple(out)
 
 
 def _dotted(loc: Loc) -> str:

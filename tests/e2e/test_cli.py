@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -84,6 +85,86 @@ def test_bad_config_exits_non_zero_with_one_line(
         assert len(lines) == 1, result.stderr
         assert expected in lines[0]
         assert "Traceback" not in result.stderr
+
+
+def test_validate_reports_every_mistake_in_file_order(config: Path) -> None:
+    config.write_text(
+        config.read_text()
+        .replace("key_field: id}", 'key_field: id, url: "redis://127.0.0.1:99999/0"}')
+        .replace("size: 50", 'size: "${SYNC_BATCH_SIZE}"')
+        .replace("max_wait: 20ms", "max_wait: 5 minutes")
+        .replace("attempts: 2", "attempts: true")
+        .replace("every: 1h", 'every: "${SYNC_INTERVAL_MS}ms"')
+    )
+    env = {**os.environ, "SYNC_BATCH_SIZE": "abc", "SYNC_INTERVAL_MS": "1m"}
+    result = subprocess.run(
+        [sys.executable, "-m", "syncworker.cli", "validate", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(": ", 3)[1:3] for line in lines] == [
+        [f"{config}:4", "pipelines.chat.source.url"],
+        [f"{config}:11", "pipelines.chat.batch.size"],
+        [f"{config}:11", "pipelines.chat.batch.max_wait"],
+        [f"{config}:12", "pipelines.chat.retry.attempts"],
+        [f"{config}:13", "pipelines.chat.schedule.every"],
+    ]
+    assert all(line.startswith("config error: ") for line in lines)
+    assert "unknown setting 'url' for sqlite_queue" in lines[0]
+    assert lines[1].endswith("got SYNC_BATCH_SIZE='abc'")
+    assert lines[2].endswith("got '5 minutes'") and lines[2].count("5 minutes") == 1
+    assert lines[3].endswith("expected a number, got true")
+    assert lines[4].endswith("got '1mms' (from SYNC_INTERVAL_MS='1m')")
+
+
+def test_a_redis_port_out_of_range_is_refused_by_validate_and_run(tmp_path: Path) -> None:
+    path = tmp_path / "redis.yaml"
+    path.write_text(
+        "pipelines:\n"
+        "  p:\n"
+        '    source: {type: redis_list, url: "redis://127.0.0.1:99999/0", lists: {in: a}}\n'
+        f"    sinks: [{{type: jsonl, path: {tmp_path}/out}}]\n"
+        "    processors: [{type: map, feilds: {id: id}}]\n"
+    )
+    for command in (["validate"], ["run", "--once"]):
+        result = cli(*command, str(path), check=False)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"config error: {path}:3: pipelines.p.source.url: invalid url: "
+            "Port out of range 0-65535, got 'redis://127.0.0.1:99999/0'",
+            f"config error: {path}:5: pipelines.p.processors[0].feilds: unknown setting "
+            "'feilds' for map; did you mean 'fields'?",
+        ]
+
+
+def test_validate_builds_connectors_as_run_would(tmp_path: Path) -> None:
+    """A transform that cannot be imported is refused by validate, with file:line."""
+    path = tmp_path / "algolia.yaml"
+    path.write_text(
+        "pipelines:\n"
+        "  p:\n"
+        f"    source: {{type: sqlite_queue, path: {tmp_path}/q.db}}\n"
+        "    sinks:\n"
+        "      - type: algolia\n"
+        "        app_id: app\n"
+        "        api_key: key\n"
+        "        indexes:\n"
+        "          products:\n"
+        "            index: products\n"
+        "            transform: no_such_module:product\n"
+    )
+    result = cli("validate", str(path), check=False)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.strip() == (
+        f"config error: {path}:11: pipelines.p.sinks[0].indexes.products.transform: "
+        "transform 'no_such_module:product' cannot be loaded: No module named 'no_such_module'"
+    )
+    assert not (tmp_path / "q.db").exists()  # built, not opened
 
 
 def test_validate_accepts_a_good_config(config: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from syncworker.config import load_config, parse_config
+from syncworker.config import every_error, load_config, parse_config
 from syncworker.core.durations import parse_duration_s
 from syncworker.errors import ConfigError
 
@@ -199,9 +199,9 @@ def test_bad_durations(bad: object) -> None:
     ],
 )
 def test_nested_defaults_and_plus(text: str, environ: dict[str, str], expected: str) -> None:
-    from syncworker.config import _substitute
+    from syncworker.config import _Check, _substitute
 
-    assert _substitute(text, (), environ, "f.yaml", {}) == expected
+    assert _substitute(text, (), _Check("f.yaml", {}, environ)) == expected
 
 
 def test_disabled_sinks_are_left_out(tmp_path: Path) -> None:
@@ -232,3 +232,119 @@ def test_dead_letter_store_source_needs_a_source_keeping_failures(tmp_path: Path
     assert "\n" not in message
     assert f"{path}:5" in message and "pipelines.p.dead_letter.store" in message
     assert "pg_outbox" in message and "sqlite_queue does not" in message
+
+
+# -- every mistake, once, in file order (issue 9: I, 3) ------------------------------------
+
+
+def all_lines(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ=environ or {})
+    return [str(e) for e in every_error(caught.value)]
+
+
+def test_every_mistake_is_reported_in_file_order(tmp_path: Path) -> None:
+    text = (
+        GOOD.format(tmp=tmp_path)
+        .replace("state: sqlite:///", "state: sqlit:///")
+        .replace("key_field: id", "key_feild: id")
+        .replace("max_wait: 1s", "max_wait: soon")
+        .replace("attempts: 3", "attempts: three")
+    )
+    lines = all_lines(tmp_path, text)
+    assert [line.split(": ", 2)[:2] for line in lines] == [
+        [f"{tmp_path}/syncworker.yaml:1", "state"],
+        [f"{tmp_path}/syncworker.yaml:4", "pipelines.chat.source.key_feild"],
+        [f"{tmp_path}/syncworker.yaml:9", "pipelines.chat.batch.max_wait"],
+        [f"{tmp_path}/syncworker.yaml:11", "pipelines.chat.retry.attempts"],
+    ]
+
+
+def test_a_misspelled_required_key_is_named_as_the_misspelling(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace("{type: map, fields:", "{type: map, feilds:")
+    assert all_lines(tmp_path, text) == [
+        f"{tmp_path}/syncworker.yaml:5: pipelines.chat.processors[0].feilds: unknown setting "
+        "'feilds' for map; did you mean 'fields'?"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "setting"),
+    [
+        (('size: "${SYNC_BATCH_SIZE:-100}"', "size: true"), "pipelines.chat.batch.size"),
+        (("attempts: 3", "attempts: false"), "pipelines.chat.retry.attempts"),
+        (("factor: 2", "factor: true"), "pipelines.chat.retry.factor"),
+        (("key_field: id", "key_field: id, poll_interval: true"), "chat.source.poll_interval"),
+    ],
+)
+def test_true_and_false_are_not_numbers(
+    tmp_path: Path, change: tuple[str, str], setting: str
+) -> None:
+    [line] = all_lines(tmp_path, GOOD.format(tmp=tmp_path).replace(*change))
+    assert setting in line and line.endswith(("expected a number, got true", "got false"))
+
+
+def test_a_refused_value_is_shown_once(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace("max_wait: 1s", "max_wait: 5 minutes")
+    [line] = all_lines(tmp_path, text)
+    assert line.endswith(
+        "expected a duration like 500ms, 10s, 5m, 1h or a number of ms, got '5 minutes'"
+    )
+    assert line.count("5 minutes") == 1
+
+
+def test_a_bad_value_names_the_variable_it_came_from(tmp_path: Path) -> None:
+    environ = {"SYNC_BATCH_SIZE": "abc", "SYNC_INTERVAL_MS": "1m"}
+    size, every = all_lines(tmp_path, GOOD.format(tmp=tmp_path), environ)
+    assert size.startswith(f"{tmp_path}/syncworker.yaml:9: pipelines.chat.batch.size: ")
+    assert size.endswith("got SYNC_BATCH_SIZE='abc'") and size.count("abc") == 1
+    assert every.startswith(f"{tmp_path}/syncworker.yaml:10: pipelines.chat.schedule.every: ")
+    assert every.endswith("got '1mms' (from SYNC_INTERVAL_MS='1m')")
+
+
+def test_a_secret_from_the_environment_is_not_shown(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace(
+        "schedule:", 'lock: {url: "${LOCK_URL}", key: k}\n    schedule:'
+    )
+    [line] = all_lines(tmp_path, text, {"LOCK_URL": "redis://:s3cret@h:99999/0"})
+    assert "pipelines.chat.lock.url" in line and "LOCK_URL" in line
+    assert "s3cret" not in line
+
+
+@pytest.mark.parametrize(
+    ("sink_or_lock", "setting"),
+    [
+        ('lock: {url: "redis://127.0.0.1:99999/0", key: k}', "pipelines.chat.lock.url"),
+        ('lock: {url: "postgresql://h:99999/db", key: k}', "pipelines.chat.lock.url"),
+        ("sinks[1]: {type: postgres, url: 'postgresql://h:99999/db', table: t}", "sinks[1].url"),
+        ("sinks[1]: {type: webhook, url: 'http://h:99999/'}", "sinks[1].url"),
+        ("sinks[1]: {type: webhook, url: 'http://h:port/'}", "sinks[1].url"),
+        (
+            "sinks[1]: {type: algolia, app_id: a, api_key: k, hosts: 'http://h:99999', "
+            "indexes: {in: {index: i}}}",
+            "hosts",
+        ),
+    ],
+)
+def test_a_url_with_an_impossible_port_is_refused(
+    tmp_path: Path, sink_or_lock: str, setting: str
+) -> None:
+    text = GOOD.format(tmp=tmp_path)
+    if sink_or_lock.startswith("lock"):
+        text = text.replace("schedule:", f"{sink_or_lock}\n    schedule:")
+    else:
+        text = text.replace(
+            f'{{type: sqlite, path: "{tmp_path}/out.db"}}', sink_or_lock.split(": ", 1)[1]
+        )
+    [line] = all_lines(tmp_path, text)
+    assert setting in line and ("port" in line.lower() or "Port" in line), line
+
+
+def test_a_redis_source_url_with_an_impossible_port_is_refused(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace(
+        f'{{type: sqlite_queue, path: "{tmp_path}/queue.db", key_field: id}}',
+        '{type: redis_list, url: "redis://127.0.0.1:99999/0", lists: {in: a}}',
+    )
+    [line] = all_lines(tmp_path, text)
+    assert line.startswith(f"{tmp_path}/syncworker.yaml:4: pipelines.chat.source.url: ")
+    assert "Port out of range" in line and line.count("99999") == 1

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
+from syncworker.core.fields import refuse_bool_for_number
 from syncworker.core.record import Batch, Record
 
 
@@ -171,6 +172,11 @@ class ConnectorConfig(BaseModel):
         '"${SYNC_WEBHOOK_URL:+true}" it is on when the variable is set, and joined flags '
         'mean "either is set": "${POSTGRES_URL:+true}${DATABASE_URL:+true}"',
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool_for_number(cls, value, info)
 
     @field_validator("enabled", mode="before")
     @classmethod

@@ -67,6 +67,11 @@ class RedisConnectionConfig(ConnectorConfig):
             raise ValueError(
                 f"expected a redis://, rediss:// or unix:// url, got {redact_url(value)!r}"
             )
+        if value is not None:
+            try:  # redis-py's own parser: what it would refuse at connect is refused here
+                parse_url(value)
+            except ValueError as exc:
+                raise ValueError(f"invalid url: {exc}") from None
         return value
 
     @field_validator("password", mode="before")
