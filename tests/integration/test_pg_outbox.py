@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from syncworker.connectors import postgres as pg_package
 from syncworker.connectors.postgres import outbox
 from syncworker.connectors.postgres.source_outbox import PgOutboxSource, PgOutboxSourceConfig
+from syncworker.core import jsonvalue
 from syncworker.core.protocols import Countable, Source
 from syncworker.core.record import Batch
 from syncworker.errors import ConfigError
@@ -561,3 +563,92 @@ async def test_default_queue_name_and_channel(pg_url: str) -> None:
         await source.close()
     assert (await outbox.stats(pg_url))["completed"] == 1
     assert await sql(pg_url, "SELECT count(*) FROM syncworker_outbox_log") == [(1,)]
+
+
+# -- rows the source cannot read, exact numbers (issue 9 B, C) ---------------------------------
+
+DOCS_SCHEMA = """
+CREATE TABLE docs (id integer PRIMARY KEY, body jsonb, loose json, amount numeric);
+"""
+
+
+async def setup_docs(url: str) -> None:
+    await sql(url, DOCS_SCHEMA)
+    await outbox.install(url, QUEUE, ["docs"])
+
+
+async def drain(source: PgOutboxSource, limit: int = 100) -> list[Any]:
+    records = []
+    while (batch := await source.claim(limit)) is not None:
+        records += batch.records
+        await source.ack(batch)
+    return records
+
+
+async def test_a_row_nested_deeper_than_the_json_parser_reads_fails_alone(pg_url: str) -> None:
+    # PostgreSQL's jsonb takes 1,100 levels; orjson reads 1,024. Before: every claim raised
+    # and the 300 rows behind it stayed pending with 0 attempts.
+    await setup_docs(pg_url)
+    deep = "[" * 1100 + "]" * 1100
+    await sql(pg_url, "INSERT INTO docs (id, body) VALUES (1, %s::jsonb)", (deep,))
+    await sql(pg_url, "INSERT INTO docs (id, body) SELECT n, '{}' FROM generate_series(2, 301) n")
+    async with open_source(pg_url, tables=["docs"], key_columns={}) as source:
+        records = await drain(source)
+    assert [r.key for r in records] == [str(n) for n in range(2, 302)]
+    failed = await sql(
+        pg_url,
+        f"SELECT record_id, status, attempts, last_error FROM {QUEUE} WHERE status <> 'completed'",
+    )
+    assert [row[:3] for row in failed] == [("1", "failed", 1)]
+    assert "too_deep" in failed[0][3]
+    logged = await sql(pg_url, "SELECT result, error FROM algolia_sync_log WHERE record_id = '1'")
+    assert [(result, "too_deep" in error) for result, error in logged] == [("failed", True)]
+    assert (await outbox.stats(pg_url, QUEUE))["failed"] == 1
+
+
+async def test_a_row_postgres_cannot_turn_into_jsonb_fails_alone(pg_url: str) -> None:
+    # A json column may hold \u0000, which to_jsonb refuses. The trigger refuses such a row
+    # too, but one written before the install and queued by a backfill failed the table's
+    # whole SELECT, so every claim.
+    await sql(pg_url, DOCS_SCHEMA)
+    await sql(pg_url, "INSERT INTO docs (id, loose) VALUES (1, '{\"a\": 1}')")
+    await sql(pg_url, 'INSERT INTO docs (id, loose) VALUES (2, \'{"text": "a\\u0000b"}\')')
+    await sql(pg_url, "INSERT INTO docs (id, loose) VALUES (3, '[1, 2]')")
+    await outbox.install(pg_url, QUEUE, ["docs"])
+    await sql(
+        pg_url,
+        f"INSERT INTO {QUEUE} (table_name, record_id, operation)"
+        " SELECT 'docs', id::text, 'INSERT' FROM docs ORDER BY id",
+    )
+    async with open_source(pg_url, tables=["docs"], key_columns={}) as source:
+        records = await drain(source)
+    assert [(r.key, r.data["loose"]) for r in records] == [("1", {"a": 1}), ("3", [1, 2])]
+    failed = await sql(
+        pg_url, f"SELECT record_id, status, last_error FROM {QUEUE} WHERE status = 'failed'"
+    )
+    assert [row[:2] for row in failed] == [("2", "failed")]
+    assert "cannot be read as JSON" in failed[0][2]
+
+
+async def test_numbers_beyond_a_double_arrive_exactly(pg_url: str) -> None:
+    # Before: 123456789012345678901234567890 arrived as 1.2345678901234568e+29 and
+    # 0.1000000000000000000000001 as 0.1.
+    await setup_docs(pg_url)
+    body = '{"big": 123456789012345678901234567890, "long": 0.1000000000000000000000001, "f": 0.5}'
+    await sql(
+        pg_url,
+        "INSERT INTO docs (id, body, amount) VALUES (1, %s::jsonb, %s::numeric)",
+        (body, "-98765432109876543210.0000000000001"),
+    )
+    async with open_source(pg_url, tables=["docs"], key_columns={}) as source:
+        (record,) = await drain(source)
+    assert record.data["body"] == {
+        "big": 123456789012345678901234567890,
+        "long": Decimal("0.1000000000000000000000001"),
+        "f": 0.5,
+    }
+    assert type(record.data["body"]["big"]) is int
+    assert record.data["amount"] == Decimal("-98765432109876543210.0000000000001")
+    assert jsonvalue.dumps(record.data["body"], sort_keys=True) == (
+        b'{"big":123456789012345678901234567890,"f":0.5,"long":0.1000000000000000000000001}'
+    )

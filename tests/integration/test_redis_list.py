@@ -12,10 +12,12 @@ import pytest
 import redis.asyncio as aredis
 import redis.exceptions
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from syncworker.connectors.redis.source_list import RedisListSource
 from syncworker.core.record import Batch, key_from_bytes
 from syncworker.errors import ConnectionClosed
+from tests.poison_payloads import PAYLOADS, assert_wrapping_logged, check
 
 from .conftest import REDIS_URL
 
@@ -185,12 +187,34 @@ async def test_payload_that_is_not_a_json_object_is_wrapped(
     batch = await source.claim(10)
 
     assert batch is not None
-    assert [r.data["raw"] for r in batch.records] == ["plain text", "[1, 2]", "\ufffd\ufffd"]
+    assert [r.data["raw"] for r in batch.records] == ["plain text", "[1, 2]", "//4="]
+    assert [r.data["encoding"] for r in batch.records] == ["utf-8", "utf-8", "base64"]
+    assert [r.data["reason"] for r in batch.records] == ["not_json", "not_object", "invalid_utf8"]
     for record in batch.records:
         assert record.data["wrapped"] is True
         assert record.stream == "out"
         assert datetime.fromisoformat(record.data["received_at"]).utcoffset() is not None
     assert batch.records[0].key == key_from_bytes(b"plain text")
+
+
+async def test_every_poison_payload_is_one_record_and_blocks_nothing(
+    make_source: Factory, redis_client: aredis.Redis, redis_prefix: str
+) -> None:
+    # Before: invalid UTF-8 became U+FFFD (bytes and id lost, no log), an object key a
+    # Python repr, and big numbers floats (1.2345678901234568e+29, 0.1).
+    for _, payload in PAYLOADS:
+        await redis_client.lpush(f"{redis_prefix}in", payload)
+    source = make_source()
+    await source.open()
+
+    with capture_logs() as logs:
+        batch = await source.claim(100)
+
+    assert batch is not None
+    check(batch.records)
+    await source.ack(batch)
+    assert await source.claim(100) is None
+    assert_wrapping_logged(logs)
 
 
 async def test_key_from_key_field_else_hash_of_payload(

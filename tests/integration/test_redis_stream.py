@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,10 +12,12 @@ import pytest
 import redis.asyncio as aredis
 import redis.exceptions
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from syncworker.connectors.redis.source_stream import RedisStreamSource
 from syncworker.core.record import Batch, key_from_bytes
 from syncworker.errors import ConnectionClosed
+from tests.poison_payloads import PAYLOADS, assert_wrapping_logged, check
 
 from .conftest import REDIS_URL
 
@@ -289,6 +292,51 @@ async def test_payload_decoding(
     assert field_map.data == {"id": "42", "name": "field map"}
     assert field_map.key == "42"
     assert no_id.key == key_from_bytes(b'{"name": "no id"}')
+
+
+async def test_every_poison_payload_is_one_record_and_blocks_nothing(
+    make_source: Factory, redis_client: aredis.Redis, redis_prefix: str
+) -> None:
+    # Before: invalid UTF-8 became U+FFFD (bytes lost, no log), an object key a Python repr,
+    # and big numbers floats (1.2345678901234568e+29, 0.1).
+    key = f"{redis_prefix}events"
+    for _, payload in PAYLOADS:
+        await redis_client.xadd(key, {"data": payload})
+    source = make_source()
+    await source.open()
+
+    with capture_logs() as logs:
+        batch = await source.claim(100)
+
+    assert batch is not None
+    check(batch.records)
+    assert_wrapping_logged(logs)
+    await source.ack(batch)
+    assert await source.claim(100) is None
+
+
+async def test_a_field_map_that_is_not_utf8_keeps_its_bytes_and_id(
+    make_source: Factory, redis_client: aredis.Redis, redis_prefix: str
+) -> None:
+    # Before: the field map was decoded with U+FFFD replacements, silently.
+    key = f"{redis_prefix}events"
+    await redis_client.xadd(key, {"id": b"7", "photo": b"\xff\xd8\xff"})
+    source = make_source()
+    await source.open()
+
+    with capture_logs() as logs:
+        batch = await source.claim(10)
+
+    assert batch is not None
+    (record,) = batch.records
+    assert record.key == "7"
+    assert record.data["wrapped"] is True
+    assert (record.data["reason"], record.data["encoding"]) == ("invalid_utf8", "base64")
+    resp = b"*4\r\n$2\r\nid\r\n$1\r\n7\r\n$5\r\nphoto\r\n$3\r\n\xff\xd8\xff\r\n"
+    assert base64.b64decode(record.data["raw"]) == resp
+    (warning,) = [entry for entry in logs if entry["event"] == "payload_wrapped"]
+    assert warning["log_level"] == "warning"
+    assert warning["id"] == record.meta["id"]
 
 
 async def test_limit_is_shared_fairly_between_streams(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import socket
 import sqlite3
@@ -11,12 +12,15 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from pydantic import ValidationError
+from structlog.testing import capture_logs
+from tests.poison_payloads import PAYLOADS, assert_wrapping_logged, check
 
 from syncworker.connectors.sqlite.queue import AsyncSqliteQueue, SqliteQueue
 from syncworker.connectors.sqlite.source_queue import SqliteQueueSource, SqliteQueueSourceConfig
@@ -246,7 +250,7 @@ async def test_payloads_that_are_not_json_objects_are_wrapped(
     assert data[4] == {"id": 1}
     wrapped = data[:4] + data[5:]
     assert [d["raw"] for d in wrapped] == [
-        "PING \ufffd gateway",
+        "UElORyD/IGdhdGV3YXk=",  # base64: the invalid byte is kept
         "[1, 2]",
         "42",
         '"text"',
@@ -255,6 +259,59 @@ async def test_payloads_that_are_not_json_objects_are_wrapped(
     for item in wrapped:
         assert item["wrapped"] is True
         assert datetime.fromisoformat(item["received_at"]).utcoffset() is not None
+
+
+async def test_every_poison_payload_is_one_record_and_blocks_nothing(db: Path) -> None:
+    # Before: invalid UTF-8 became U+FFFD (bytes and id lost, no log), an object key a
+    # Python repr.
+    enqueue(db, [payload for _, payload in PAYLOADS])
+    src = make_source(db, key_field="id")
+    await src.open()
+    try:
+        with capture_logs() as logs:
+            batch = await src.claim(100)
+        assert batch is not None
+        check(batch.records)
+        assert_wrapping_logged(logs)
+        await src.ack(batch)
+        assert await src.claim(100) is None
+    finally:
+        await src.close()
+
+
+async def test_a_text_row_that_is_not_utf8_is_wrapped_instead_of_failing_the_claim(
+    db: Path,
+) -> None:
+    # Another program wrote TEXT that is not UTF-8: before, sqlite3 raised for the whole
+    # claim ("Could not decode to UTF-8 column"), so no row behind it was ever delivered.
+    enqueue(db, [b'{"id": "first"}'])
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO syncworker_queue (stream, payload, enqueued_at)"
+            " VALUES ('default', CAST(X'7B226964223A202278FF227D' AS TEXT), 0)"
+        )
+    enqueue(db, [b'{"id": "last"}'])
+    src = make_source(db, key_field="id")
+    await src.open()
+    try:
+        batch = await src.claim(10)
+    finally:
+        await src.close()
+    assert batch is not None
+    first, bad, last = batch.records
+    assert (first.key, last.key) == ("first", "last")
+    assert bad.data["reason"] == "invalid_utf8"
+    assert base64.b64decode(bad.data["raw"]) == b'{"id": "x\xff"}'
+
+
+def test_enqueue_keeps_numbers_beyond_64_bits_exact(db: Path) -> None:
+    # Before: orjson refused the integer ("Integer exceeds 64-bit range").
+    enqueue(
+        db, [{"n": 123456789012345678901234567890, "d": Decimal("0.1000000000000000000000001")}]
+    )
+    with sqlite3.connect(db) as conn:
+        (payload,) = conn.execute("SELECT payload FROM syncworker_queue").fetchone()
+    assert payload == b'{"n":123456789012345678901234567890,"d":0.1000000000000000000000001}'
 
 
 async def test_key_comes_from_key_field_else_a_hash_of_the_payload(db: Path) -> None:

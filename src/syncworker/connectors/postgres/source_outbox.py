@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
-import orjson
 import psycopg
 import structlog
 from psycopg import sql
@@ -51,6 +50,7 @@ from syncworker.connectors.postgres.client import (
     split_table,
     table_identifier,
 )
+from syncworker.core import jsonvalue
 from syncworker.core.durations import DurationS
 from syncworker.core.record import Batch, Record
 from syncworker.errors import ConfigError, ConnectionClosed, ConnectorError, SyncWorkerError
@@ -180,8 +180,9 @@ class PgOutboxSource:
 
     Records: ``stream`` is the source table (as configured), ``key`` the row's key as text,
     ``op`` ``upsert`` with ``data`` the row as JSON (``to_jsonb``: timestamps as ISO text,
-    numbers as numbers) or ``delete`` with empty ``data`` when the row is gone; ``meta`` has
-    ``queue_ids``, ``operation`` (the last queued one), ``attempts`` and ``received_at``.
+    numbers exact, see ``core.jsonvalue``) or ``delete`` with empty ``data`` when the row
+    is gone; ``meta`` has ``queue_ids``, ``operation`` (the last queued one), ``attempts``
+    and ``received_at``.
     """
 
     config_model: ClassVar[type[PgOutboxSourceConfig]] = PgOutboxSourceConfig
@@ -283,19 +284,58 @@ class PgOutboxSource:
         try:
             if time.monotonic() >= self._next_abandoned_check:
                 await self._give_up_abandoned()
-            async with self._connection() as conn, conn.transaction():
-                cursor = await conn.execute(self._claim, params)
-                rows: list[ClaimedRow] = await cursor.fetchall()
-                if not rows:
-                    return None
-                changes = _collapse(rows)
-                current = await self._read_current(conn, changes)
+            while True:
+                async with self._connection() as conn, conn.transaction():
+                    cursor = await conn.execute(self._claim, params)
+                    rows: list[ClaimedRow] = await cursor.fetchall()
+                    if not rows:
+                        return None
+                    changes = _collapse(rows)
+                    current, unreadable = await self._read_current(conn, changes)
+                    if unreadable:
+                        changes = await self._fail_unreadable(conn, changes, unreadable)
+                if changes:
+                    break
         except psycopg.Error as exc:
             raise self._error(exc, "claim failed") from exc
         records = [
             _to_record(change, current.get((change.table, change.record_id))) for change in changes
         ]
         return Batch(records, token=OutboxToken([change.queue_ids for change in changes]))
+
+    async def _fail_unreadable(
+        self, conn: Connection, changes: list[_Change], unreadable: dict[tuple[str, str], str]
+    ) -> list[_Change]:
+        """Fail, in the claim's transaction, the changes whose row cannot be read as exact
+        JSON (``unreadable``: why, per (table, key)): ``failed`` at once with the reason in
+        ``last_error`` and the log, since reading it again gives the same answer (a later
+        change of the row queues it anew). The other changes, to deliver."""
+        failed = [c for c in changes if (c.table, c.record_id) in unreadable]
+        ids = [queue_id for change in failed for queue_id in change.queue_ids]
+        errors = [
+            unreadable[(change.table, change.record_id)]
+            for change in failed
+            for _ in change.queue_ids
+        ]
+        params = {**self._fail_params(ids, errors), "max_retries": 0}
+        await conn.execute(self._fail, params)
+        records = [_to_record(change, {}) for change in failed]
+        token = OutboxToken([change.queue_ids for change in failed])
+        entries = [
+            (n, "failed", unreadable[(change.table, change.record_id)])
+            for n, change in enumerate(failed)
+        ]
+        await self._write_log(conn, Batch(records, token), token, entries)
+        for change in failed:
+            log.warning(
+                "pg_outbox_row_unreadable",
+                source=self.name,
+                table=change.table,
+                record_key=change.record_id,
+                queue_ids=change.queue_ids,
+                error=unreadable[(change.table, change.record_id)],
+            )
+        return [c for c in changes if (c.table, c.record_id) not in unreadable]
 
     def merge(self, batches: list[Batch]) -> Batch:
         """The claims that filled one batch as one: a row claimed twice becomes one record
@@ -345,20 +385,56 @@ class PgOutboxSource:
 
     async def _read_current(
         self, conn: Connection, changes: list[_Change]
-    ) -> dict[tuple[str, str], dict[str, Any]]:
-        """The current row of every change, by (table, key); missing rows are absent."""
+    ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[tuple[str, str], str]]:
+        """The current row of every change, by (table, key) (missing rows are absent), and
+        the rows that cannot be read as exact JSON, with why.
+
+        A row PostgreSQL cannot turn into JSON (a ``json`` column holding ``\\u0000``, a
+        value nested past its stack depth) fails the table's whole SELECT; the rows are then
+        read one by one, each in a savepoint, so only that row is set apart.
+        """
         keys_by_table: dict[str, list[str]] = {}
         for change in changes:
             keys_by_table.setdefault(change.table, []).append(change.record_id)
         current: dict[tuple[str, str], dict[str, Any]] = {}
+        unreadable: dict[tuple[str, str], str] = {}
         for table, keys in keys_by_table.items():
             reader = await self._reader(conn, table)
-            cursor = await conn.execute(reader, (keys,))
-            for key, data in await cursor.fetchall():
-                # orjson reads numbers as JavaScript does (and Algolia stores them): an
-                # integer past 64 bits becomes a float; use a text column for such values.
-                current[(table, key)] = orjson.loads(data)
-        return current
+            try:
+                async with conn.transaction():
+                    cursor = await conn.execute(reader, (keys,))
+                    rows = await cursor.fetchall()
+            except psycopg.Error as exc:
+                if not _is_row_error(exc):
+                    raise
+                rows = await self._read_one_by_one(conn, reader, table, keys, unreadable)
+            for key, text in rows:
+                data = _row_data(text)
+                if isinstance(data, str):
+                    unreadable[(table, key)] = data
+                else:
+                    current[(table, key)] = data
+        return current, unreadable
+
+    async def _read_one_by_one(
+        self,
+        conn: Connection,
+        reader: sql.Composed,
+        table: str,
+        keys: list[str],
+        unreadable: dict[tuple[str, str], str],
+    ) -> list[tuple[str, str]]:
+        rows: list[tuple[str, str]] = []
+        for key in keys:
+            try:
+                async with conn.transaction():
+                    cursor = await conn.execute(reader, ([key],))
+                    rows += await cursor.fetchall()
+            except psycopg.Error as exc:
+                if not _is_row_error(exc):
+                    raise
+                unreadable[(table, key)] = f"the row cannot be read as JSON: {describe(exc)}"
+        return rows
 
     async def _reader(self, conn: Connection, table: str) -> sql.Composed:
         """The SELECT reading rows of ``table`` by key, built once per table."""
@@ -611,6 +687,26 @@ def _collapse(rows: Sequence[ClaimedRow]) -> list[_Change]:
         change.operation = operation
         change.attempts = max(change.attempts, attempts)
     return list(changes.values())
+
+
+def _is_row_error(exc: psycopg.Error) -> bool:
+    """A SELECT failing because of a row's value (data exception, class 22, or a program
+    limit such as the stack depth, class 54), not because of the database."""
+    return (exc.sqlstate or "")[:2] in ("22", "54")
+
+
+def _row_data(text: str) -> dict[str, Any] | str:
+    """A row's ``to_jsonb`` text as exact values (``core.jsonvalue``: integers and decimals
+    beyond a double keep their digits), or why it cannot be."""
+    try:
+        data = jsonvalue.loads(text)
+    except jsonvalue.UndecodableJSON as exc:
+        return f"the row cannot be read as JSON ({exc.reason}): {exc}"
+    except (ValueError, RecursionError) as exc:
+        return f"the row cannot be read as JSON: {type(exc).__name__}: {exc}"
+    if jsonvalue.may_be_too_deep(text) and not jsonvalue.encodable(data):
+        return "the row cannot be read as JSON (too_deep): nested deeper than sinks can write"
+    return data if type(data) is dict else f"the row is not a JSON object: {text[:100]}"
 
 
 def _to_record(change: _Change, row: dict[str, Any] | None) -> Record:

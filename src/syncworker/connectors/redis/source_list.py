@@ -51,7 +51,7 @@ from syncworker.connectors.redis.client import (
     translate_error,
 )
 from syncworker.core.durations import DurationS
-from syncworker.core.record import Batch, Record, decode_payload, record_key
+from syncworker.core.record import Batch, Record, decode, decoded_key, log_wrapped
 from syncworker.errors import ConnectionClosed, ConnectorError
 
 log = structlog.get_logger(__name__)
@@ -140,10 +140,11 @@ class _Claim:
 class RedisListSource:
     """Claims batches from Redis lists (see the module docstring for keys and recovery).
 
-    Records: ``stream`` is the configured stream name; ``data`` is the JSON object payload, or
-    ``{"raw": text, "wrapped": True, "received_at": iso}`` for any other payload; ``key`` is
-    ``str(data[key_field])`` or a hash of the payload; ``meta`` has ``list`` (the source list
-    key) and ``received_at`` (claim time, ISO 8601 UTC: lists keep no enqueue time).
+    Records: ``stream`` is the configured stream name; ``data`` is the JSON object payload
+    with exact numbers, or the wrapper (``core.record.wrap``) for any other payload; ``key``
+    is ``data[key_field]`` (``core.record.record_key``) or a hash of the payload; ``meta``
+    has ``list`` (the source list key) and ``received_at`` (claim time, ISO 8601 UTC: lists
+    keep no enqueue time).
     """
 
     config_model: ClassVar[type[RedisListSourceConfig]] = RedisListSourceConfig
@@ -246,9 +247,14 @@ class RedisListSource:
         records: list[Record] = []
         append = records.append
         for raw in items:
-            data = decode_payload(raw, received_at)
+            decoded = decode(raw, received_at)
             meta = {"list": list_key, "received_at": received_at}
-            append(Record(record_key(data, raw, key_field), data, stream, "upsert", meta))
+            record = Record(
+                decoded_key(decoded, raw, key_field), decoded.data, stream, "upsert", meta
+            )
+            append(record)
+            if decoded.reason is not None:
+                log_wrapped(decoded, record, self.name, list=list_key)
         return records
 
     async def wait(self, timeout_s: float) -> None:

@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-import orjson
 import redis.asyncio as aredis
 import structlog
 from pydantic import Field, field_validator, model_validator
@@ -45,8 +44,18 @@ from syncworker.connectors.redis.client import (
     register_scripts,
     translate_error,
 )
+from syncworker.core import jsonvalue
 from syncworker.core.durations import DurationS
-from syncworker.core.record import Batch, Record, decode_payload, record_key
+from syncworker.core.record import (
+    Batch,
+    Decoded,
+    Record,
+    decode,
+    decoded_key,
+    log_wrapped,
+    record_key,
+    wrap,
+)
 from syncworker.errors import ConnectionClosed
 
 log = structlog.get_logger(__name__)
@@ -165,8 +174,8 @@ class RedisStreamSource:
     """Claims batches from Redis streams through a consumer group (see the module docstring).
 
     Records: ``stream`` is the configured stream name; ``data`` is the JSON object in
-    ``field`` (or ``{"raw": text, "wrapped": True, "received_at": iso}`` for any other payload),
-    or the entry's field map when the entry has no such field; ``key`` is
+    ``field`` with exact numbers (or the wrapper, ``core.record.wrap``, for any other
+    payload), or the entry's field map when the entry has no such field; ``key`` is
     ``str(data[key_field])`` or a hash of the payload; ``meta`` has ``stream_key``, ``id``,
     ``deliveries`` and ``received_at`` (when Redis added the entry, ISO 8601 UTC).
     """
@@ -467,17 +476,20 @@ class RedisStreamSource:
                         raw = fields[position + 1]
                         break
             if raw is not None:
-                data = decode_payload(raw, received_at)
+                decoded = decode(raw, received_at)
+                key = decoded_key(decoded, raw, key_field)
             else:
-                data = _field_map(fields)
-                raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+                decoded, key = _decode_fields(fields, received_at, key_field)
             meta = {
                 "stream_key": stream_key,
                 "id": entry_id.decode(),
                 "deliveries": deliveries,
                 "received_at": received_at,
             }
-            append(Record(record_key(data, raw, key_field), data, stream, "upsert", meta))
+            record = Record(key, decoded.data, stream, "upsert", meta)
+            append(record)
+            if decoded.reason is not None:
+                log_wrapped(decoded, record, self.name, stream_key=stream_key, id=meta["id"])
         return records
 
     @staticmethod
@@ -506,8 +518,35 @@ class RedisStreamSource:
         return [group["last-delivered-id"] for group in await self._groups(client)]
 
 
-def _field_map(fields: list[bytes]) -> dict[str, Any]:
-    return {
-        fields[position].decode(errors="replace"): fields[position + 1].decode(errors="replace")
-        for position in range(0, len(fields), 2)
-    }
+def _decode_fields(
+    fields: list[bytes], received_at: str, key_field: str | None
+) -> tuple[Decoded, str]:
+    """An entry without the payload field: its field map as the data, and the record key.
+
+    A field name or value that is not valid UTF-8 wraps the entry (reason ``invalid_utf8``):
+    ``raw`` is then the base64 of its field/value list in Redis's own protocol (a RESP2 array
+    of bulk strings), which keeps every byte and the pairs apart; the key field is read with
+    the invalid bytes replaced, so the record keeps its id.
+    """
+    try:
+        data = {fields[n].decode(): fields[n + 1].decode() for n in range(0, len(fields), 2)}
+    except UnicodeDecodeError as exc:
+        resp = _resp_array(fields)
+        lenient = {
+            fields[n].decode(errors="replace"): fields[n + 1].decode(errors="replace")
+            for n in range(0, len(fields), 2)
+        }
+        detail = (
+            f"a field is not valid UTF-8 ({exc.reason}); the entry's fields are kept as the "
+            "base64 of their RESP2 array"
+        )
+        decoded = Decoded(wrap(resp, "invalid_utf8", received_at), "invalid_utf8", detail)
+        return decoded, record_key(lenient, resp, key_field)
+    return Decoded(data), record_key(data, jsonvalue.dumps(data, sort_keys=True), key_field)
+
+
+def _resp_array(fields: list[bytes]) -> bytes:
+    parts = [b"*%d\r\n" % len(fields)]
+    for item in fields:
+        parts += (b"$%d\r\n" % len(item), item, b"\r\n")
+    return b"".join(parts)

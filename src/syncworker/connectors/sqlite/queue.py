@@ -21,9 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import orjson
-
 from syncworker.connectors.sqlite.client import SqliteClient, connect, quote_identifier, transaction
+from syncworker.core import jsonvalue
 from syncworker.errors import ConnectionFailed
 
 DEFAULT_TABLE = "syncworker_queue"
@@ -75,7 +74,10 @@ class QueueStatements:
                 f"UPDATE {t} SET claim_id = ?, owner = ?, locked_until = ?, "
                 f"attempts = attempts + 1 WHERE id IN (SELECT id FROM {t} "
                 f"WHERE locked_until <= ?{{streams}} ORDER BY id LIMIT ?) "
-                "RETURNING id, stream, payload, attempts, enqueued_at"
+                # As BLOBs: TEXT that is not valid UTF-8 (another program's row) would
+                # make sqlite3 raise for the whole claim instead of one wrapped record.
+                "RETURNING id, CAST(stream AS BLOB), CAST(payload AS BLOB), attempts, "
+                "enqueued_at"
             ),
             ack=f"DELETE FROM {t} WHERE claim_id = ?",
             nack=(
@@ -120,7 +122,8 @@ def encode_payload(message: Payload) -> bytes:
     if isinstance(message, str):
         return message.encode("utf-8")
     if isinstance(message, Mapping):
-        return orjson.dumps(message if isinstance(message, dict) else dict(message))
+        # Exact: integers beyond 64 bits and Decimal keep their digits.
+        return jsonvalue.dumps(message if isinstance(message, dict) else dict(message))
     raise TypeError(f"queue message must be bytes, str or a mapping, got {type(message).__name__}")
 
 

@@ -32,13 +32,13 @@ from syncworker.connectors.sqlite.queue import (
 )
 from syncworker.core.durations import DurationS
 from syncworker.core.protocols import ConnectorConfig
-from syncworker.core.record import Batch, Record, decode_payload, key_from_bytes
+from syncworker.core.record import Batch, Record, decode, decoded_key, log_wrapped
 from syncworker.errors import ConnectorError
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-Row = tuple[int, str, Any, int, float | None]
+Row = tuple[int, bytes | str, Any, int, float | None]
 _by_id = itemgetter(0)
 
 
@@ -90,10 +90,10 @@ class SqliteQueueSourceConfig(ConnectorConfig):
 class SqliteQueueSource:
     """Claims batches from a SQLite queue table (see ``syncworker.connectors.sqlite.queue``).
 
-    Records: ``stream`` from the row; ``data`` is the JSON object payload, or
-    ``{"raw": text, "wrapped": True, "received_at": iso}`` for any other payload; ``key`` is
-    ``str(data[key_field])`` or a hash of the payload; ``meta`` has ``queue_id``, ``attempts``
-    and ``received_at`` (enqueue time, epoch seconds).
+    Records: ``stream`` from the row; ``data`` is the JSON object payload with exact numbers,
+    or the wrapper (``core.record.wrap``) for any other payload; ``key`` is
+    ``data[key_field]`` (``core.record.record_key``) or a hash of the payload; ``meta`` has
+    ``queue_id``, ``attempts`` and ``received_at`` (enqueue time, epoch seconds).
     """
 
     config_model: ClassVar[type[SqliteQueueSourceConfig]] = SqliteQueueSourceConfig
@@ -150,7 +150,7 @@ class SqliteQueueSource:
         rows: list[Row] = conn.execute(self._claim_sql, params).fetchall()
         # RETURNING yields rows in no promised order; the batch must keep enqueue order.
         rows.sort(key=_by_id)
-        return to_records(rows, self.config.key_field)
+        return to_records(rows, self.config.key_field, self.name)
 
     async def wait(self, timeout_s: float) -> None:
         """Sleep for the poll interval, or ``timeout_s`` if shorter (SQLite cannot notify)."""
@@ -208,23 +208,31 @@ def _execute_count(conn: sqlite3.Connection, sql: str, claim_id: str) -> int:
     return conn.execute(sql, (claim_id,)).rowcount
 
 
-def to_records(rows: list[Row], key_field: str | None) -> list[Record]:
+def to_records(
+    rows: list[Row], key_field: str | None, source: str = "sqlite_queue"
+) -> list[Record]:
     """Records from claimed rows ``(id, stream, payload, attempts, enqueued_at)``.
 
-    The hot path of the source: no validation models, one dict per record for meta.
+    The hot path of the source: no validation models, one dict per record for meta. The
+    claim returns the payload as a BLOB (and the stream too), so a row another program wrote
+    as TEXT that is not valid UTF-8 cannot fail the claim: it is wrapped like any payload
+    that is not a JSON object (``core.record.wrap``), its bytes kept as base64.
     """
     records: list[Record] = []
     append = records.append
-    for queue_id, stream, payload, attempts, enqueued_at in rows:
+    for queue_id, stream_bytes, payload, attempts, enqueued_at in rows:
         raw: bytes = payload if type(payload) is bytes else str(payload).encode()
-        data = decode_payload(raw, enqueued_at)
-        key = None
-        if key_field is not None:
-            value = data.get(key_field)
-            if value is not None:
-                key = str(value)
+        stream = (
+            stream_bytes.decode(errors="replace")
+            if type(stream_bytes) is bytes
+            else str(stream_bytes)
+        )
+        decoded = decode(raw, enqueued_at)
         meta = {"queue_id": queue_id, "attempts": attempts, "received_at": enqueued_at}
-        append(Record(key or key_from_bytes(raw), data, stream, "upsert", meta))
+        record = Record(decoded_key(decoded, raw, key_field), decoded.data, stream, "upsert", meta)
+        append(record)
+        if decoded.reason is not None:
+            log_wrapped(decoded, record, source, queue_id=queue_id)
     return records
 
 
