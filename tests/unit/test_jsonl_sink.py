@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,7 @@ async def test_unserializable_record_is_reported_and_the_rest_written(tmp_path: 
     result = await sink.write(
         [
             Record("a", {"n": 1}),
-            Record("b", {"n": 2**70}),
+            Record("b", {"n": object()}),
             Record("c", {"n": 3}),
         ]
     )
@@ -185,3 +186,37 @@ def test_config_defaults() -> None:
     )
     with pytest.raises(ValidationError):
         JsonlSinkConfig(type="jsonl", fields="everything")
+
+
+async def test_numbers_beyond_a_double_are_written_exactly(tmp_path: Path) -> None:
+    # Before: orjson refused the integer ("Integer exceeds 64-bit range") and the Decimal, so
+    # the record was refused instead of written.
+    sink = await opened(tmp_path, file="all.jsonl")
+    data = {
+        "n": 123456789012345678901234567890,
+        "d": Decimal("0.1000000000000000000000001"),
+        "e": Decimal("1E+400"),
+        "nested": [{"m": -(2**70)}],
+        "f": 0.5,
+    }
+
+    result = await sink.write([Record("1", data)])
+
+    assert result.failed == {}
+    assert (tmp_path / "all.jsonl").read_bytes() == (
+        b'{"n":123456789012345678901234567890,"d":0.1000000000000000000000001,"e":1E+400,'
+        b'"nested":[{"m":-1180591620717411303424}],"f":0.5}\n'
+    )
+
+
+async def test_a_value_with_no_exact_json_form_refuses_that_record_alone(tmp_path: Path) -> None:
+    sink = await opened(tmp_path, file="all.jsonl")
+
+    result = await sink.write(
+        [Record("1", {"n": 1}), Record("2", {"x": Decimal("NaN")}), Record("3", {"n": 3})]
+    )
+
+    assert list(result.failed) == [1]
+    assert isinstance(result.failed[1], PermanentError)
+    assert "NaN" in str(result.failed[1])
+    assert read_lines(tmp_path / "all.jsonl") == [{"n": 1}, {"n": 3}]

@@ -106,11 +106,17 @@ def dumps(
         return orjson.dumps(value, default=encode, option=option)
     except orjson.JSONEncodeError as exc:
         if "64-bit" not in str(exc):
-            raise JSONValueError(str(exc)) from exc
+            raise JSONValueError(_why(exc)) from exc
     try:
         return orjson.dumps(_big_ints_as_text(value), default=encode, option=option)
     except (orjson.JSONEncodeError, ValueError) as exc:
-        raise JSONValueError(str(exc)) from exc
+        raise JSONValueError(_why(exc)) from exc
+
+
+def _why(exc: BaseException) -> str:
+    """The message of the error ``default`` raised (orjson wraps it in a generic one)."""
+    cause = exc.__cause__
+    return str(cause) if isinstance(cause, TypeError | ValueError) else str(exc)
 
 
 def dumps_text(value: Any, *, sort_keys: bool = False) -> str:

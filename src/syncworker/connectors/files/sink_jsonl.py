@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any, ClassVar, Literal, TypeVar
 
-import orjson
 import structlog
 from pydantic import Field, field_validator
 
+from syncworker.core import jsonvalue
 from syncworker.core.protocols import ConnectorConfig, WriteResult
 from syncworker.core.record import Record
 from syncworker.errors import ConnectionClosed, ConnectionFailed, PermanentError
@@ -149,13 +149,13 @@ class JsonlSink:
         lines_by_file: dict[Path, list[bytes]] = {}
         failed: dict[int, BaseException] = {}
         as_record = self.config.fields == "record"
-        dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+        dumps = jsonvalue.dumps  # exact: big integers and Decimal keep their digits
         for index, record in enumerate(records):
             try:
                 line = dumps(
-                    _record_line(record) if as_record else _data_line(record), option=option
+                    _record_line(record) if as_record else _data_line(record), newline=True
                 )
-            except orjson.JSONEncodeError as exc:
+            except jsonvalue.JSONValueError as exc:
                 failed[index] = _not_serializable(self.name, record, exc)
                 continue
             path = files.get(record.stream)

@@ -1,0 +1,93 @@
+"""``core.jsonvalue``: JSON read and written without rounding a number (issue 9 C)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from syncworker.core import jsonvalue
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b"123456789012345678901234567890", 123456789012345678901234567890),
+        (b"-9223372036854775809", -9223372036854775809),
+        (b"18446744073709551616", 18446744073709551616),
+        (b"0.1000000000000000000000001", Decimal("0.1000000000000000000000001")),
+        (b"12345678.123456789", Decimal("12345678.123456789")),
+        (b"1e400", Decimal("1e400")),
+        (b"1e-400", Decimal("1e-400")),
+        (b"1" * 5000, Decimal("1" * 5000)),  # past Python's int() digit limit
+    ],
+)
+def test_numbers_orjson_would_round_are_read_exactly(text: bytes, expected: object) -> None:
+    value = jsonvalue.loads(text)
+    assert value == expected
+    assert type(value) is type(expected)
+    assert jsonvalue.dumps(value) == {b"1e400": b"1E+400", b"1e-400": b"1E-400"}.get(text, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"0.1", b"1.5", b"0.30000000000000004", b"1.7976931348623157e308", b"5e-324", b"-0.0"],
+)
+def test_decimals_a_double_holds_stay_floats(text: bytes) -> None:
+    value = jsonvalue.loads(text)
+    assert type(value) is float
+    assert value == float(text)
+
+
+def test_a_plain_payload_is_orjson_s_answer() -> None:
+    raw = b'{"id": 1234567890123, "name": "a", "price": 9.99, "tags": [1, 2]}'
+    assert jsonvalue.loads(raw) == orjson.loads(raw)
+
+
+def test_long_digit_runs_in_strings_only_cost_a_slower_read() -> None:
+    raw = b'{"phone": "12345678901234567890", "n": 1}'
+    assert jsonvalue.loads(raw) == {"phone": "12345678901234567890", "n": 1}
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty"),
+        (b"not json", "not_json"),
+        (b"NaN", "not_json"),
+        (b'{"a": 1e400, "b": NaN}', "not_json"),
+        (b'"\\ud800"', "not_json"),
+        (b'"caf\xe9"', "not_json"),
+        (b"[" * 1100 + b"]" * 1100, "too_deep"),
+    ],
+)
+def test_what_cannot_be_read_says_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(jsonvalue.UndecodableJSON) as caught:
+        jsonvalue.loads(raw)
+    assert caught.value.reason == reason
+
+
+def test_dumps_writes_big_integers_and_decimals_as_their_digits() -> None:
+    value = {"b": [2**100, {"c": -(2**64)}], "a": Decimal("-0.000000000000000000001"), "z": 1}
+    assert jsonvalue.dumps(value, sort_keys=True) == (
+        b'{"a":-1E-21,"b":[1267650600228229401496703205376,{"c":-18446744073709551616}],"z":1}'
+    )
+    # -1E-21 reads back as the float that prints as the same number.
+    assert jsonvalue.loads(jsonvalue.dumps(value)) == {**value, "a": -1e-21}
+
+
+def test_dumps_refuses_what_has_no_exact_json_form_with_the_reason() -> None:
+    for value, reason in [
+        (Decimal("Infinity"), "Decimal Infinity has no JSON form"),
+        ({"s": "\udcff"}, "surrogates not allowed"),
+        (object(), "not JSON serializable"),
+    ]:
+        with pytest.raises(jsonvalue.JSONValueError, match=reason):
+            jsonvalue.dumps(value)
+    # A subclass of what sinks already catch, so they refuse the one record.
+    assert issubclass(jsonvalue.JSONValueError, orjson.JSONEncodeError)
+
+
+def test_canonical_sorts_keys_and_has_no_spaces() -> None:
+    assert jsonvalue.canonical({"b": 1, "a": [{"y": 2, "x": 1}]}) == '{"a":[{"x":1,"y":2}],"b":1}'
