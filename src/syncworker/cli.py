@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from syncworker import __version__
-from syncworker.config import Config, every_error, load_config, parse_listen
-from syncworker.control import Control, open_control
+from syncworker.config import Config, every_error, load_config, load_sources, parse_listen
+from syncworker.control import Control, Needs, open_control
 from syncworker.core.engine import Engine
 from syncworker.errors import ConfigError, SyncWorkerError
 from syncworker.observe.logging import configure_logging, redact_value
@@ -209,20 +209,16 @@ def _queue_target(
         return queue_path, None
     if config_file is None:
         raise ConfigError("give --queue PATH or --config FILE")
-    config = load_config(config_file)
-    candidates = {
-        n: s
-        for n, s in config.pipelines.items()
-        if s.source.type == "sqlite_queue" and (pipeline is None or n == pipeline)
-    }
+    sources = load_sources(config_file, "sqlite_queue")
+    candidates = {n: s for n, s in sources.items() if pipeline is None or n == pipeline}
     if len(candidates) != 1:
         raise ConfigError(
             "expected exactly one pipeline with a sqlite_queue source"
             + ("" if pipeline else "; choose one with --pipeline"),
             file=str(config_file),
         )
-    source = next(iter(candidates.values())).source
-    return Path(source.path), source.table  # type: ignore[attr-defined]
+    source: Any = next(iter(candidates.values()))
+    return Path(source.path), source.table
 
 
 # -- status -------------------------------------------------------------------------------
@@ -249,10 +245,19 @@ def _state_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _control(options: dict[str, Any], work: Callable[[Control], Awaitable[T]]) -> T:
+def _control(
+    options: dict[str, Any], work: Callable[[Control], Awaitable[T]], needs: Needs = "state"
+) -> T:
+    command = click.get_current_context().info_name or "this command"
+
     async def go() -> T:
         async with open_control(
-            options["api_url"], options["token"], options["config_file"], options["state_url"]
+            options["api_url"],
+            options["token"],
+            options["config_file"],
+            options["state_url"],
+            needs,
+            command,
         ) as control:
             return await work(control)
 
@@ -340,7 +345,7 @@ def _print_stored_status(report: dict[str, Any]) -> None:
 @_state_options
 def sync(pipeline: str, mode: str, no_wait: bool, **target: Any) -> None:
     """Run one sync of PIPELINE now: in the running engine (--api) or here (--config)."""
-    result = _control(target, lambda c: c.sync(pipeline, mode, not no_wait))
+    result = _control(target, lambda c: c.sync(pipeline, mode, not no_wait), needs="config")
     click.echo(orjson.dumps(redact_value(result), option=orjson.OPT_INDENT_2).decode())
     if result.get("status") not in (None, "success"):
         sys.exit(EXIT_FAILURE)
@@ -351,7 +356,7 @@ def sync(pipeline: str, mode: str, no_wait: bool, **target: Any) -> None:
 @_state_options
 def start(pipeline: str, **target: Any) -> None:
     """Start PIPELINE in the running engine (--api)."""
-    result = _control(target, lambda c: c.start(pipeline))
+    result = _control(target, lambda c: c.start(pipeline), needs="engine")
     click.echo(f"{result['pipeline']}: {result['state']}")
 
 
@@ -360,7 +365,7 @@ def start(pipeline: str, **target: Any) -> None:
 @_state_options
 def stop(pipeline: str, **target: Any) -> None:
     """Stop PIPELINE in the running engine (--api); in-flight batches finish first."""
-    result = _control(target, lambda c: c.stop(pipeline))
+    result = _control(target, lambda c: c.stop(pipeline), needs="engine")
     click.echo(f"{result['pipeline']}: {result['state']}")
 
 
@@ -501,19 +506,17 @@ def _outbox_target(
     from syncworker.connectors.postgres.outbox import DEFAULT_QUEUE_TABLE
 
     if config_file is not None:
-        config = load_config(config_file)
-        found = [
-            s
-            for n, s in config.pipelines.items()
-            if s.source.type == "pg_outbox" and pipeline in (None, n)
-        ]
+        # Only the pg_outbox source is read: these commands touch PostgreSQL alone, so the
+        # sinks' settings (ALGOLIA_APP_ID...) need not be set.
+        sources = load_sources(config_file, "pg_outbox")
+        found = [s for n, s in sources.items() if pipeline in (None, n)]
         if len(found) != 1:
             raise ConfigError(
                 "expected exactly one pipeline with a pg_outbox source"
                 + ("" if pipeline else "; choose one with --pipeline"),
                 file=str(config_file),
             )
-        source: Any = found[0].source
+        source: Any = found[0]
         return (
             url or source.url,
             queue or source.queue_table,
@@ -523,6 +526,24 @@ def _outbox_target(
     if not url:
         raise ConfigError("give --url (or DATABASE_URL) or --config FILE", path="--url")
     return url, queue or DEFAULT_QUEUE_TABLE, [], {}
+
+
+@contextmanager
+def _postgres_errors(url: str, queue: str) -> Iterator[None]:
+    """What PostgreSQL refuses as one line: a missing outbox says how to install it."""
+    import psycopg
+
+    from syncworker.connectors.postgres.client import describe, describe_url
+
+    try:
+        yield
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as exc:
+        raise SyncWorkerError(
+            f"outbox {queue!r} is not installed in {describe_url(url)} ({describe(exc)}); "
+            "install it with: syncworker pg install"
+        ) from None
+    except psycopg.Error as exc:
+        raise SyncWorkerError(f"PostgreSQL {describe_url(url)}: {describe(exc)}") from None
 
 
 @main.group()
@@ -551,7 +572,8 @@ def pg_install(
         if print_only:
             click.echo(outbox.install_script(queue, watched, key_columns=keys))
             return
-        asyncio.run(outbox.install(url, queue, watched, key_columns=keys))
+        with _postgres_errors(url, queue):
+            asyncio.run(outbox.install(url, queue, watched, key_columns=keys))
     click.echo(f"outbox {queue!r} installed; watching {', '.join(watched) or 'no table yet'}")
 
 
@@ -570,7 +592,8 @@ def outbox_stats(
 
     with _user_errors():
         url, queue, _, _ = _outbox_target(url, queue, config_file, pipeline)
-        figures = asyncio.run(outbox.stats(url, queue))
+        with _postgres_errors(url, queue):
+            figures = asyncio.run(outbox.stats(url, queue))
     click.echo(orjson.dumps(figures, default=str, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -591,7 +614,8 @@ def outbox_retry_failed(
 
     with _user_errors():
         url, queue, _, _ = _outbox_target(url, queue, config_file, pipeline)
-        count = asyncio.run(outbox.retry_failed(url, queue, ids=list(ids) or None, table=table))
+        with _postgres_errors(url, queue):
+            count = asyncio.run(outbox.retry_failed(url, queue, ids=list(ids) or None, table=table))
     click.echo(f"{count} failed row(s) back to pending")
 
 
@@ -606,7 +630,8 @@ def outbox_cleanup(
 
     with _user_errors():
         url, queue, _, _ = _outbox_target(url, queue, config_file, pipeline)
-        count = asyncio.run(outbox.cleanup(url, queue, days))
+        with _postgres_errors(url, queue):
+            count = asyncio.run(outbox.cleanup(url, queue, days))
     click.echo(f"deleted {count} row(s) older than {days} day(s)")
 
 

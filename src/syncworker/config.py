@@ -430,7 +430,11 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
 def parse_config(
     text: str, path: Path | None = None, environ: dict[str, str] | None = None
 ) -> Config:
-    file = str(path) if path else "<config>"
+    raw, lines = _parse_yaml(text, str(path) if path else "<config>")
+    return config_from_dict(raw, path, environ, lines)
+
+
+def _parse_yaml(text: str, file: str) -> tuple[Any, dict[Loc, int]]:
     try:
         root = yaml.compose(text)
         raw = yaml.safe_load(text)
@@ -440,8 +444,70 @@ def parse_config(
         raise ConfigError(
             f"not valid YAML: {problem}", file=file, line=mark.line + 1 if mark else None
         ) from None
-    lines = _line_map(root) if root is not None else {}
-    return config_from_dict(raw, path, environ, lines)
+    return raw, _line_map(root) if root is not None else {}
+
+
+# -- partial loading: a command reads only the settings it uses ----------------------------
+
+
+@dataclass(slots=True)
+class Outline:
+    """What the state commands (status, dlq) need of a file: its state store and the names
+    of its pipelines. Connector settings are not read, so their variables need not be set."""
+
+    path: Path
+    state: str
+    pipelines: list[str]
+
+
+def load_outline(path: str | Path, environ: dict[str, str] | None = None) -> Outline:
+    """The state store URL (checked) and the pipeline names of a config file."""
+    path = Path(path)
+    raw, check = _read_for_part(path, environ)
+    state = _substitute(raw.get("state", DEFAULT_STATE_URL), ("state",), check)
+    if not isinstance(state, str):
+        check.add("expected a state URL like sqlite:///PATH", ("state",))
+    elif ("state",) not in check.unresolved:
+        try:
+            sqlite_path(state)
+        except ConfigError as exc:
+            check.add(exc.reason, ("state",))
+    pipelines = raw.get("pipelines")
+    check.raise_if_any()
+    names = [str(n) for n in pipelines] if isinstance(pipelines, dict) else []
+    return Outline(path, str(state), names)
+
+
+def load_sources(
+    path: str | Path, type_name: str, environ: dict[str, str] | None = None
+) -> dict[str, ConnectorConfig]:
+    """The validated sources of type ``type_name``, by pipeline name: only those sections
+    are read, so a command on them (enqueue, outbox stats) needs no other setting."""
+    path = Path(path)
+    raw, check = _read_for_part(path, environ)
+    pipelines = raw.get("pipelines")
+    found: dict[str, ConnectorConfig] = {}
+    for name, pipeline in (pipelines if isinstance(pipelines, dict) else {}).items():
+        source = pipeline.get("source") if isinstance(pipeline, dict) else None
+        if not isinstance(source, dict) or source.get("type") != type_name:
+            continue
+        loc: Loc = ("pipelines", name, "source")
+        config = _connector("source", _substitute(source, loc, check), loc, check)
+        if config is not None:
+            found[str(name)] = config
+    check.raise_if_any()
+    return found
+
+
+def _read_for_part(path: Path, environ: dict[str, str] | None) -> tuple[dict[str, Any], _Check]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror}", file=str(path)) from None
+    raw, lines = _parse_yaml(text, str(path))
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping with a 'pipelines' section", file=str(path))
+    return raw, _Check(str(path), lines, environ if environ is not None else dict(os.environ))
 
 
 def config_from_dict(

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from syncworker.config import load_config
+from syncworker.config import load_config, load_outline
 from syncworker.errors import ConfigError, SyncWorkerError
 from syncworker.observe.logging import redact_url
-from syncworker.state import DEFAULT_STATE_URL, StateStore, state_store_from_url
+from syncworker.state import StateStore, sqlite_path, state_store_from_url
+
+Needs = Literal["state", "config", "engine"]
 
 
 class Control(Protocol):
@@ -28,13 +30,25 @@ class Control(Protocol):
 
 
 class LocalControl:
-    """The state store (and for ``sync``, the config's pipeline run once, here)."""
+    """The state store (and for ``sync``, the config's pipeline run once, here).
 
-    def __init__(self, config_file: Path | None, state_url: str | None) -> None:
+    Reading commands never create a state store: one that does not exist yet is an error, so
+    a mistyped path is not answered as if it were an empty store."""
+
+    def __init__(
+        self, config_file: Path | None, state_url: str | None, *, creates: bool = False
+    ) -> None:
         self.config_file = config_file
         if state_url is None and config_file is not None:
-            state_url = load_config(config_file).app.state
-        self.store: StateStore = state_store_from_url(state_url or DEFAULT_STATE_URL)
+            state_url = load_outline(config_file).state
+        if state_url is None:
+            raise ConfigError(
+                "no state store given: use --config FILE (its state store), --state URL, "
+                "or --api URL (a running engine)"
+            )
+        if not creates:
+            _require_existing(state_url, config_file)
+        self.store: StateStore = state_store_from_url(state_url)
 
     async def __aenter__(self) -> LocalControl:
         await self.store.open()
@@ -75,9 +89,13 @@ class LocalControl:
         return letter.to_dict(full=True) if letter else None
 
     async def requeue(self, ids: list[int] | None, pipeline: str | None) -> int:
+        if ids is not None:
+            _check_letters({i: await self.dead_letter(i) for i in ids}, requeue=True)
         return await self.store.requeue_dead_letters(ids, pipeline)
 
     async def purge(self, ids: list[int] | None, pipeline: str | None) -> int:
+        if ids is not None:
+            _check_letters({i: await self.dead_letter(i) for i in ids}, requeue=False)
         return await self.store.purge_dead_letters(ids, pipeline)
 
     async def sync(self, name: str, mode: str, wait: bool) -> dict[str, Any]:
@@ -161,12 +179,16 @@ class RemoteControl:
         return found or None
 
     async def requeue(self, ids: list[int] | None, pipeline: str | None) -> int:
+        if ids is not None:  # all or nothing, as with the state store
+            _check_letters({i: await self.dead_letter(i) for i in ids}, requeue=True)
         targets = ids or [d["id"] for d in await self.dead_letters(pipeline, "dead", 1000)]
         for letter_id in targets:
             await self._call("POST", f"/dead-letters/{letter_id}/requeue")
         return len(targets)
 
     async def purge(self, ids: list[int] | None, pipeline: str | None) -> int:
+        if ids is not None:
+            _check_letters({i: await self.dead_letter(i) for i in ids}, requeue=False)
         targets = ids or [d["id"] for d in await self.dead_letters(pipeline, None, 1000)]
         for letter_id in targets:
             await self._call("DELETE", f"/dead-letters/{letter_id}")
@@ -185,8 +207,44 @@ class RemoteControl:
 
 
 def open_control(
-    api_url: str | None, token: str | None, config_file: Path | None, state_url: str | None
+    api_url: str | None,
+    token: str | None,
+    config_file: Path | None,
+    state_url: str | None,
+    needs: Needs = "state",
+    command: str = "this command",
 ) -> Control:
+    """What a command acts on. ``needs``: ``state`` (an existing state store, to read or
+    change dead letters), ``config`` (a pipeline built from --config and run here) or
+    ``engine`` (a running engine, --api only)."""
     if api_url:
         return RemoteControl(api_url, token)
-    return LocalControl(config_file, state_url)
+    if needs == "engine":
+        raise SyncWorkerError(
+            f"{command} needs --api URL: pipelines run inside an engine "
+            "(syncworker run FILE --api HOST:PORT)"
+        )
+    if needs == "config" and config_file is None:
+        raise ConfigError("without --api, give --config FILE to build the pipeline")
+    return LocalControl(config_file, state_url, creates=needs == "config")
+
+
+def _require_existing(state_url: str, config_file: Path | None) -> None:
+    path = sqlite_path(state_url)
+    if not path.is_file():
+        of = f" (the state store of {config_file})" if config_file else ""
+        raise SyncWorkerError(f"no state store at {path}{of}: nothing has run with it yet")
+
+
+def _check_letters(letters: dict[int, dict[str, Any] | None], *, requeue: bool) -> None:
+    """The API's answers for ids it cannot act on, all at once: a missing id (404), and for
+    a requeue a letter that is not dead any more (409)."""
+    problems = [
+        f"no dead letter with id {i}"
+        if letter is None
+        else f"dead letter {i} is already {letter['status']}"
+        for i, letter in letters.items()
+        if letter is None or (requeue and letter["status"] != "dead")
+    ]
+    if problems:
+        raise SyncWorkerError("; ".join(problems))

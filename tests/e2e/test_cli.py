@@ -31,7 +31,7 @@ pipelines:
 
 
 def cli(
-    *args: str, stdin: str | None = None, check: bool = True
+    *args: str, stdin: str | None = None, check: bool = True, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "syncworker.cli", *args],
@@ -39,6 +39,7 @@ def cli(
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=cwd,
     )
     if check:
         assert result.returncode == 0, result.stderr
@@ -226,6 +227,49 @@ def test_dlq_purge_and_missing_ids(config: Path, tmp_path: Path) -> None:
     assert missing.returncode == 1 and "no dead letter with id 999" in missing.stderr
     neither = cli("dlq", "requeue", "--config", str(config), check=False)
     assert neither.returncode == 2 and "give dead letter ids, or --all" in neither.stderr
+
+
+@pytest.mark.parametrize("command", [["status"], ["dlq", "list"], ["dlq", "show", "1"]])
+def test_reading_commands_never_create_a_state_store(tmp_path: Path, command: list[str]) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    bare = cli(*command, check=False, cwd=work)
+    assert bare.returncode == 2 and "Traceback" not in bare.stderr
+    assert bare.stderr.strip() == (
+        "config error: no state store given: use --config FILE (its state store), "
+        "--state URL, or --api URL (a running engine)"
+    )
+    missing = cli(*command, "--state", "sqlite:///nothing.db", check=False, cwd=work)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        "error: no state store at nothing.db: nothing has run with it yet"
+    )
+    config = work / "syncworker.yaml"
+    config.write_text(CONFIG.format(root=work))
+    never_ran = cli(*command, "--config", str(config), check=False, cwd=work)
+    assert never_ran.returncode == 1
+    assert f"no state store at {work}/state.db (the state store of {config})" in never_ran.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["syncworker.yaml"]
+
+
+def test_dlq_answers_match_the_api(config: Path) -> None:
+    cli("enqueue", "--config", str(config), orjson.dumps({"id": "x", "text": "y" * 30}).decode())
+    cli("run", "--once", str(config))
+    [letter] = orjson.loads(cli("dlq", "list", "--config", str(config), "--json").stdout)
+    letter_id = str(letter["id"])
+    purge = cli("dlq", "purge", "999", "--config", str(config), check=False)
+    assert purge.returncode == 1 and purge.stderr.strip() == "error: no dead letter with id 999"
+    requeue = cli("dlq", "requeue", "999", "--config", str(config), check=False)
+    assert requeue.returncode == 1 and "no dead letter with id 999" in requeue.stderr
+    assert "requeued 1" in cli("dlq", "requeue", letter_id, "--config", str(config)).stdout
+    again = cli("dlq", "requeue", letter_id, "--config", str(config), check=False)
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"error: dead letter {letter_id} is already requeued"
+    both = cli("dlq", "purge", letter_id, "999", "--config", str(config), check=False)
+    assert both.returncode == 1  # all or nothing: the existing one is kept
+    [kept] = orjson.loads(cli("dlq", "list", "--config", str(config), "--json").stdout)
+    assert kept["id"] == letter["id"]
+    assert "purged 1" in cli("dlq", "purge", letter_id, "--config", str(config)).stdout
 
 
 def test_sigterm_stops_cleanly_with_final_stats(config: Path, tmp_path: Path) -> None:

@@ -133,3 +133,27 @@ def test_api_errors_are_one_line(engine: tuple[Path, str]) -> None:
 def test_without_an_engine_start_needs_the_api(tmp_path: Path) -> None:
     result = cli("start", "chat", "--state", f"sqlite:///{tmp_path}/s.db", check=False)
     assert result.returncode == 1 and "start needs --api URL" in result.stderr
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_dlq_errors_over_the_api_match_the_state_store(engine: tuple[Path, str]) -> None:
+    config, url = engine
+    cli(
+        "enqueue",
+        "--config",
+        str(config),
+        orjson.dumps({"id": "l", "text": "far too long"}).decode(),
+    )
+    deadline = time.monotonic() + 30
+    letters: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not letters:
+        letters = orjson.loads(cli("dlq", "list", "--api", url, "--json").stdout)
+        time.sleep(0.05)
+    letter_id = str(letters[0]["id"])
+    purge = cli("dlq", "purge", "999", "--api", url, check=False)
+    assert purge.returncode == 1 and purge.stderr.strip() == "error: no dead letter with id 999"
+    cli("stop", "chat", "--api", url)  # so the requeued letter stays requeued
+    assert "requeued 1" in cli("dlq", "requeue", letter_id, "--api", url).stdout
+    again = cli("dlq", "requeue", letter_id, "--api", url, check=False)
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"error: dead letter {letter_id} is already requeued"

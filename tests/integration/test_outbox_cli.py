@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,66 @@ pipelines:
         objects = fake.indexes["products"].objects
         assert len(objects) == 250 and objects["7"]["name"] == "p7"
         assert not [name for name in fake.indexes if "_tmp_" in name]  # moved into place
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "syncworker.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_outbox_commands_say_in_one_line_what_is_missing(pg_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    nothing = run_cli("outbox", "stats", env=env)
+    assert nothing.returncode == 2
+    assert nothing.stderr.strip() == (
+        "config error: --url: give --url (or DATABASE_URL) or --config FILE"
+    )
+    for command in (["stats"], ["retry-failed"], ["cleanup"]):
+        result = run_cli("outbox", *command, env={**env, "DATABASE_URL": pg_url})
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("error: outbox 'syncworker_outbox' is not installed in ")
+        assert line.endswith("install it with: syncworker pg install")
+
+
+def test_outbox_commands_need_only_the_outbox_settings(pg_url: str, tmp_path: Path) -> None:
+    """retry-failed touches only PostgreSQL: the Algolia sink's variables need not be set."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE products (id serial PRIMARY KEY, name text)")
+    config = tmp_path / "syncworker.yaml"
+    config.write_text(
+        "pipelines:\n"
+        "  search:\n"
+        '    source: {type: pg_outbox, url: "${DATABASE_URL}", tables: [products]}\n'
+        "    sinks:\n"
+        "      - type: algolia\n"
+        '        app_id: "${ALGOLIA_APP_ID}"\n'
+        '        api_key: "${ALGOLIA_ADMIN_KEY}"\n'
+        "        indexes: {products: {index: products}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALGOLIA_")}
+    env["DATABASE_URL"] = pg_url
+    for command in (
+        ["pg", "install"],
+        ["outbox", "stats"],
+        ["outbox", "retry-failed"],
+        ["outbox", "cleanup"],
+    ):
+        result = run_cli(*command, "--config", str(config), env=env)
+        assert result.returncode == 0, result.stderr
+    assert "0 failed row(s) back to pending" in result_of(
+        run_cli("outbox", "retry-failed", "--config", str(config), env=env)
+    )
+    # run needs every setting, and says which one is missing
+    refused = run_cli("validate", str(config), env=env)
+    assert refused.returncode == 2 and "ALGOLIA_APP_ID is not set" in refused.stderr
+
+
+def result_of(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
