@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -174,20 +175,38 @@ async def test_existing_table_constraint_fails_the_whole_batch(db: Path) -> None
     assert rows(db, "SELECT key, text FROM messages ORDER BY key") == [("a", "ok"), ("old", "keep")]
 
 
-async def test_integer_beyond_64_bits_rolls_back_a_mapped_column(db: Path) -> None:
+async def test_integer_beyond_64_bits_in_a_mapped_column_refuses_that_record(db: Path) -> None:
+    # Before: OverflowError rolled the whole batch back. SQLite's REAL would round it.
     sink = make_sink(db, columns={"n": "n"})
     await sink.open()
     try:
-        with pytest.raises(OverflowError):
-            await sink.write([upsert("a", n=1), upsert("b", n=2**70)])
+        result = await sink.write([upsert("a", n=1), upsert("b", n=2**70)])
     finally:
         await sink.close()
 
-    assert rows(db, "SELECT count(*) FROM records") == [(0,)]
+    assert list(result.failed) == [1]
+    assert "does not fit SQLite's 64-bit INTEGER" in str(result.failed[1])
+    assert rows(db, "SELECT key, n FROM records") == [("a", 1)]
+
+
+async def test_numbers_beyond_a_double_are_written_exactly_as_json(
+    db: Path, sink: SqliteSink
+) -> None:
+    # Before: orjson refused 2**70 ("Integer exceeds 64-bit range") and the Decimal.
+    big, long = 123456789012345678901234567890, Decimal("0.1000000000000000000000001")
+    result = await sink.write([upsert("a", n=big, d=long, nested={"m": [-big]})])
+
+    assert result.failed == {}
+    assert rows(db, "SELECT data FROM records") == [
+        (
+            '{"n":123456789012345678901234567890,"d":0.1000000000000000000000001,'
+            '"nested":{"m":[-123456789012345678901234567890]}}',
+        )
+    ]
 
 
 async def test_data_that_is_not_json_is_reported_per_record(db: Path, sink: SqliteSink) -> None:
-    result = await sink.write([upsert("a", n=1), upsert("b", n=2**70), upsert("c", n=3)])
+    result = await sink.write([upsert("a", n=1), upsert("b", n=object()), upsert("c", n=3)])
 
     assert list(result.failed) == [1]
     assert isinstance(result.failed[1], PermanentError)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
-import orjson
 from pydantic import Field, field_validator, model_validator
 
 from syncworker.connectors.mapping import check_column_mapping
@@ -25,6 +24,7 @@ from syncworker.connectors.sqlite.client import (
     quote_identifier,
     transaction,
 )
+from syncworker.core import jsonvalue
 from syncworker.core.protocols import ConnectorConfig, WriteResult
 from syncworker.core.record import Record
 from syncworker.errors import ConfigError, PermanentError
@@ -182,7 +182,7 @@ class SqliteSink:
                 continue
             try:
                 upserts.append((key, *[get(record, synced_at) for get in self._getters]))
-            except orjson.JSONEncodeError as exc:
+            except jsonvalue.JSONValueError as exc:
                 failed[index] = _not_serializable(self._label, record, exc)
         with transaction(conn):
             if upserts:
@@ -199,7 +199,7 @@ def getter_for(source: str) -> Getter:
         "$stream": lambda record, _: record.stream,
         "$op": lambda record, _: record.op,
         "$synced_at": lambda _, synced_at: synced_at,
-        "$data": lambda record, _: orjson.dumps(record.data).decode(),
+        "$data": lambda record, _: jsonvalue.dumps_text(record.data),
     }
     if source in special:
         return special[source]
@@ -219,14 +219,17 @@ def _dig(data: dict[str, Any], parts: list[str]) -> Any:
 
 
 def to_sql_value(value: Any) -> Any:
-    """A value SQLite can store: objects and lists as JSON text, dates as ISO-8601, booleans
-    as 0/1. Anything else is bound as it is (an int beyond 64 bits fails the batch)."""
+    """A value SQLite can store: objects and lists as exact JSON text, dates as ISO-8601,
+    booleans as 0/1, decimals as their digits. Anything else is bound as it is; an integer
+    beyond 64 bits refuses the record (``JSONValueError``): REAL would round it."""
+    if type(value) is int and not -(2**63) <= value < 2**63:
+        raise jsonvalue.JSONValueError(f"integer {value} does not fit SQLite's 64-bit INTEGER")
     if value is None or type(value) in (str, int, float, bytes):
         return value
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, dict | list | tuple):
-        return orjson.dumps(value).decode()
+        return jsonvalue.dumps_text(value)
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, Decimal | UUID):
