@@ -2,7 +2,10 @@
 
 One FastAPI app per engine. Every endpoint but ``/health``, ``/ready`` and the dashboard's
 page shell (which holds no data) needs ``Authorization: Bearer <token>`` when a token is
-configured. Errors are ``{"error": ..., "detail": ...}``, never a stack trace.
+configured; without one, only loopback ``Host`` names and same-origin pages are served.
+Both are checked, and bodies capped, before a body is read (`syncworker.api.guard`).
+Errors are ``{"error": ..., "detail": ...}``, never a stack trace, also for unknown paths
+(404) and methods (405).
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from typing import Annotated, Any, Literal
 
 import psutil
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
 
 from syncworker import __version__
 from syncworker.api import models
+from syncworker.api.guard import MAX_BODY_BYTES, RequestGuard
 from syncworker.core.engine import Engine
 from syncworker.core.pipeline import Pipeline
 from syncworker.errors import UnsupportedOperation
@@ -34,7 +39,10 @@ from syncworker.state.base import DeadLetter
 log = structlog.get_logger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": models.ErrorBody, "description": "foreign Host header (no token set)"},
     401: {"model": models.ErrorBody, "description": "missing or wrong API token"},
+    403: {"model": models.ErrorBody, "description": "cross-site Origin (no token set)"},
+    413: {"model": models.ErrorBody, "description": "request body over the size limit"},
     422: {"model": models.ErrorBody, "description": "invalid request"},
 }
 Responses = dict[int | str, dict[str, Any]]
@@ -141,8 +149,17 @@ class Controller:
             }
 
 
-def create_app(engine: Engine, *, token: str | None, metrics: EngineMetrics) -> FastAPI:
-    """The app for ``engine``; ``token`` None means no auth (the server binds to loopback)."""
+def create_app(
+    engine: Engine,
+    *,
+    token: str | None,
+    metrics: EngineMetrics,
+    allowed_hosts: tuple[str, ...] = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The app for ``engine``; ``token`` None (or blank) means no auth: the server binds to
+    loopback and only loopback names and ``allowed_hosts`` are accepted as ``Host``."""
+    token = (token or "").strip() or None
     controller = Controller(engine, metrics)
     app = FastAPI(
         title="syncworker",
@@ -170,6 +187,9 @@ def create_app(engine: Engine, *, token: str | None, metrics: EngineMetrics) -> 
 
     app.include_router(public)
     app.include_router(private)
+    app.add_middleware(
+        RequestGuard, token=token, allowed_hosts=allowed_hosts, max_body_bytes=max_body_bytes
+    )
     return app
 
 
@@ -198,9 +218,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         body = {"error": exc.error, "detail": redact_value(exc.detail)}
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
+    # Starlette's class, not FastAPI's subclass: the router raises Starlette's for an unknown
+    # path (404) or method (405), and those must have the same shape as every other error.
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail), "detail": None}, status_code=exc.status_code)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        detail = {"path": request.url.path, "method": request.method}
+        return JSONResponse(
+            {"error": _http_error_text(exc), "detail": detail},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -213,6 +240,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"error": "internal error", "detail": type(exc).__name__}, status_code=500
         )
+
+
+def _http_error_text(exc: HTTPException) -> str:
+    if exc.status_code == 404:
+        return "no such endpoint"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("allow", (exc.headers or {}).get("Allow", ""))
+        return f"method not allowed here; allowed: {allowed}" if allowed else "method not allowed"
+    return str(exc.detail)
 
 
 def _public_routes(router: APIRouter, c: Controller) -> None:

@@ -50,7 +50,8 @@ class ApiServer:
         self, engine: Engine, *, host: str = "127.0.0.1", port: int = 8080, token: str | None = None
     ) -> None:
         self.engine = engine
-        self.token = token or None
+        # A blank token (an unset variable, a stray newline) is no token: no auth, loopback.
+        self.token = (token or "").strip() or None
         self.host = host
         self.port = port
         if self.token is None and not is_loopback(host):
@@ -66,7 +67,9 @@ class ApiServer:
                 "api_without_token", host=host, reason="no api.token configured: loopback only"
             )
         self.metrics = EngineMetrics(engine)
-        self.app = create_app(engine, token=self.token, metrics=self.metrics)
+        self.app = create_app(
+            engine, token=self.token, metrics=self.metrics, allowed_hosts=(self.host,)
+        )
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
 
