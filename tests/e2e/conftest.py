@@ -15,6 +15,7 @@ from syncworker.config import parse_config
 from syncworker.connectors.sqlite.queue import SqliteQueue
 from syncworker.core.engine import Engine
 from syncworker.state import state_store_from_url
+from tests.waiting import eventually
 
 TOKEN = "t0ken-for-tests"
 CONFIG = """\
@@ -64,7 +65,19 @@ async def start_api(
     server = ApiServer(engine, host=host, port=0, token=token)
     engine.services.append(server)
     await engine.start()
+    # start() returns once the API listens; the pipelines open in the background, and /ready
+    # says 503 "starting" until they run. Tests begin from a ready engine, as a probe would.
+    try:
+        await eventually(lambda: _ready(server.url), "the engine to answer /ready with 200")
+    except BaseException:
+        await engine.stop()
+        raise
     return engine, server
+
+
+async def _ready(url: str) -> bool:
+    async with httpx.AsyncClient(base_url=url) as anonymous:
+        return (await anonymous.get("/ready")).status_code == 200
 
 
 @pytest.fixture
