@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -14,14 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from syncworker.connectors.sqlite.queue import SqliteQueue
 from tests.e2e.conftest import RunningApi, start_api
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 15) -> None:
-    for _ in range(int(timeout_s / 0.05)):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not true within {timeout_s} s")
+from tests.waiting import eventually
 
 
 def msg(n: int, text: str = "hello") -> dict[str, object]:
