@@ -113,10 +113,14 @@ def dumps(
         raise JSONValueError(_why(exc)) from exc
 
 
+class _NoJSONForm(TypeError):
+    """Raised by our own ``default`` hook, whose message orjson would hide."""
+
+
 def _why(exc: BaseException) -> str:
-    """The message of the error ``default`` raised (orjson wraps it in a generic one)."""
+    """orjson's message, or ours when our hook refused (orjson wraps it in a generic one)."""
     cause = exc.__cause__
-    return str(cause) if isinstance(cause, TypeError | ValueError) else str(exc)
+    return str(cause) if isinstance(cause, _NoJSONForm) else str(exc)
 
 
 def dumps_text(value: Any, *, sort_keys: bool = False) -> str:
@@ -187,7 +191,7 @@ def _encoder(default: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
     def encode(value: Any) -> Any:
         if isinstance(value, Decimal):
             if not value.is_finite():
-                raise TypeError(f"Decimal {value} has no JSON form")
+                raise _NoJSONForm(f"Decimal {value} has no JSON form")
             return orjson.Fragment(str(value).encode())
         if default is not None:
             return default(value)

@@ -28,12 +28,10 @@ import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 import structlog
 from algoliasearch.http.exceptions import (
     AlgoliaException,
@@ -45,9 +43,10 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from syncworker.connectors.algolia.client import build_client, last_response, reset_last_response
 from syncworker.connectors.retry_after import retry_after_s
+from syncworker.core import jsonvalue
 from syncworker.core.durations import DurationS
 from syncworker.core.protocols import ConnectorConfig, WriteResult
-from syncworker.core.record import Record
+from syncworker.core.record import Record, key_text
 from syncworker.errors import (
     ConfigError,
     ConnectionClosed,
@@ -462,7 +461,7 @@ class AlgoliaSink:
         if settings.object_id_field is not None:
             value = _get_path(record.data, settings.object_id_field)
             if value is not None:
-                object_id = str(value)
+                object_id = key_text(value) or object_id  # an object: canonical JSON
             elif record.op != "delete":
                 raise ValueError(f"object_id_field {settings.object_id_field!r} is missing")
         if record.op == "delete":
@@ -607,16 +606,23 @@ class AlgoliaSink:
 
 
 def _request(position: int, object_id: str, body: dict[str, Any]) -> _Request:
-    """``body`` made of JSON types only (dates as ISO text, decimals as numbers), which the
-    client needs, and its size as the client will send it. Raises ``TypeError`` for a value
-    that has no JSON form."""
-    plain = orjson.loads(orjson.dumps(body, default=_json_default))
-    return _Request(position, object_id, plain, len(json.dumps(plain)))
+    """``body`` made of JSON types only (dates as ISO text, decimals as numbers, integers of
+    any size exact: ``core.jsonvalue``), which the client needs, and its size as the client
+    will send it. Raises ``TypeError`` for a value that has no JSON form, or a decimal the
+    client could only send rounded."""
+    plain = jsonvalue.loads(jsonvalue.dumps(body, default=_json_default))
+    return _Request(position, object_id, plain, len(json.dumps(plain, default=_refuse_rounding)))
+
+
+def _refuse_rounding(value: Any) -> Any:
+    # jsonvalue keeps a decimal as Decimal only when no float prints as the same number.
+    raise TypeError(
+        f"{value} cannot be sent exactly: the Algolia client writes numbers as doubles "
+        "(send it as text)"
+    )
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
     if isinstance(value, set | frozenset):
         return sorted(value, key=str)
     raise TypeError(f"{type(value).__name__} is not JSON-serializable")

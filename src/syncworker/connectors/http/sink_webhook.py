@@ -40,11 +40,12 @@ from pydantic import Field, field_validator, model_validator
 from syncworker import __version__
 from syncworker.connectors.retry_after import retry_after_s
 from syncworker.coord import current_fencing_token
+from syncworker.core import jsonvalue
 from syncworker.core.durations import DurationS
 from syncworker.core.protocols import ConnectorConfig, WriteResult
 from syncworker.core.record import Record
 from syncworker.errors import ConnectionClosed, ConnectionFailed, PermanentError, RetryableError
-from syncworker.observe.logging import MASK, is_secret_name, redact_url
+from syncworker.observe.logging import MASK, redact_url
 
 log = structlog.get_logger(__name__)
 
@@ -89,7 +90,13 @@ class WebhookSinkConfig(ConnectorConfig):
         default_factory=dict,
         repr=False,
         description='Extra request headers, e.g. Authorization: "Bearer ${WEBHOOK_TOKEN}". '
-        "Values of secret-looking headers are masked in errors and logs.",
+        "Every value is taken for a secret and masked wherever a receiver's answer quotes it "
+        "(errors, logs, dead letters), except those of the headers named in public_headers.",
+    )
+    public_headers: list[str] = Field(
+        default_factory=list,
+        description="Names of headers in `headers` whose values are not secret (e.g. Accept, "
+        "X-Tenant): a receiver's answer that quotes them is kept as it is.",
     )
     body: Literal["seed", "records", "template"] = Field(
         "seed",
@@ -142,6 +149,14 @@ class WebhookSinkConfig(ConnectorConfig):
                 # The value is not quoted: it may be a credential.
                 raise ValueError(f"header {name!r}: value must not contain CR, LF or NUL")
         return value
+
+    @model_validator(mode="after")
+    def _public_headers_are_configured(self) -> WebhookSinkConfig:
+        configured = {name.lower() for name in self.headers}
+        for name in self.public_headers:
+            if name.lower() not in configured:
+                raise ValueError(f"public_headers: {name!r} is not one of the configured headers")
+        return self
 
     @field_validator("template")
     @classmethod
@@ -245,7 +260,8 @@ class WebhookSink:
         groups: dict[str | None, list[_Item]] = {}
         for index, record in enumerate(records):
             try:
-                item = _Item(index, orjson.dumps(self._item(record)), _canonical(record))
+                # Exact: integers beyond 64 bits and Decimal keep their digits.
+                item = _Item(index, jsonvalue.dumps(self._item(record)), _canonical(record))
             except (orjson.JSONEncodeError, TypeError) as exc:
                 failed[index] = self._permanent(
                     f"record {record.key!r} is not JSON-serializable: {exc}", exc
@@ -411,9 +427,7 @@ class WebhookSink:
 
 
 def _canonical(record: Record) -> bytes:
-    return orjson.dumps(
-        [record.stream, record.key, record.op, record.data], option=orjson.OPT_SORT_KEYS
-    )
+    return jsonvalue.dumps([record.stream, record.key, record.op, record.data], sort_keys=True)
 
 
 def _iso_now() -> str:
@@ -446,13 +460,16 @@ def _check_placeholders(node: Any) -> None:
 
 
 def _secret_values(config: WebhookSinkConfig) -> list[str]:
-    """What must never be quoted back: the signing secret and secret-looking header values
-    (whole, and without their scheme: 'Bearer abc' is also masked as 'abc')."""
+    """What must never be quoted back: the signing secret and every configured header value
+    but those of ``public_headers`` (whole, and without their scheme: 'Bearer abc' is also
+    masked as 'abc'). Every value, not only those of secret-looking names: receivers
+    authenticate with any name (X-Auth, X-Signature, Api-Auth...)."""
     values: list[str] = []
     if config.signing_secret:
         values.append(config.signing_secret)
+    public = {name.lower() for name in config.public_headers}
     for name, value in config.headers.items():
-        if is_secret_name(name) or name.lower() in ("authorization", "proxy-authorization"):
+        if name.lower() not in public:
             values.append(value)
             _, _, credentials = value.partition(" ")
             values.append(credentials.strip())
