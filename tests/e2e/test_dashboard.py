@@ -20,6 +20,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from syncworker.connectors.sqlite.queue import SqliteQueue
 from tests.e2e.conftest import TOKEN, RunningApi
+from tests.waiting import eventually
 
 CHROMIUM = os.environ.get("SYNCWORKER_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -122,11 +123,12 @@ async def test_dashboard_live_counters_and_dead_letters(
         {"id": "bad-1", "text": TOO_LONG},
         {"id": HOSTILE_KEY, "text": TOO_LONG},
     )
-    for _ in range(300):
+
+    async def both_dead() -> dict[str, int] | None:
         letters = await dead_letter_ids(api)
-        if len(letters) == 2:
-            break
-        await asyncio.sleep(0.05)
+        return letters if len(letters) == 2 else None
+
+    letters = await eventually(both_dead, "two dead letters")
     assert set(letters) == {"bad-1", HOSTILE_KEY}
 
     # The page shell needs no token; the data does, so the page asks for it.
@@ -201,11 +203,7 @@ async def test_dashboard_live_counters_and_dead_letters(
     await expect(page.locator("#message")).to_contain_text(
         f"Requeued dead letter {letters['bad-1']}"
     )
-    for _ in range(300):
-        if sink_text(api.root, "bad-1") == TOO_LONG:
-            break
-        await asyncio.sleep(0.05)
-    assert sink_text(api.root, "bad-1") == TOO_LONG
+    await eventually(lambda: sink_text(api.root, "bad-1") == TOO_LONG, "the requeued write")
     await expect(requeued).to_have_count(0)  # written, so not back as a new "dead" row either
 
     # Delete takes a second click to confirm.
