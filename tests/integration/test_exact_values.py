@@ -1,5 +1,6 @@
 """Values arrive exactly as sent (DESIGN guarantee 8, issue 9 C) in the HTTP sinks' bodies:
-the webhook against the local receiver, Algolia through the real client against the fake."""
+the webhook against the local receiver, Algolia through the real client against the fake,
+PostgreSQL for real (``pg_url``: a fresh database per test)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 
 from syncworker.connectors.algolia.sink import AlgoliaSink
 from syncworker.connectors.http.sink_webhook import WebhookSink
+from syncworker.connectors.postgres.sink import PostgresSink
 from syncworker.core import jsonvalue
 from syncworker.core.record import Record
 from tests.fakes.algolia import AlgoliaServer
@@ -99,3 +102,37 @@ async def test_an_object_as_algolia_object_id_is_canonical_json(algolia: Algolia
         await sink.close()
     assert result.failed == {}
     assert list(algolia.objects("prod_products")) == ['{"a":2,"b":1}']
+
+
+async def test_postgres_writes_big_integers_and_long_decimals_exactly(pg_url: str) -> None:
+    # Before: orjson refused both for the jsonb data ("Integer exceeds 64-bit range").
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(
+            "CREATE TABLE amounts (id text PRIMARY KEY, amount numeric, extra jsonb, data jsonb)"
+        )
+    sink = PostgresSink(
+        {
+            "type": "postgres",
+            "url": pg_url,
+            "table": "amounts",
+            "key_column": "id",
+            "columns": {"amount": "d", "extra": "nested", "data": "$data"},
+        },
+        name="pg",
+    )
+    await sink.open()
+    try:
+        data = {"n": BIG, "d": LONG, "nested": {"m": [-BIG]}}
+        result = await sink.write([Record("1", data)])
+    finally:
+        await sink.close()
+    assert result.failed == {}
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        cursor = await conn.execute("SELECT amount::text, extra::text, data::text FROM amounts")
+        row = await cursor.fetchone()
+    assert row == (
+        "0.1000000000000000000000001",
+        '{"m": [-123456789012345678901234567890]}',
+        '{"d": 0.1000000000000000000000001, "n": 123456789012345678901234567890, '
+        '"nested": {"m": [-123456789012345678901234567890]}}',
+    )
