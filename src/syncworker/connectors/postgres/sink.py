@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, ClassVar, Literal
 
-import orjson
 import psycopg
 import structlog
 from psycopg import sql
@@ -42,6 +41,7 @@ from syncworker.connectors.postgres.client import (
     table_identifier,
 )
 from syncworker.coord import current_fencing_token
+from syncworker.core import jsonvalue
 from syncworker.core.protocols import WriteResult
 from syncworker.core.record import Record
 from syncworker.errors import (
@@ -415,7 +415,7 @@ class PostgresSink:
                 continue
             try:
                 rows.append(build(record))
-            except TypeError as exc:  # orjson.JSONEncodeError: not JSON-serializable
+            except TypeError as exc:  # jsonvalue.JSONValueError: no exact JSON form
                 batch.failed[index] = _not_serializable(self._label, record, exc)
         return batch
 
@@ -456,7 +456,7 @@ def value_getter(source: str, kind: ValueKind) -> Getter:
 
 def _default_row(record: Record) -> tuple[str, str, str]:
     """The default layout's staged row (key, stream, data as JSON) in one call per record."""
-    return record.key, record.stream, orjson.dumps(record.data).decode()
+    return record.key, record.stream, jsonvalue.dumps_text(record.data)
 
 
 def _row_builder(getters: list[Getter]) -> Callable[[Record], tuple[Any, ...]]:
@@ -471,7 +471,7 @@ def _row_builder(getters: list[Getter]) -> Callable[[Record], tuple[Any, ...]]:
 
 
 def _data_json(record: Record) -> str:
-    return orjson.dumps(record.data).decode()
+    return jsonvalue.dumps_text(record.data)
 
 
 def _dig(data: dict[str, Any], parts: list[str]) -> Any:
@@ -484,7 +484,7 @@ def _dig(data: dict[str, Any], parts: list[str]) -> Any:
 
 
 def _to_json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+    return None if value is None else jsonvalue.dumps_text(value)
 
 
 def _to_array(value: Any) -> Any:
@@ -499,7 +499,7 @@ def _to_scalar(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict | list | tuple):
-        return orjson.dumps(value).decode()
+        return jsonvalue.dumps_text(value)
     return value
 
 
