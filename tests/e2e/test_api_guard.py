@@ -39,6 +39,7 @@ class Worker:
     host: str
     port: int
     has_token: bool
+    log: Path
 
     def peak_rss_bytes(self) -> int:
         """The worker's high-water resident memory (VmHWM): what a spike reached."""
@@ -64,7 +65,7 @@ def worker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Worker]:
     try:
         url = _listening_url(process, log)
         host, port = url.removeprefix("http://").rsplit(":", 1)
-        yield Worker(process, host, int(port), has_token=request.param == "token")
+        yield Worker(process, host, int(port), has_token=request.param == "token", log=log)
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
@@ -151,6 +152,16 @@ def test_a_refused_request_is_answered_before_its_body_is_sent(worker: Worker) -
         status, _ = _read_response(sock)
     assert status == (401 if worker.has_token else 413)
     assert worker.process.poll() is None
+
+
+def test_the_listening_line_says_whether_a_token_is_required(worker: Worker) -> None:
+    [line] = [
+        orjson.loads(line)
+        for line in worker.log.read_bytes().splitlines()
+        if b'"api_listening"' in line
+    ]
+    assert line["token_required"] is worker.has_token
+    assert "***" not in orjson.dumps(line).decode()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import structlog
 
 from syncworker.observe.logging import (
     IDENTITY_KEY_NAMES,
+    Identifiers,
     configure_logging,
     is_secret_name,
     redact_url,
@@ -108,6 +109,38 @@ def test_redact_url_masks_secrets_in_text(text: str, expected: str) -> None:
 )
 def test_redact_url_leaves_ordinary_text_alone(text: str) -> None:
     assert redact_url(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("token=abc123, retrying in 5s", "token=***, retrying in 5s"),
+        ("call(token=abc123) failed", "call(token=***) failed"),
+        ("bad request (token=abc123): try again", "bad request (token=***): try again"),
+        ("https://h/x?token=abc123]: timeout", "https://h/x?token=***]: timeout"),
+        ("https://h/?access_token=abc;page=2", "https://h/?access_token=***;page=2"),
+        ("https://h/?token=abc|x", "https://h/?token=***|x"),
+        ("https://h/x?token=abc...[truncated]", "https://h/x?token=***...[truncated]"),
+        ("it was token=abc123.", "it was token=***."),
+        ("[token=abc123] {secret=s}", "[token=***] {secret=***}"),
+    ],
+)
+def test_redacting_a_value_keeps_the_text_after_it(text: str, expected: str) -> None:
+    assert redact_url(text) == expected
+
+
+def test_identifiers_are_not_masked_by_name() -> None:
+    lock = Identifiers(
+        {"backend": "redis", "key": "whatsapp:syncLock", "token": 7, "holder": "h:1:ab"}
+    )
+    status = {"lock": lock, "token": "api-tok-123", "url": "redis://:pw@h/0"}
+    assert redact_value(status) == {
+        "lock": {"backend": "redis", "key": "whatsapp:syncLock", "token": 7, "holder": "h:1:ab"},
+        "token": "***",
+        "url": "redis://:***@h/0",
+    }
+    # text inside them is still searched: a URL password there is masked all the same
+    assert redact_value(Identifiers({"key": "redis://:pw@h/0"})) == {"key": "redis://:***@h/0"}
 
 
 def test_redact_url_is_idempotent() -> None:

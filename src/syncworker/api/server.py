@@ -90,7 +90,8 @@ class ApiServer:
                 self._task.result()
                 raise ConnectionFailed(f"api {self.url}: server did not start")
             await asyncio.sleep(0.01)
-        log.info("api_listening", url=self.url, auth="bearer" if self.token else "none")
+        # A bool, and not named "auth" (a secret name): the line must tell whether auth is on.
+        log.info("api_listening", url=self.url, token_required=self.token is not None)
 
     def _bind(self) -> socket.socket:
         # Bound here, not by uvicorn, so port 0 gives the real port before serving starts.

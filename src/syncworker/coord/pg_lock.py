@@ -14,7 +14,7 @@ import psycopg
 
 from syncworker.coord.base import holder_id
 from syncworker.errors import ConnectionFailed
-from syncworker.observe.logging import redact_url
+from syncworker.observe.logging import Identifiers, redact_url
 
 _FENCING_TABLE = """
 CREATE TABLE IF NOT EXISTS syncworker_lock_fencing (
@@ -95,13 +95,17 @@ class PostgresAdvisoryLock:
         await self._drop()
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "backend": "postgres",
-            "key": self.key,
-            "held": self.token is not None,
-            "token": self.token,
-            "holder": self.holder_id if self.token else None,
-        }
+        # Identifiers: the key names the lock and the token is a fencing counter, so status
+        # shows them instead of masking them as secrets.
+        return Identifiers(
+            {
+                "backend": "postgres",
+                "key": self.key,
+                "held": self.token is not None,
+                "token": self.token,
+                "holder": self.holder_id if self.token else None,
+            }
+        )
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None

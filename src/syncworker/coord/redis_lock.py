@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from syncworker.coord.base import holder_id
 from syncworker.errors import ConnectionFailed
-from syncworker.observe.logging import redact_url
+from syncworker.observe.logging import Identifiers, redact_url
 
 
 def _script(name: str) -> str:
@@ -68,13 +68,17 @@ class RedisLock:
         await self._client.aclose()
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "backend": "redis",
-            "key": self.key,
-            "held": self.token is not None,
-            "token": self.token,
-            "holder": self.holder_id if self.token else None,
-        }
+        # Identifiers: the key names the lock and the token is a fencing counter, so status
+        # shows them instead of masking them as secrets.
+        return Identifiers(
+            {
+                "backend": "redis",
+                "key": self.key,
+                "held": self.token is not None,
+                "token": self.token,
+                "holder": self.holder_id if self.token else None,
+            }
+        )
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:

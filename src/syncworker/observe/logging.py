@@ -31,6 +31,7 @@ __all__ = [
     "IDENTITY_KEY_NAMES",
     "LEVELS",
     "MASK",
+    "Identifiers",
     "LogFormat",
     "configure_logging",
     "is_secret_name",
@@ -106,7 +107,11 @@ _URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*://[^\s:/?#]*:)[^\s/?#
 
 # name=value (query strings, libpq DSNs, reprs) and "name": value (JSON, dict reprs).
 _ASSIGNMENT_HEAD = re.compile(r"(?<![\w.\-])(?P<name>[a-z_][\w.\-]*)=", re.IGNORECASE)
-_ASSIGNMENT_VALUE = re.compile(r"\"[^\"]*\"|'[^']*'|[^\s&#\"'<>]*")
+# An unquoted value ends where a token cannot go on: at a separator of URLs and DSNs, and at
+# the punctuation of the text around it ("(token=abc), retrying" keeps "), retrying").
+_ASSIGNMENT_VALUE = re.compile(r"\"[^\"]*\"|'[^']*'|[^\s&#\"'<>,;|()\[\]{}]*")
+# Sentence punctuation right after a value ("token=abc." or "token=abc...") is the text's.
+_TRAILING_PUNCTUATION = ".:!?"
 _QUOTED_HEAD = re.compile(r"(?P<q>[\"'])(?P<name>[\w.\-]{1,64})(?P=q)\s*:\s*")
 _QUOTED_VALUE = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^\s,}\]{\[\"']*")
 
@@ -152,6 +157,12 @@ def parse_level(level: str) -> int:
         choices = ", ".join(name for name in LEVELS if name != "warn")
         raise ValueError(f"invalid log level {level!r}; expected one of {choices}")
     return number
+
+
+class Identifiers(dict[str, Any]):
+    """A mapping whose names identify things and never hold a credential, such as a lock's
+    description (``key`` is the lock's name, ``token`` its fencing counter): its values are
+    not masked by name. Text in them still goes through `redact_url`."""
 
 
 def redact_value(obj: Any) -> Any:
@@ -260,9 +271,10 @@ def _redact(obj: Any, depth: int, for_log: bool) -> Any:
 
 
 def _redact_mapping(mapping: Mapping[Any, Any], depth: int, for_log: bool) -> dict[Any, Any]:
+    by_name = not isinstance(mapping, Identifiers)
     return {
         _redact_key(name, for_log): (
-            MASK if _must_mask(name, value) else _redact(value, depth, for_log)
+            MASK if by_name and _must_mask(name, value) else _redact(value, depth, for_log)
         )
         for name, value in mapping.items()
     }
@@ -322,7 +334,10 @@ def _mask_assignments(text: str, head: re.Pattern[str], value: re.Pattern[str]) 
 
 def _masked_like(value: str) -> str:
     quote = value[0]
-    return f"{quote}{MASK}{quote}" if quote in "\"'" else MASK
+    if quote in "\"'":
+        return f"{quote}{MASK}{quote}"
+    kept = value.rstrip(_TRAILING_PUNCTUATION)
+    return MASK + value[len(kept) :] if kept else MASK
 
 
 class _StdlibBridge(logging.Handler):
