@@ -281,28 +281,12 @@ def status(as_json: bool, **target: Any) -> None:
 
 
 def _print_engine_status(report: dict[str, Any]) -> None:
-    table = Table(
-        "pipeline",
-        "state",
-        "health",
-        "processed",
-        "dead-lettered",
-        "backlog",
-        "last sync",
-        "last error",
-        title="syncworker engine status",
-    )
+    """The state store's columns, as ``status --config`` prints them, then the engine's."""
+    extra = ("state", "health", "backlog")
+    table = _status_table("syncworker engine status", extra)
     for name, p in report["pipelines"].items():
-        table.add_row(
-            name,
-            p["state"],
-            p["health"]["status"],
-            str(p["totals"]["processed"]),
-            str(p["totals"]["dead_lettered"]),
-            "-" if p["backlog"] is None else str(p["backlog"]),
-            _when(p["last_sync_at"]),
-            ((p["last_error"] or {}).get("message") or "-")[:60],
-        )
+        backlog = "-" if p["backlog"] is None else str(p["backlog"])
+        table.add_row(*_status_row(name, p), p["state"], p["health"]["status"], backlog)
     console = _console()
     console.print(table)
     for name, p in report["pipelines"].items():
@@ -312,28 +296,28 @@ def _print_engine_status(report: dict[str, Any]) -> None:
 
 
 def _print_stored_status(report: dict[str, Any]) -> None:
-    table = Table(
-        "pipeline",
-        "last run",
-        "result",
-        "processed",
-        "duration",
-        "dead letters",
-        "last error",
-        title="syncworker status (state store)",
-    )
+    table = _status_table("syncworker status (state store)")
     for name, item in report["pipelines"].items():
-        last = item["last_run"] or {}
-        table.add_row(
-            name,
-            _when(last.get("finished_at")),
-            last.get("status", "-"),
-            str(last.get("processed", "-")),
-            _ms(last.get("duration_ms")),
-            str(sum(item["dead_letters"].values())),
-            ((item["last_error"] or {}).get("message") or "-")[:60],
-        )
+        table.add_row(*_status_row(name, item))
     _console().print(table)
+
+
+def _status_table(title: str, extra: tuple[str, ...] = ()) -> Table:
+    columns = ("pipeline", "last run", "result", "processed", "duration", "dead letters")
+    return Table(*columns, "last error", *extra, title=title)
+
+
+def _status_row(name: str, item: dict[str, Any]) -> list[str]:
+    last = item["last_run"] or {}
+    return [
+        name,
+        _when(last.get("finished_at")),
+        last.get("status", "-"),
+        str(last.get("processed", "-")),
+        _ms(last.get("duration_ms")),
+        str(item["dead_letters"].get("dead", 0)),
+        ((item["last_error"] or {}).get("message") or "-")[:60],
+    ]
 
 
 @main.command()

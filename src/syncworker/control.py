@@ -39,8 +39,12 @@ class LocalControl:
         self, config_file: Path | None, state_url: str | None, *, creates: bool = False
     ) -> None:
         self.config_file = config_file
-        if state_url is None and config_file is not None:
-            state_url = load_outline(config_file).state
+        # The config's pipelines are listed by status even before their first run.
+        self.pipelines: list[str] = []
+        if config_file is not None:
+            outline = load_outline(config_file)
+            self.pipelines = outline.pipelines
+            state_url = state_url or outline.state
         if state_url is None:
             raise ConfigError(
                 "no state store given: use --config FILE (its state store), --state URL, "
@@ -60,7 +64,9 @@ class LocalControl:
     async def status(self) -> dict[str, Any]:
         runs = await self.store.runs(limit=1000)
         letters = await self.store.dead_letters(limit=10_000)
-        names = sorted({r.pipeline for r in runs} | {d.pipeline for d in letters})
+        names = sorted(
+            set(self.pipelines) | {r.pipeline for r in runs} | {d.pipeline for d in letters}
+        )
         pipelines: dict[str, Any] = {}
         for name in names:
             last = next((r for r in runs if r.pipeline == name), None)
@@ -161,7 +167,33 @@ class RemoteControl:
         return body
 
     async def status(self) -> dict[str, Any]:
+        """The engine's status, each pipeline with the fields the state store gives too
+        (``last_run``, ``dead_letters`` by status, ``last_error``), read from the same
+        store through the API, so both answers agree on the same pipeline."""
         body = await self._call("GET", "/status")
+        for name, pipeline in body["pipelines"].items():
+            detail = await self._call("GET", f"/pipelines/{name}")
+            runs = detail.get("recent_runs") or []
+            pipeline["last_run"] = runs[0] if runs else None
+            counts = {}
+            for state in ("dead", "requeued", "replaying"):
+                page = await self._call(
+                    "GET", "/dead-letters", params={"pipeline": name, "status": state, "limit": 1}
+                )
+                if page["total"]:
+                    counts[state] = page["total"]
+            pipeline["dead_letters"] = counts
+            errors = await self._call("GET", "/errors", params={"pipeline": name, "limit": 1})
+            latest = errors["items"][0] if errors["items"] else None
+            pipeline["last_error"] = (
+                None
+                if latest is None
+                else {
+                    "type": latest["type"],
+                    "message": latest["message"],
+                    "at": latest["created_at"],
+                }
+            )
         return {"source": "engine", **body}
 
     async def dead_letters(

@@ -157,3 +157,39 @@ def test_dlq_errors_over_the_api_match_the_state_store(engine: tuple[Path, str])
     again = cli("dlq", "requeue", letter_id, "--api", url, check=False)
     assert again.returncode == 1
     assert again.stderr.strip() == f"error: dead letter {letter_id} is already requeued"
+
+
+def test_status_from_the_state_store_and_from_the_engine_agree(engine: tuple[Path, str]) -> None:
+    config, url = engine
+    cli(
+        "enqueue",
+        "--config",
+        str(config),
+        orjson.dumps({"id": "l", "text": "far too long"}).decode(),
+    )
+    cli("stop", "chat", "--api", url)  # nothing changes between the two answers
+    cli("sync", "chat", "--config", str(config))
+    shared = ("last_run", "dead_letters", "last_error")
+    stored = orjson.loads(cli("status", "--config", str(config), "--json").stdout)
+    live = orjson.loads(cli("status", "--api", url, "--json").stdout)
+    assert stored["source"] == "state store" and live["source"] == "engine"
+    assert set(stored["pipelines"]) == set(live["pipelines"]) == {"chat"}
+    for key in shared:
+        mine, theirs = stored["pipelines"]["chat"][key], live["pipelines"]["chat"][key]
+        if key == "last_run":  # the API's run model may carry fewer fields than the store
+            assert theirs.items() <= mine.items() and len(theirs) >= 13, (mine, theirs)
+        else:
+            assert mine == theirs, key
+    assert stored["pipelines"]["chat"]["dead_letters"] == {"dead": 1}
+    assert stored["pipelines"]["chat"]["last_run"]["status"] == "success"
+    stored_row = _table_row(cli("status", "--config", str(config)).stdout, "chat")
+    live_row = _table_row(cli("status", "--api", url).stdout, "chat")
+    # the same cells; the last error may be folded at another width beside more columns
+    assert live_row[: len(stored_row) - 1] == stored_row[:-1]
+    assert stored_row[-1].startswith(live_row[len(stored_row) - 1])
+    assert live_row[len(stored_row) :][:1] == ["stopped"]
+
+
+def _table_row(table: str, name: str) -> list[str]:
+    [row] = [line for line in table.splitlines() if line.startswith(f"│ {name} ")]
+    return [cell.strip() for cell in row.strip("│").split("│")]
