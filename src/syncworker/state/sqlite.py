@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, fields
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +15,7 @@ from typing import Any, TypeVar
 import orjson
 
 from syncworker.connectors.sqlite.client import SqliteClient, transaction
+from syncworker.core import jsonvalue
 from syncworker.state.base import DeadLetter, DeadLetterStatus, ErrorRecord, RunRecord
 
 T = TypeVar("T")
@@ -24,7 +27,64 @@ _DL_COLUMNS = (
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    try:
+        return jsonvalue.dumps(value, default=str).decode()
+    except (TypeError, ValueError):
+        # A dead letter is kept whatever its data: a refused record (a lone surrogate, 100,000
+        # levels deep) must not fail the dead-lettering, or its whole batch rolls back for ever.
+        return _dumps_any(value)
+
+
+def _dumps_any(value: Any) -> str:
+    """JSON for any value, walked with a stack of its own (orjson stops at 254 levels and
+    refuses lone surrogates; the stdlib encoder recurses): strings escaped to ASCII (a lone
+    surrogate as ``\\udcff``, which Python's parser reads back), numbers exact, anything
+    else as its ``str``."""
+    out: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Raw):
+            out.append(item.text)
+        elif item is None or isinstance(item, bool | int | float):
+            out.append(json.dumps(item))
+        elif isinstance(item, Decimal) and item.is_finite():
+            out.append(str(item))
+        elif isinstance(item, dict):
+            out.append("{")
+            stack.append(_Raw("}"))
+            members = list(item.items())
+            for n in range(len(members) - 1, -1, -1):  # pushed last first: popped in order
+                key, inner = members[n]
+                stack += [inner, _Raw(json.dumps(str(key)) + ":")]
+                if n:
+                    stack.append(_Raw(","))
+        elif isinstance(item, list | tuple):
+            out.append("[")
+            stack.append(_Raw("]"))
+            for n in range(len(item) - 1, -1, -1):
+                stack.append(item[n])
+                if n:
+                    stack.append(_Raw(","))
+        else:
+            out.append(json.dumps(item if isinstance(item, str) else str(item)))
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    text: str
+
+
+def _loads(text: str) -> Any:
+    try:
+        return jsonvalue.loads(text)
+    except ValueError:
+        pass
+    try:  # what _dumps_any wrote: lone surrogates, deeper than orjson reads
+        return json.loads(text, parse_float=jsonvalue.exact_float)
+    except (ValueError, RecursionError):
+        return {"raw": text, "wrapped": True, "reason": "too_deep"}
 
 
 class SqliteStateStore:
@@ -296,8 +356,8 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 def _dead_letter(row: Any) -> DeadLetter:
     names = [f.name for f in fields(DeadLetter)]
     values = dict(zip(_DL_COLUMNS.split(", "), row, strict=True))
-    values["data"] = orjson.loads(values["data"])
-    values["meta"] = orjson.loads(values["meta"])
+    values["data"] = _loads(values["data"])
+    values["meta"] = _loads(values["meta"])
     return DeadLetter(**{k: values[k] for k in names if k in values})
 
 
