@@ -38,9 +38,12 @@ class LocalServer:
     async def start(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        # Any free port the first time; the same one again after stop(), so a test can
+        # restart the server under a client that keeps its address.
+        sock.bind(("127.0.0.1", self.port))
         sock.listen(64)
         self.port = sock.getsockname()[1]
+        self.release.clear()
         config = uvicorn.Config(
             self.build_app(),
             log_config=None,

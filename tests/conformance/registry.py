@@ -1,0 +1,37 @@
+"""Every connector under the conformance suite: one harness entry each.
+
+A new source or sink adds its harness here (``tests/conformance/sources.py`` or
+``sinks.py`` show the shape) and every case in ``test_sources.py`` / ``test_sinks.py`` runs
+for it; ``test_registry.py`` fails while a connector the registry knows has no entry.
+"""
+
+from __future__ import annotations
+
+from tests.conformance.harness import SinkHarness, SourceHarness
+from tests.conformance.sinks import (
+    AlgoliaHarness,
+    JsonlHarness,
+    PostgresSinkHarness,
+    SqliteSinkHarness,
+    WebhookHarness,
+)
+from tests.conformance.sources import (
+    PgOutboxHarness,
+    RedisListHarness,
+    RedisStreamHarness,
+    SqliteQueueHarness,
+)
+
+SOURCES: list[type[SourceHarness]] = [
+    SqliteQueueHarness,
+    RedisListHarness,
+    RedisStreamHarness,
+    PgOutboxHarness,
+]
+SINKS: list[type[SinkHarness]] = [
+    JsonlHarness,
+    SqliteSinkHarness,
+    PostgresSinkHarness,
+    WebhookHarness,
+    AlgoliaHarness,
+]
