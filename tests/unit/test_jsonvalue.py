@@ -91,3 +91,15 @@ def test_dumps_refuses_what_has_no_exact_json_form_with_the_reason() -> None:
 
 def test_canonical_sorts_keys_and_has_no_spaces() -> None:
     assert jsonvalue.canonical({"b": 1, "a": [{"y": 2, "x": 1}]}) == '{"a":[{"x":1,"y":2}],"b":1}'
+
+
+def test_writable_refuses_what_is_too_deep_for_the_writer() -> None:
+    # orjson reads 1,024 levels but writes 253: a source would deliver a record that no sink
+    # (nor the dead letters) could write.
+    raw = b'{"v": ' + b"[" * 300 + b"]" * 300 + b"}"
+    assert jsonvalue.loads(raw)["v"] == jsonvalue.loads(b"[" * 300 + b"]" * 300)
+    with pytest.raises(jsonvalue.UndecodableJSON) as caught:
+        jsonvalue.loads(raw, writable=True)
+    assert caught.value.reason == "too_deep"
+    shallow = b'{"v": ' + b"[" * 200 + b"]" * 200 + b"}"
+    assert jsonvalue.dumps(jsonvalue.loads(shallow, writable=True)) == shallow.replace(b" ", b"")

@@ -33,19 +33,21 @@ _UINT64_MAX = 2**64 - 1
 # Python refuses int() of longer digit strings (CVE-2020-10735); such integers stay Decimal.
 _MAX_INT_DIGITS = 4000
 
-# One C-speed pass maps digits and dots to "0", e/E to "e", signs to "+", the rest to " ";
-# a number orjson may round then shows as 16 "0" in a row or an exponent of 3+ digits.
+# One C-speed pass (bytes.translate) maps digits and dots to "0", e/E to "e", brackets and
+# braces to "[", the rest to " ", and deletes signs: a number orjson may round then shows as
+# 16 "0" in a row or an exponent of 3+ digits, and 253 "[" are needed to nest too deep.
 _SCAN = bytes(
     ord("0")
     if chr(byte) in "0123456789."
     else ord("e")
     if chr(byte) in "eE"
-    else ord("+")
-    if chr(byte) in "+-"
+    else ord("[")
+    if chr(byte) in "[{"
     else ord(" ")
     for byte in range(256)
 )
 _LONG_RUN = b"0" * 16
+_MAX_WRITE_DEPTH_HINT = 253  # orjson.dumps refuses deeper values ("Recursion limit reached")
 
 
 class UndecodableJSON(ValueError):
@@ -61,27 +63,36 @@ class JSONValueError(orjson.JSONEncodeError):
     ``TypeError``, so a sink that catches those refuses the record with this reason)."""
 
 
-def loads(raw: bytes | str) -> Any:
+def loads(raw: bytes | str, *, writable: bool = False) -> Any:
     """``raw`` (UTF-8 JSON) as Python values, every number exact: ``int`` for integers,
     ``float`` for decimals a double holds as written, ``Decimal`` for the others.
 
     Raises ``UndecodableJSON`` (reason ``empty``, ``not_json`` or ``too_deep``) for text
     orjson refuses: not JSON, not UTF-8, NaN/Infinity, lone surrogates, or nested deeper than
-    1,024 levels.
+    1,024 levels; with ``writable``, also for a value nested deeper than ``dumps`` writes
+    (253 levels), so that what a source delivers can reach every sink and the dead letters.
     """
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         message = str(exc)
         if "infinity" in message:  # valid JSON: a number beyond a double's range
-            return _exact_loads(raw)
+            return _exact_loads(raw, writable)
         if "depth limit" in message:
             raise UndecodableJSON("too_deep", "nested deeper than 1,024 levels") from exc
         if not raw:
             raise UndecodableJSON("empty", "empty payload") from exc
         raise UndecodableJSON("not_json", message) from exc
-    if _may_be_rounded(raw):
-        return _exact_loads(raw)
+    scanned = (raw.encode() if isinstance(raw, str) else raw).translate(_SCAN, b"+-")
+    if _LONG_RUN in scanned or b"e000" in scanned:
+        value = _exact_loads(raw, False)
+    if (
+        writable
+        and len(scanned) > 2 * _MAX_WRITE_DEPTH_HINT
+        and scanned.count(b"[") >= _MAX_WRITE_DEPTH_HINT
+        and not encodable(value)
+    ):
+        raise UndecodableJSON("too_deep", "nested deeper than the 253 levels sinks can write")
     return value
 
 
@@ -143,13 +154,6 @@ def encodable(value: Any) -> bool:
     return True
 
 
-def may_be_too_deep(raw: bytes | str) -> bool:
-    """Cheap necessary condition for ``raw`` nesting deeper than ``dumps`` writes: 253 or
-    more brackets and braces (counted at C speed)."""
-    data = raw.encode() if isinstance(raw, str) else raw
-    return data.count(b"[") + data.count(b"{") >= 253
-
-
 def exact_float(text: str) -> float | Decimal:
     """A JSON decimal as ``float`` when the float prints back as the same number, else as
     ``Decimal`` (``0.1`` -> 0.1; ``0.1000000000000000000000001``, ``1e400`` -> Decimal)."""
@@ -167,24 +171,19 @@ def _refuse_constant(name: str) -> Any:
     raise UndecodableJSON("not_json", f"{name} is not a JSON number")
 
 
-def _exact_loads(raw: bytes | str) -> Any:
+def _exact_loads(raw: bytes | str, writable: bool) -> Any:
     text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray | memoryview) else raw
     try:
-        return json.loads(
+        value = json.loads(
             text, parse_float=exact_float, parse_int=_exact_int, parse_constant=_refuse_constant
         )
     except RecursionError as exc:  # within orjson's depth but past Python's recursion limit
         raise UndecodableJSON("too_deep", "nested too deep to read its numbers exactly") from exc
     except json.JSONDecodeError as exc:
         raise UndecodableJSON("not_json", str(exc)) from exc
-
-
-def _may_be_rounded(raw: bytes | str) -> bool:
-    data = raw.encode() if isinstance(raw, str) else raw
-    if len(data) < 4:
-        return False
-    scanned = data.translate(_SCAN)
-    return _LONG_RUN in scanned or b"e000" in scanned or b"e+000" in scanned
+    if writable and not encodable(value):
+        raise UndecodableJSON("too_deep", "nested deeper than the 253 levels sinks can write")
+    return value
 
 
 def _encoder(default: Callable[[Any], Any] | None) -> Callable[[Any], Any]:

@@ -109,7 +109,7 @@ def decode(raw: bytes, received_at: str | float | None = None) -> Decoded:
     letters, if a sink refuses it) instead of blocking the queue or vanishing.
     """
     try:
-        data = jsonvalue.loads(raw)
+        data = jsonvalue.loads(raw, writable=True)
     except jsonvalue.UndecodableJSON as exc:
         reason: WrapReason = exc.reason
         if reason == "not_json" and not _is_utf8(raw):
@@ -119,8 +119,6 @@ def decode(raw: bytes, received_at: str | float | None = None) -> Decoded:
         return _wrapped(raw, "not_json", f"{type(exc).__name__}: {exc}", received_at)
     if type(data) is not dict:
         return _wrapped(raw, "not_object", f"a JSON {_json_type(data)}", received_at)
-    if jsonvalue.may_be_too_deep(raw) and not jsonvalue.encodable(data):
-        return _wrapped(raw, "too_deep", "nested deeper than sinks can write", received_at)
     return Decoded(data)
 
 

@@ -599,6 +599,27 @@ class PgOutboxSource:
             raise self._error(exc, "backlog failed") from exc
         return int(row[0]) if row else 0
 
+    async def failed_count(self) -> int:
+        """Rows this source gave up on (``failed``, kept with ``last_error``): what
+        ``dead_letter: {store: source}`` keeps here instead of dead letters, for health,
+        metrics and the dashboard. ``syncworker outbox retry-failed`` sends them again."""
+        return int(await self._figure(_FAILED_COUNT) or 0)
+
+    async def oldest_waiting_s(self) -> float | None:
+        """Age in seconds of the oldest row not delivered yet (pending or being processed);
+        None when nothing waits."""
+        age = await self._figure(_OLDEST_WAITING_S)
+        return None if age is None else float(age)
+
+    async def _figure(self, query: sql.SQL) -> Any:
+        statement = query.format(queue=sql.Identifier(self._names.queue))
+        try:
+            async with self._connection() as conn:
+                row = await (await conn.execute(statement)).fetchone()
+        except psycopg.Error as exc:
+            raise self._error(exc, "count failed") from exc
+        return row[0] if row else None
+
     # -- wait ------------------------------------------------------------------------------
 
     async def wait(self, timeout_s: float) -> None:
@@ -673,6 +694,14 @@ class PgOutboxSource:
         return dependency_error(exc, context) or ConnectorError(f"{context}: {describe(exc)}")
 
 
+_FAILED_COUNT = sql.SQL("SELECT count(*) FROM {queue} WHERE status = 'failed'")
+# Pending and processing rows are the ones the claim index holds, so this reads only them.
+_OLDEST_WAITING_S = sql.SQL(
+    "SELECT extract(epoch FROM now() - min(created_at)) FROM {queue}"
+    " WHERE status IN ('pending', 'processing')"
+)
+
+
 def _collapse(rows: Sequence[ClaimedRow]) -> list[_Change]:
     """One change per (table, record_id), in the order of its first queue row."""
     changes: dict[tuple[str, str], _Change] = {}
@@ -699,13 +728,11 @@ def _row_data(text: str) -> dict[str, Any] | str:
     """A row's ``to_jsonb`` text as exact values (``core.jsonvalue``: integers and decimals
     beyond a double keep their digits), or why it cannot be."""
     try:
-        data = jsonvalue.loads(text)
+        data = jsonvalue.loads(text, writable=True)
     except jsonvalue.UndecodableJSON as exc:
         return f"the row cannot be read as JSON ({exc.reason}): {exc}"
     except (ValueError, RecursionError) as exc:
         return f"the row cannot be read as JSON: {type(exc).__name__}: {exc}"
-    if jsonvalue.may_be_too_deep(text) and not jsonvalue.encodable(data):
-        return "the row cannot be read as JSON (too_deep): nested deeper than sinks can write"
     return data if type(data) is dict else f"the row is not a JSON object: {text[:100]}"
 
 
