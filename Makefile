@@ -1,5 +1,6 @@
-# The front door: make demo | test | lint | format | bench | chaos | clean.
+# The front door: make demo | install | test | lint | format | bench | chaos | clean.
 # Everything runs from a local .venv; installs rerun only when pyproject.toml changes.
+# The command is .venv/bin/syncworker; `. .venv/bin/activate` puts it on the PATH.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -14,12 +15,15 @@ EXTRAS := test,postgres,redis,amqp,http,api,algolia
 
 # Stamps live inside the venv, so deleting the venv also forgets what was installed.
 BASE_STAMP := $(VENV)/.installed-base
+ALL_STAMP := $(VENV)/.installed-all
 DEV_STAMP := $(VENV)/.installed-dev
+USE_HINT := echo "syncworker is installed in .venv: run .venv/bin/syncworker, or first '. .venv/bin/activate' to type syncworker"
 
-.PHONY: help demo test lint format bench chaos services clean distclean
+.PHONY: help demo install test lint format bench chaos services clean distclean
 
 help:
 	@echo "make demo      run 'syncworker demo' (no services needed)"
+	@echo "make install   install syncworker with every connector (what the examples need)"
 	@echo "make test      start services, lint, run the whole test suite"
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make format    ruff format and ruff check --fix"
@@ -36,12 +40,20 @@ $(BASE_STAMP): pyproject.toml $(BIN)/python
 	$(PIP) install -e .
 	@touch $@
 
+$(ALL_STAMP): pyproject.toml $(BIN)/python
+	$(PIP) install -e '.[all]'
+	@touch $@
+
 $(DEV_STAMP): pyproject.toml $(BIN)/python
 	$(PIP) install -e '.[$(EXTRAS)]'
 	@touch $@
 
 demo: $(BASE_STAMP)
 	$(BIN)/syncworker demo
+	@$(USE_HINT)
+
+install: $(ALL_STAMP)
+	@$(USE_HINT)
 
 services:
 	bash scripts/ensure-services.sh
