@@ -66,3 +66,12 @@ def test_quickstart_runs_as_documented(tmp_path: Path) -> None:
     assert lines[0] == {"id": "1", "text": "hello"}
     assert lines[1]["raw"] == "not json" and lines[1]["wrapped"] is True
     assert "quickstart" in cli("status", "--config", "syncworker.yaml")
+
+
+@pytest.mark.parametrize("config", sorted(EXAMPLES.glob("*/syncworker.yaml")), ids=str)
+def test_example_readme_names_every_variable_its_config_reads(config: Path) -> None:
+    import re
+
+    names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", config.read_text()))
+    readme = (config.parent / "README.md").read_text()
+    assert sorted(n for n in names if f"`{n}`" not in readme) == []
