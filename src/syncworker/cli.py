@@ -97,7 +97,7 @@ async def _run(
         _add_api(engine, config, api_listen)
     try:
         if once:
-            runs = await engine.run_once()
+            runs = await engine.run_once(install_signal_handlers=True)
             return 0 if all(r.status == "success" for r in runs) else EXIT_FAILURE
         return await engine.run()
     except ConfigError as exc:

@@ -5,6 +5,9 @@
   unavailable; the whole batch is rolled back and the pipeline pauses (circuit breaker).
 - ``PermanentError``: this data will never be accepted; isolate it and dead-letter it.
 - ``ConfigError``: a user mistake in the configuration; one line, nothing starts.
+- ``ConfigRefused`` (a ``ConfigError``): the dependency answers but refuses us for a reason
+  retrying will not fix (wrong password, unknown role, missing database or table, no grant):
+  the pipeline stops with this error instead of retrying it as an outage.
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ class ConfigError(SyncWorkerError):
             where = f"{file}:{line}: " if line else f"{file}: "
         setting = f"{path}: " if path else ""
         super().__init__(f"{where}{setting}{message}")
+
+
+class ConfigRefused(ConfigError):
+    """The dependency answered and refuses our settings: wrong credentials, an unknown role
+    or user, a missing database, table, column or grant. Only the operator can fix it, so the
+    pipeline that met it stops (its batch goes back to the source untouched) and says why."""
 
 
 class ConnectorError(SyncWorkerError):
@@ -68,6 +77,12 @@ def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` means "the dependency is unavailable", not "this data is bad"."""
     # OSError covers a full disk or a lost mount: the sink is at fault, not the record.
     return isinstance(exc, RetryableError | ConnectorError | OSError | TimeoutError)
+
+
+def stops_pipeline(exc: BaseException) -> bool:
+    """True when ``exc`` is the configuration's or the credentials' fault: retrying cannot fix
+    it and no record is to blame, so the pipeline stops with it (batch handed back)."""
+    return isinstance(exc, ConfigError)
 
 
 class UnsupportedOperation(SyncWorkerError):

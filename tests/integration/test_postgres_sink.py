@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,11 +13,13 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
+from syncworker.connectors.postgres.client import dependency_error
 from syncworker.connectors.postgres.sink import PostgresSink, PostgresSinkConfig
 from syncworker.coord import FENCING_TOKEN
 from syncworker.core.record import Record
 from syncworker.errors import (
     ConfigError,
+    ConfigRefused,
     ConnectionClosed,
     ConnectionFailed,
     LockLost,
@@ -366,24 +369,86 @@ def test_config_validation() -> None:
         (up("bad", code="toolong", n=1), psycopg.errors.StringDataRightTruncation),
         (up("bad", code="ok", n=-1), psycopg.errors.CheckViolation),
         (up("bad", code="ok", n="not a number"), psycopg.errors.InvalidTextRepresentation),
+        (
+            up("bad", code="ok", n=1, note="nul \x00 in jsonb"),
+            psycopg.errors.UntranslatableCharacter,
+        ),
+        (up(secrets.token_hex(5000), code="ok", n=1), psycopg.errors.ProgramLimitExceeded),
     ],
-    ids=["too-long", "check", "bad-int"],
+    ids=["too-long", "check", "bad-int", "nul-in-jsonb", "key-over-btree-limit"],
 )
-async def test_bad_row_fails_the_batch_and_commits_nothing(
+async def test_a_row_the_table_refuses_is_named_and_the_rest_commits(
     pg_url: str, record: Record, error: type[Exception]
 ) -> None:
     await execute(
-        pg_url, "CREATE TABLE items (key text PRIMARY KEY, code varchar(5), n int CHECK (n >= 0))"
+        pg_url,
+        "CREATE TABLE items (key text PRIMARY KEY, code varchar(5), n int CHECK (n >= 0), "
+        "extra jsonb)",
     )
-    settings = {"table": "items", "columns": {"code": "code", "n": "n"}}
+    settings = {"table": "items", "columns": {"code": "code", "n": "n", "extra": "note"}}
     async with open_sink(pg_url, **settings) as sink:
         await sink.write([up("old", code="x", n=0)])
-        with pytest.raises(error) as caught:
-            await sink.write([up("good", code="ok", n=1), rm("old"), record, up("also", n=2)])
-        assert not is_transient(caught.value)
-        assert await query(pg_url, "SELECT key FROM items") == [("old",)]
-        await sink.write([up("good", code="ok", n=1)])  # the connection is still usable
-        assert await query(pg_url, "SELECT key FROM items ORDER BY key") == [("good",), ("old",)]
+        batch = [up("good", code="ok", n=1), rm("old"), record, up("also", n=2)]
+        result = await sink.write(batch)
+        assert set(result.failed) == {2}
+        refused = result.failed[2]
+        assert isinstance(refused, PermanentError) and not is_transient(refused)
+        assert isinstance(refused.__cause__, error)
+        assert len(str(refused)) < 1000  # a 10 kB key is not quoted whole
+        assert await query(pg_url, "SELECT key FROM items ORDER BY key") == [("also",), ("good",)]
+        await sink.write([up("good", code="ok", n=3)])  # the connection is still usable
+        assert await query(pg_url, "SELECT n FROM items WHERE key = 'good'") == [(3,)]
+
+
+async def test_several_refused_rows_and_a_refused_delete_in_one_batch(pg_url: str) -> None:
+    await execute(
+        pg_url,
+        "CREATE TABLE items (key text PRIMARY KEY, n int CHECK (n >= 0))",
+        "CREATE TABLE refs (id int PRIMARY KEY, item text REFERENCES items (key))",
+    )
+    async with open_sink(pg_url, table="items", columns={"n": "n"}) as sink:
+        await sink.write([up("kept", n=1), up("free", n=1)])
+        await execute(pg_url, "INSERT INTO refs VALUES (1, 'kept')")
+        batch = [up(f"r{i}", n=-1 if i in (3, 17, 18) else i) for i in range(40)]
+        batch += [rm("kept"), rm("free"), up("x", n="NaN-not-int")]
+        result = await sink.write(batch)
+        assert set(result.failed) == {3, 17, 18, 40, 42}
+        assert isinstance(result.failed[40].__cause__, psycopg.errors.ForeignKeyViolation)
+        keys = {k for (k,) in await query(pg_url, "SELECT key FROM items")}
+    assert keys == {f"r{i}" for i in range(40) if i not in (3, 17, 18)} | {"kept"}
+
+
+async def test_errors_are_classified_by_sqlstate_class() -> None:
+    def server_error(cls: type[psycopg.Error]) -> psycopg.Error:
+        return cls("boom")
+
+    data = [
+        psycopg.errors.ProgramLimitExceeded,
+        psycopg.errors.StringDataRightTruncation,
+        psycopg.errors.UniqueViolation,
+        psycopg.errors.RaiseException,
+    ]
+    for cls in data:
+        assert dependency_error(server_error(cls), "ctx") is None, cls
+    transient = [
+        psycopg.errors.AdminShutdown,
+        psycopg.errors.DiskFull,
+        psycopg.errors.TooManyConnections,
+        psycopg.errors.SerializationFailure,
+        psycopg.errors.DeadlockDetected,
+        psycopg.errors.QueryCanceled,
+        psycopg.errors.CannotConnectNow,
+    ]
+    for cls in transient:
+        assert is_transient(dependency_error(server_error(cls), "ctx")), cls  # type: ignore[arg-type]
+    refused = [
+        psycopg.errors.InvalidPassword,
+        psycopg.errors.InvalidCatalogName,
+        psycopg.errors.InsufficientPrivilege,
+        psycopg.errors.UndefinedTable,
+    ]
+    for cls in refused:
+        assert isinstance(dependency_error(server_error(cls), "ctx"), ConfigRefused), cls
 
 
 async def test_unreachable_server_is_connection_failed_at_open() -> None:
@@ -503,3 +568,11 @@ async def test_fencing_with_explicit_columns_and_token_column(pg_url: str) -> No
         assert await query(pg_url, "SELECT id, body, fence, written_by FROM docs") == [
             ("d", "nine", 9, 9)
         ]
+
+
+async def test_probe_answers_while_the_table_is_there(pg_url: str) -> None:
+    async with open_sink(pg_url) as sink:
+        await sink.probe()
+        await execute(pg_url, "DROP TABLE records")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            await sink.probe()

@@ -14,7 +14,7 @@ import pytest
 from syncworker.core import Pipeline, PipelineSettings, RetryPolicy, Schedule
 from syncworker.core.engine import Engine
 from syncworker.core.policies import BreakerPolicy
-from syncworker.errors import ConnectionClosed
+from syncworker.errors import ConfigRefused, ConnectionClosed, UnsupportedOperation
 from syncworker.state import SqliteStateStore
 from syncworker.testing import MemoryQueue, MemorySink, MemorySource
 
@@ -304,3 +304,69 @@ async def test_second_signal_cuts_the_shutdown_timeout_short(rig: Rig) -> None:
     assert queue.ready == 4 and queue.in_flight == 0
     assert source.closed and sink.closed
     assert engine.pipeline("slow").status()["state"] == "stopped"
+
+
+# -- issue 9: refusals stop one pipeline; nothing starts once stopping; run_once stops ----
+
+
+class RefusingSink(MemorySink):
+    async def open(self) -> None:
+        raise ConfigRefused("refusing sink: password authentication failed for user 'sync'")
+
+
+async def test_a_refused_pipeline_stops_alone_and_the_others_run_on(rig: Rig) -> None:
+    engine = rig.engine("good", records=0)
+    good = engine.pipeline("good")
+    bad = Pipeline(
+        "bad", MemorySource(MemoryQueue()), [RefusingSink(name="pg")], settings=settings()
+    )
+    engine = Engine([good, bad], rig.state)
+    runner = asyncio.create_task(engine.run(install_signal_handlers=False))
+    await until(lambda: bad.status()["last_error"] is not None, "the refusal")
+    rig.queues["good"].put_many(5, stream="good")
+    await until(lambda: len(rig.sinks["good"].rows) == 5, "the other pipeline writing")
+    assert not engine.stopping and not runner.done()
+    assert bad.status()["state"] == "stopped"
+    assert bad.status()["last_error"]["type"] == "open_failed"
+    engine.request_stop()
+    with pytest.raises(ConfigRefused):  # `run` exits non-zero: a pipeline failed
+        await asyncio.wait_for(runner, timeout=GUARD_S)
+
+
+async def test_the_engine_stops_when_no_pipeline_is_left(rig: Rig) -> None:
+    bad = Pipeline(
+        "bad", MemorySource(MemoryQueue()), [RefusingSink(name="pg")], settings=settings()
+    )
+    engine = Engine([bad], rig.state)
+    with pytest.raises(ConfigRefused):
+        await asyncio.wait_for(engine.run(install_signal_handlers=False), timeout=GUARD_S)
+
+
+async def test_no_sync_starts_once_the_engine_is_stopping(rig: Rig) -> None:
+    engine = rig.engine("slow", records=1, write_delay_s=0.5)
+    pipeline, source = engine.pipeline("slow"), rig.sources["slow"]
+    await engine.start()
+    await until(lambda: rig.sinks["slow"].concurrent == 1, "a write in progress")
+    stopping = asyncio.create_task(engine.stop())
+    await until(lambda: engine.stopping, "engine_stopping")
+    rig.queues["slow"].put_many(3, start=1, stream="slow")
+    with pytest.raises(UnsupportedOperation, match="stopping"):
+        await pipeline.sync_now()
+    with pytest.raises(UnsupportedOperation, match="stopping"):
+        await engine.start_pipeline("slow")
+    await asyncio.wait_for(stopping, timeout=GUARD_S)
+    assert source.closed and rig.queues["slow"].ready == 3  # nothing reopened or claimed
+
+
+async def test_run_once_stops_claiming_on_request_and_returns_the_rest(rig: Rig) -> None:
+    engine = rig.engine("p", records=0, write_delay_s=0.05, batch_size=5, max_in_flight=1)
+    queue, sink = rig.queues["p"], rig.sinks["p"]
+    queue.put_many(200, stream="p")
+    runner = asyncio.create_task(engine.run_once())
+    await until(lambda: len(sink.rows) >= 10, "some batches written")
+    engine.request_stop()
+    (run,) = await asyncio.wait_for(runner, timeout=GUARD_S)
+    assert run.status == "success" and 10 <= run.processed < 200
+    assert len(sink.rows) == run.processed
+    assert queue.ready == 200 - run.processed and queue.in_flight == 0
+    assert rig.sources["p"].closed

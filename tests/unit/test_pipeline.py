@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from syncworker.core import Pipeline, PipelineSettings, Record, RetryPolicy, Schedule
 from syncworker.core.policies import BreakerPolicy
+from syncworker.errors import ConfigRefused, ConnectionFailed
 from syncworker.state import SqliteStateStore
 from syncworker.testing import MemoryQueue, MemorySink, MemorySource
 
@@ -376,3 +378,158 @@ async def test_a_sink_refusing_a_stale_fencing_token_rolls_back(state: SqliteSta
     assert run.status == "error" and "LockLost" in (run.error or "")
     assert len(sink.writes) == 1  # not retried, not bisected
     assert await state.dead_letters("p") == [] and queue.ready == 4 and source.acked == []
+
+
+# -- issue 9: errors by what they are ----------------------------------------------------
+
+
+async def until(condition: Any, timeout_s: float = 30.0) -> None:
+    """Poll the in-memory connectors' plain attributes until ``condition()`` holds."""
+
+    async def poll() -> None:
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout=timeout_s)
+
+
+class MisclassifyingSink(MemorySink):
+    """A sink reporting the records it cannot take as "unavailable" (a connector's bug), and
+    answering a probe: ``probe_ok`` False makes it look down for real."""
+
+    def __init__(self, poison: set[str], *, probe_ok: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.poison = poison
+        self.probe_ok = probe_ok
+        self.probes = 0
+
+    async def probe(self) -> None:
+        self.probes += 1
+        if not self.probe_ok:
+            raise ConnectionFailed("probe: unreachable")
+
+    def _write(self, records: Any) -> Any:
+        if self.poison & {r.key for r in records}:
+            self.writes.append([r.key for r in records])
+            raise ConnectionFailed(f"{self.name}: database unavailable (a record's fault, really)")
+        return super()._write(records)
+
+
+async def test_a_misclassified_poison_is_bisected_when_the_sink_answers(
+    state: SqliteStateStore,
+) -> None:
+    queue = MemoryQueue()
+    queue.put_many(20)
+    sink = MisclassifyingSink({"13"})
+    pipeline, _ = make(queue, sink, state=state)
+    async with pipeline:
+        run = await pipeline.run_once()
+    assert run.status == "success" and run.dead_lettered == 1
+    assert set(sink.rows) == {str(i) for i in range(20)} - {"13"}
+    assert [d.key for d in await state.dead_letters("p")] == ["13"]
+    assert sink.probes == 1 and queue.ready == 0
+
+
+async def test_a_sink_down_for_real_is_rolled_back_not_bisected(state: SqliteStateStore) -> None:
+    for sink in (
+        MisclassifyingSink({"3"}, probe_ok=False),  # the probe says it is down
+        MisclassifyingSink({str(i) for i in range(10)}),  # answers, but takes nothing
+    ):
+        queue = MemoryQueue()
+        queue.put_many(10)
+        pipeline, _ = make(queue, sink, state=state)
+        async with pipeline:
+            run = await pipeline.run_once()
+        assert run.status == "error" and run.dead_lettered == 0
+        assert queue.ready == 10 and not sink.rows
+        assert await state.dead_letters("p") == []
+
+
+async def test_a_data_error_is_bisected_at_once_without_retry_delays(
+    state: SqliteStateStore,
+) -> None:
+    queue = MemoryQueue()
+    queue.put_many(8)
+    sink = MemorySink(reject_keys={"5"})
+    slow_retry = RetryPolicy(attempts=5, delay_s=3600.0, jitter=0)  # would never finish
+    pipeline, _ = make(queue, sink, state=state, retry=slow_retry)
+    async with pipeline:
+        run = await asyncio.wait_for(pipeline.run_once(), timeout=30)
+    assert run.dead_lettered == 1
+    assert sink.writes.count([str(i) for i in range(8)]) == 1  # not retried whole
+
+
+async def test_a_refused_configuration_stops_the_pipeline_and_hands_the_batch_back(
+    state: SqliteStateStore,
+) -> None:
+    class RefusingSink(MemorySink):
+        def _write(self, records: Any) -> Any:
+            self.writes.append([r.key for r in records])
+            raise ConfigRefused("sink: permission denied for table messages")
+
+    queue = MemoryQueue()
+    queue.put_many(10)
+    sink = RefusingSink()
+    pipeline, source = make(queue, sink, state=state)
+    await pipeline.start()
+    task = pipeline.task
+    assert task is not None
+    with pytest.raises(ConfigRefused):
+        await asyncio.wait_for(task, timeout=30)
+    assert len(sink.writes) == 1  # not retried, not bisected
+    assert queue.ready == 10 and source.nack_errors == [None]  # handed back, not failed
+    status = pipeline.status()
+    assert status["state"] == "stopped" and status["last_error"]["type"] == "config_refused"
+    assert await state.dead_letters("p") == []
+    await pipeline.stop()
+
+
+async def test_a_pipeline_opens_the_state_store_it_was_given(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path / "state.db")  # not opened, as in the README
+    queue = MemoryQueue()
+    queue.put_many(5)
+    pipeline, _ = make(queue, MemorySink(reject_keys={"2"}), state=store)
+    run = await asyncio.wait_for(pipeline.run_once(), timeout=30)
+    assert run.status == "success" and run.dead_lettered == 1
+    assert [d.key for d in await store.dead_letters("p")] == ["2"]
+    await pipeline.close()
+    assert not store.is_open  # it opened the store, so it closed it
+
+
+async def test_a_dead_letter_keeps_one_stack_per_rejection(state: SqliteStateStore) -> None:
+    queue = MemoryQueue()
+    queue.put_many(64)
+    pipeline, _ = make(queue, MemorySink(reject_keys={"41"}), state=state, batch_size=64)
+    async with pipeline:
+        await pipeline.run_once()
+    (letter,) = await state.dead_letters("p")
+    full = await state.dead_letter(letter.id)  # type: ignore[arg-type]
+    assert full is not None and full.stack is not None
+    assert full.stack.count("Traceback (most recent call last)") == 1
+    assert "During handling of the above exception" not in full.stack
+
+
+async def test_a_run_reports_the_breaker_pause_apart_from_its_work() -> None:
+    queue = MemoryQueue()
+    queue.put_many(30)
+    sink = MemorySink(down=True)
+    pipeline, _ = make(
+        queue,
+        sink,
+        breaker=BreakerPolicy(delay_s=0.05, max_delay_s=0.05),
+        stream_run_max_s=3600.0,
+    )
+    await pipeline.start()
+
+    await until(lambda: pipeline.status()["circuit"]["consecutive_failures"] >= 1)
+    sink.down = False
+    await until(lambda: len(sink.rows) == 30 and pipeline.status()["last_sync_at"] is not None)
+    await pipeline.stop()
+    status = pipeline.status()
+    assert status["last_paused_ms"] > 0
+    run = pipeline._last_run
+    assert run is not None and run.paused_ms == pytest.approx(status["last_paused_ms"], abs=0.1)
+    wall_ms = (run.finished_at - run.started_at) * 1000
+    assert run.duration_ms == pytest.approx(wall_ms - run.paused_ms)

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from syncworker.core.policies import RetryPolicy
-from syncworker.core.protocols import Processor, Sink, WriteResult
+from syncworker.core.protocols import Probes, Processor, Sink, WriteResult
 from syncworker.core.record import Record
 from syncworker.errors import (
     LockLost,
-    PermanentError,
     RetryableError,
     SinkUnavailable,
     is_transient,
+    stops_pipeline,
 )
 from syncworker.observe.logging import redact_url
 
@@ -95,7 +95,7 @@ def apply_processors(processors: Sequence[Processor], records: Sequence[Record])
                 result = processor.process(current)
             except Exception as exc:
                 where = f"processor:{processor.name}"
-                processed.rejected.append(Rejection(original, where, exc, traceback.format_exc()))
+                processed.rejected.append(Rejection(original, where, exc, rejection_stack(exc)))
                 break
             if result is None:
                 processed.filtered += 1
@@ -108,39 +108,63 @@ def apply_processors(processors: Sequence[Processor], records: Sequence[Record])
 
 
 class SinkWriter:
-    """Writes a batch to one sink: retries with backoff, then bisects to the bad records."""
+    """Writes a batch to one sink: retries an unavailable sink with backoff, bisects a batch
+    whose data failed at once (no retry delays), and guards against a sink that reports a
+    data error as "unavailable" (``Probes``)."""
 
-    def __init__(self, sink: Sink, retry: RetryPolicy, sleep: Sleep) -> None:
+    def __init__(self, sink: Sink, retry: RetryPolicy, sleep: Sleep, pipeline: str = "") -> None:
         self.sink = sink
         self._retry = retry
         self._sleep = sleep
+        self._pipeline = pipeline
 
     async def write(self, records: Sequence[Record]) -> list[Rejection]:
-        """The records this sink rejected; raises ``SinkUnavailable`` to roll the batch back."""
+        """The records this sink rejected; raises ``SinkUnavailable`` to roll the batch back
+        and ``LockLost`` or a ``ConfigError`` (the pipeline stops) unchanged."""
         last_exc: BaseException | None = None
         for attempt in range(1, self._retry.attempts + 1):
             try:
                 result = await self.sink.write(records)
-            except LockLost:
-                raise  # not the data's fault, and not to be retried: roll back and stop
             except Exception as exc:
+                if isinstance(exc, LockLost) or stops_pipeline(exc):
+                    raise  # not the data's fault, and not to be retried: hand back and stop
                 last_exc = exc
                 log.warning(
                     "sink_write_failed",
+                    pipeline=self._pipeline,
                     sink=self.sink.name,
                     attempt=attempt,
                     records=len(records),
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=redact_url(f"{type(exc).__name__}: {exc}"),
                 )
-                if isinstance(exc, PermanentError) or attempt == self._retry.attempts:
-                    break
+                if not is_transient(exc) or attempt == self._retry.attempts:
+                    break  # a data error is bisected now: backoff is for outages
                 await self._backoff(attempt, exc)
                 continue
             return await self._rejections(records, result, nested=False)
         assert last_exc is not None
         if is_transient(last_exc):
-            raise SinkUnavailable(self.sink.name, last_exc) from last_exc
-        return await self._bisect(records, last_exc)
+            return await self._guard(records, last_exc)
+        return await _Bisection(self, guarded=False).split(records, last_exc)
+
+    async def _guard(self, records: Sequence[Record], exc: BaseException) -> list[Rejection]:
+        """The batch failed as "unavailable" through every retry. If the sink's dependency
+        answers its probe, the error is likely a record's, misclassified: bisect."""
+        if not isinstance(self.sink, Probes):
+            raise SinkUnavailable(self.sink.name, exc) from exc
+        try:
+            await self.sink.probe()
+        except Exception:
+            raise SinkUnavailable(self.sink.name, exc) from exc
+        log.warning(
+            "sink_failure_suspect",
+            pipeline=self._pipeline,
+            sink=self.sink.name,
+            records=len(records),
+            error=redact_url(f"{type(exc).__name__}: {exc}"),
+            reason="the sink answers its probe: bisecting the batch as a data error",
+        )
+        return await _Bisection(self, guarded=True).split(records, exc)
 
     async def _backoff(self, attempt: int, exc: BaseException) -> None:
         delay_s = self._retry.delay_for(attempt)
@@ -148,26 +172,6 @@ class SinkWriter:
             delay_s = max(delay_s, exc.delay_s)
         if not await self._sleep(delay_s):
             raise SinkUnavailable(self.sink.name, RetryableError("pipeline is stopping"))
-
-    async def _bisect(self, records: Sequence[Record], exc: BaseException) -> list[Rejection]:
-        """Split the batch until each failure is pinned on one record; the rest is written."""
-        if len(records) == 1:
-            stack = "".join(traceback.format_exception(exc))
-            return [Rejection(records[0], f"sink:{self.sink.name}", exc, stack)]
-        middle = len(records) // 2
-        rejected: list[Rejection] = []
-        for half in (records[:middle], records[middle:]):
-            try:
-                result = await self.sink.write(half)
-            except Exception as half_exc:
-                if isinstance(half_exc, LockLost):
-                    raise
-                if is_transient(half_exc):
-                    raise SinkUnavailable(self.sink.name, half_exc) from half_exc
-                rejected.extend(await self._bisect(half, half_exc))
-                continue
-            rejected.extend(await self._rejections(half, result, nested=True))
-        return rejected
 
     async def _rejections(
         self, records: Sequence[Record], result: WriteResult | None, *, nested: bool
@@ -179,7 +183,7 @@ class SinkWriter:
         where = f"sink:{self.sink.name}"
         retry = [records[i] for i, exc in sorted(result.failed.items()) if is_transient(exc)]
         rejected = [
-            Rejection(records[i], where, exc, "".join(traceback.format_exception(exc)))
+            Rejection(records[i], where, exc, rejection_stack(exc))
             for i, exc in sorted(result.failed.items())
             if not is_transient(exc)
         ]
@@ -194,13 +198,79 @@ class SinkWriter:
     async def _retry_subset(self, records: list[Record]) -> list[Rejection]:
         try:
             result = await self.sink.write(records)
-        except LockLost:
-            raise
         except Exception as exc:
+            if isinstance(exc, LockLost) or stops_pipeline(exc):
+                raise
             if is_transient(exc):
                 raise SinkUnavailable(self.sink.name, exc) from exc
-            return await self._bisect(records, exc)
+            return await _Bisection(self, guarded=False).split(records, exc)
         return await self._rejections(records, result, nested=True)
+
+
+class _Bisection:
+    """Splits a failed batch until each failure is pinned on one record; the rest is written.
+
+    ``guarded``: the batch failed as "unavailable" while the sink answers its probe, so
+    transient failures of the halves count as the data's too. Then a record is only blamed
+    once some other write of the batch succeeded (evidence the sink takes records at all),
+    and a bisection that fails again and again with no success gives up: the sink is
+    unavailable after all (a full disk, a table gone) and the batch is rolled back whole.
+    """
+
+    def __init__(self, writer: SinkWriter, *, guarded: bool) -> None:
+        self.writer = writer
+        self.guarded = guarded
+        self.written = 0
+        self.failures = 0
+        self.last_transient: BaseException | None = None
+
+    async def split(self, records: Sequence[Record], exc: BaseException) -> list[Rejection]:
+        # Enough failures to walk down to one record twice, with nothing written meanwhile.
+        self.limit = 2 * max(1, len(records)).bit_length() + 2
+        rejected = await self._split(records, exc)
+        if self.guarded and not self.written:
+            raise SinkUnavailable(self.writer.sink.name, exc) from exc
+        return rejected
+
+    async def _split(self, records: Sequence[Record], exc: BaseException) -> list[Rejection]:
+        if len(records) == 1:
+            where = f"sink:{self.writer.sink.name}"
+            return [Rejection(records[0], where, exc, rejection_stack(exc))]
+        middle = len(records) // 2
+        rejected: list[Rejection] = []
+        for half in (records[:middle], records[middle:]):
+            failed: BaseException | None = None
+            try:
+                result = await self.writer.sink.write(half)
+            except Exception as half_exc:
+                if isinstance(half_exc, LockLost) or stops_pipeline(half_exc):
+                    raise
+                if is_transient(half_exc) and not self.guarded:
+                    raise SinkUnavailable(self.writer.sink.name, half_exc) from half_exc
+                self.failures += 1
+                if self.guarded and not self.written and self.failures > self.limit:
+                    raise SinkUnavailable(self.writer.sink.name, half_exc) from half_exc
+                failed = half_exc
+            # Split outside the handler, so a deeper failure does not chain this one.
+            if failed is not None:
+                rejected.extend(await self._split(half, failed))
+                continue
+            self.written += 1
+            rejected.extend(await self.writer._rejections(half, result, nested=True))
+        return rejected
+
+
+def rejection_stack(exc: BaseException) -> str:
+    """One stack for one rejection: the error's own traceback, and of the errors it wraps
+    (``raise ... from``) only their one-line reason. Not the implicit context: during
+    bisection and retries that is the previous attempt's failure, one more block each time."""
+    lines = traceback.format_exception(exc, chain=False)
+    cause, seen = exc.__cause__, {id(exc)}
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        lines.append(f"caused by: {type(cause).__name__}: {cause}\n")
+        cause = cause.__cause__
+    return "".join(lines)
 
 
 async def deliver(

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import structlog
 
 from syncworker.core.pipeline import Pipeline, SyncMode
+from syncworker.errors import UnsupportedOperation
+from syncworker.observe.logging import redact_url
 from syncworker.state.base import RunRecord, StateStore
 
 log = structlog.get_logger(__name__)
@@ -48,6 +50,7 @@ class Engine:
         self.started_at: float | None = None
         self.services: list[Service] = []
         self._stop_requested = asyncio.Event()
+        self._abort = asyncio.Event()  # a second signal: return in-flight batches now
         self._fatal: BaseException | None = None
         self._signals = 0
 
@@ -65,8 +68,11 @@ class Engine:
             await service.start()
 
     async def start_pipeline(self, name: str) -> None:
-        """Start one pipeline (again); a running one is left as it is."""
+        """Start one pipeline (again); a running one is left as it is. Refused
+        (``UnsupportedOperation``) once the engine is stopping."""
         pipeline = self.pipelines[name]
+        if self.stopping:
+            raise UnsupportedOperation(f"pipeline {name!r}: the engine is stopping")
         if pipeline.task is not None:
             return
         await pipeline.start()
@@ -78,12 +84,20 @@ class Engine:
         await self.pipelines[name].stop(self._timeout_now())
 
     def _pipeline_ended(self, task: asyncio.Task[None]) -> None:
-        # A pipeline whose task failed could not open for a reason retrying will not fix:
-        # stop the engine and let run() raise it. A pipeline stopped on request ends cleanly.
+        # A pipeline whose task failed met a refusal retrying will not fix (wrong password,
+        # missing database or table): it stopped and said why; the others go on. When none
+        # is left running, stop the engine and let run() raise the error.
         if task.cancelled() or task.exception() is None or self._stop_requested.is_set():
             return
-        self._fatal = task.exception()
-        self.request_stop()
+        if self._fatal is None:
+            self._fatal = task.exception()
+        if not any(p.task is not None and not p.task.done() for p in self.pipelines.values()):
+            log.error(
+                "engine_has_no_pipeline_left",
+                pipelines=list(self.pipelines),
+                error=redact_url(f"{type(self._fatal).__name__}: {self._fatal}"),
+            )
+            self.request_stop()
 
     @property
     def stopping(self) -> bool:
@@ -108,17 +122,60 @@ class Engine:
             raise self._fatal
         return 0
 
-    async def run_once(self, mode: SyncMode = "incremental") -> list[RunRecord]:
-        """One sync run of every pipeline (concurrently), then close everything."""
+    async def run_once(
+        self, mode: SyncMode = "incremental", *, install_signal_handlers: bool = False
+    ) -> list[RunRecord]:
+        """One sync run of every pipeline (concurrently), then close everything.
+
+        A pipeline that cannot connect within its retry policy, or whose dependency refuses
+        its configuration, raises its error once every pipeline finished its run (the others'
+        runs are recorded first). ``request_stop()`` (or, with ``install_signal_handlers``,
+        SIGTERM/SIGINT) stops claiming: in-flight batches get the shutdown timeout to finish,
+        the rest go back to their source (at once on a second signal), and the runs end.
+        """
         await self.state.open()
         self.started_at = time.time()
+        if install_signal_handlers:
+            self._install_signal_handlers()
+        runs = asyncio.gather(
+            *(p.run_once(mode) for p in self.pipelines.values()), return_exceptions=True
+        )
+        watcher = asyncio.create_task(self._interrupt_once(runs), name="engine:once-stop")
         try:
-            return list(await asyncio.gather(*(p.run_once(mode) for p in self.pipelines.values())))
+            results = await runs
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            return [r for r in results if not isinstance(r, BaseException)]
         finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            if install_signal_handlers:
+                self._remove_signal_handlers()
             for pipeline in self.pipelines.values():
                 await pipeline.close()
             self._log_final_stats()
             await self.state.close()
+
+    async def _interrupt_once(self, runs: asyncio.Future[Any]) -> None:
+        """run_once's shutdown: on request, stop claiming; past the shutdown timeout (or on
+        a second signal) hand the in-flight batches back so the runs end."""
+        await self._stop_requested.wait()
+        log.info("engine_stopping", timeout_s=self.shutdown_timeout_s, once=True)
+        for pipeline in self.pipelines.values():
+            pipeline.close_for_runs("the engine is stopping: no new sync starts")
+            pipeline.interrupt()
+        abort = asyncio.ensure_future(self._abort.wait())
+        try:
+            await asyncio.wait(
+                {runs, abort}, timeout=self._timeout_now(), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            abort.cancel()
+        if not runs.done():
+            log.warning("shutdown_timeout", timeout_s=self._timeout_now(), once=True)
+            for pipeline in self.pipelines.values():
+                await pipeline.return_in_flight()
 
     def request_stop(self) -> None:
         self._stop_requested.set()
@@ -126,6 +183,9 @@ class Engine:
     async def stop(self) -> None:
         """Stop every pipeline within the shutdown timeout, log the final figures, close."""
         started = time.monotonic()
+        self._stop_requested.set()
+        for pipeline in self.pipelines.values():
+            pipeline.close_for_runs("the engine is stopping: no new sync starts")
         log.info("engine_stopping", timeout_s=self.shutdown_timeout_s)
         for service in reversed(self.services):
             try:
@@ -161,6 +221,7 @@ class Engine:
         self._signals += 1
         log.info("signal_received", signal=signal.Signals(signum).name, count=self._signals)
         if self._signals > 1:
+            self._abort.set()
             for pipeline in self.pipelines.values():
                 pipeline.abort()
         self.request_stop()

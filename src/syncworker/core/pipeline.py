@@ -43,6 +43,7 @@ from syncworker.errors import (
     SinkUnavailable,
     UnsupportedOperation,
     is_transient,
+    stops_pipeline,
 )
 from syncworker.observe.logging import redact_url
 from syncworker.state.base import DeadLetter, ErrorRecord, RunRecord, StateStore
@@ -88,20 +89,35 @@ class RunStats:
     processed: int = 0
     written: int = 0
     dead_lettered: int = 0
+    # Refused records handed back to a source that keeps failures (dead_letter store
+    # "source"): failed attempts kept there, not dead letters in the state store.
+    kept_by_source: int = 0
     filtered: int = 0
     batches: int = 0
     failed_batches: int = 0
     streams: Counter[str] = field(default_factory=Counter)
     error: str | None = None
+    # Time spent waiting out the circuit breaker's pause: not the run's work.
+    paused_s: float = 0.0
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started_mono
 
-    def add(self, delivery: Delivery, records: Sequence[Record], streams: Counter[str]) -> None:
+    def add(
+        self,
+        delivery: Delivery,
+        records: Sequence[Record],
+        streams: Counter[str],
+        *,
+        kept_by_source: bool = False,
+    ) -> None:
         self.batches += 1
         self.processed += len(records)
         self.written += len(delivery.written)
-        self.dead_lettered += len(delivery.rejected)
+        if kept_by_source:
+            self.kept_by_source += len(delivery.rejected)
+        else:
+            self.dead_lettered += len(delivery.rejected)
         self.filtered += delivery.filtered
         self.streams.update(streams)
 
@@ -113,6 +129,7 @@ class Totals:
     processed: int = 0
     written: int = 0
     dead_lettered: int = 0
+    kept_by_source: int = 0
     filtered: int = 0
     runs: int = 0
     failed_batches: int = 0
@@ -121,6 +138,7 @@ class Totals:
         self.processed += run.processed
         self.written += run.written
         self.dead_lettered += run.dead_lettered
+        self.kept_by_source += run.kept_by_source
         self.filtered += run.filtered
         self.failed_batches += run.failed_batches
         self.runs += 1
@@ -150,7 +168,9 @@ class Pipeline:
         self.events = EventBus()
         self.totals = Totals()
         self._breaker = CircuitBreaker(self.settings.breaker)
-        self._writers = [SinkWriter(s, self.settings.retry, self._sleep) for s in self.sinks]
+        self._writers = [
+            SinkWriter(s, self.settings.retry, self._sleep, pipeline=name) for s in self.sinks
+        ]
         self._replay = DeadLetterReplay(state, name) if state is not None else None
         self._keeper = LockKeeper(lock, name, self._on_lock_lost) if lock is not None else None
         self._stopping = asyncio.Event()
@@ -164,6 +184,12 @@ class Pipeline:
         self._waiters: list[asyncio.Future[RunRecord]] = []
         self._pending_mode: SyncMode = "incremental"
         self._opened = False
+        self._opening = ""  # the connector being opened, for the logs
+        self._owns_state = False  # opened the state store itself, so closes it too
+        # Set when a dependency refused the configuration: the pipeline stops with it.
+        self._fatal: BaseException | None = None
+        # Set when the engine stops: no new run may start (reason given to the caller).
+        self._closed_reason: str | None = None
         self._state: State = "created"
         self._current: RunStats | None = None
         self._last_run: RunRecord | None = None
@@ -177,19 +203,47 @@ class Pipeline:
         """Subscribe to ``sync_success``, ``sync_error``, ``worker_started``, ``worker_stopped``."""
         return self.events.on(event, handler)
 
-    async def open(self) -> None:
-        """Connect the source and sinks, retrying with backoff until they answer or stop()."""
+    async def open(self, retry: RetryPolicy | None = None) -> None:
+        """Connect the state store (when not open yet), the source and the sinks.
+
+        An unavailable dependency is retried with backoff, each failed attempt logged as a
+        ``connect_failed`` warning: until it answers or stop() (the circuit breaker's pauses),
+        or, with ``retry``, for that policy's attempts, then its error is raised. A refusal
+        that retrying cannot fix (a ``ConfigError``: wrong password, missing database) is
+        logged and raised at once.
+        """
         if self._opened:
             return
+        self._check_open_for_runs()
+        attempt = 0
         while True:
+            attempt += 1
             try:
                 await self._open_connectors()
             except Exception as exc:
                 await self._close_connectors()
                 if not is_transient(exc):
+                    log.error(
+                        "connect_refused",
+                        pipeline=self.name,
+                        connector=self._opening,
+                        error=_reason(exc),
+                    )
+                    await self._close_owned_state()
                     raise
+                pause_s = self._breaker.trip() if retry is None else retry.delay_for(attempt)
+                gives_up = retry is not None and attempt >= retry.attempts
+                log.warning(
+                    "connect_failed",
+                    pipeline=self.name,
+                    connector=self._opening,
+                    attempt=attempt,
+                    error=_reason(exc),
+                    retry_in_s=None if gives_up else round(pause_s, 3),
+                )
                 await self._fail("connect_failed", exc)
-                if not await self._sleep(self._breaker.trip()):
+                if gives_up or not await self._sleep(pause_s):
+                    await self._close_owned_state()
                     raise
                 continue
             self._breaker.succeed()
@@ -197,11 +251,25 @@ class Pipeline:
             return
 
     async def _open_connectors(self) -> None:
+        await self._open_state()
+        self._opening = self.source.name
         await self.source.open()
         for sink in self.sinks:
+            self._opening = sink.name
             await sink.open()
+        self._opening = "state store"
         if self._replay is not None:
             await self._replay.open()
+        self._opening = ""
+
+    async def _open_state(self) -> None:
+        """Open the state store when nobody did (the engine opens it for its pipelines): a
+        pipeline built in Python must not run with a store that cannot record anything."""
+        if self.state is None or getattr(self.state, "is_open", True):
+            return
+        self._opening = "state store"
+        await self.state.open()
+        self._owns_state = True
 
     async def close(self) -> None:
         """Close connectors (in-flight work must be finished or returned first)."""
@@ -212,6 +280,12 @@ class Pipeline:
             await self._keeper.release()
             await self._keeper.lock.close()
         await self._close_connectors()
+        await self._close_owned_state()
+
+    async def _close_owned_state(self) -> None:
+        if self._owns_state and self.state is not None:
+            self._owns_state = False
+            await self.state.close()
 
     async def _close_connectors(self) -> None:
         connectors: list[Source | Sink] = [self.source, *self.sinks]
@@ -238,6 +312,7 @@ class Pipeline:
         self._started_at = time.time()
         self._stopping.clear()
         self._aborting.clear()
+        self._fatal = None
         self._main = asyncio.create_task(self._run_forever(), name=f"pipeline:{self.name}")
 
     async def stop(self, timeout_s: float | None = None) -> None:
@@ -278,12 +353,43 @@ class Pipeline:
         """Cut a stop() under way short: in-flight batches go back to the source now."""
         self._aborting.set()
 
+    def interrupt(self) -> None:
+        """Stop claiming: a run under way (``run_once``) lets its in-flight batches finish,
+        then returns. Retry and breaker waits end at once (their batch is rolled back)."""
+        self._stopping.set()
+
+    async def return_in_flight(self) -> None:
+        """Hand every in-flight batch back to the source now (newest first)."""
+        for task in reversed(list(self._tasks)):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def run_once(self, mode: SyncMode = "incremental") -> RunRecord:
-        """One sync run now, in this task: drain the source, then return the run's record."""
-        await self.open()
+        """One sync run now, in this task: drain the source, then return the run's record.
+
+        Connecting is retried by the retry policy only (then its error is raised), so a
+        one-off run always ends. A dependency refusing the configuration mid-run raises that
+        error after the run's batches were handed back.
+        """
+        self.check_mode(mode)
+        await self.open(retry=self.settings.retry)
         run = await self._run(mode, stream=False, force_record=True)
         assert run is not None  # force_record: every run is recorded
+        if self._fatal is not None:
+            fatal, self._fatal = self._fatal, None
+            self._stopping.clear()
+            await self.close()
+            raise fatal
         return run
+
+    def close_for_runs(self, reason: str) -> None:
+        """No run may start from now on (``check_mode`` raises ``reason``): the engine is
+        stopping, and a sync asked for now would reopen what it is closing."""
+        self._closed_reason = reason
+
+    def _check_open_for_runs(self) -> None:
+        if self._closed_reason is not None:
+            raise UnsupportedOperation(f"pipeline {self.name!r}: {self._closed_reason}")
 
     async def sync_now(self, mode: SyncMode = "incremental") -> RunRecord:
         """Ask for a run now and wait for it. A run under way finishes first, then a new one
@@ -314,12 +420,14 @@ class Pipeline:
                 "processed": self.totals.processed,
                 "written": self.totals.written,
                 "dead_lettered": self.totals.dead_lettered,
+                "kept_by_source": self.totals.kept_by_source,
                 "filtered": self.totals.filtered,
                 "runs": self.totals.runs,
                 "failed_batches": self.totals.failed_batches,
             },
             "last_sync_at": last.finished_at if last else None,
             "last_duration_ms": round(last.duration_ms, 1) if last else None,
+            "last_paused_ms": round(last.paused_ms, 1) if last else None,
             "last_result": last.status if last else None,
             "last_error": self._last_error,
             "lock": self._keeper.describe() if self._keeper is not None else None,
@@ -341,10 +449,23 @@ class Pipeline:
             if self._stopping.is_set():
                 return
             # Not transient (open() retries those): a config the dependency refuses, e.g. a
-            # mapped column the table lacks. The engine stops and reports it.
+            # mapped column the table lacks. The pipeline stops with it; the engine reports
+            # it, and stops when no pipeline is left running.
             await self._fail("open_failed", exc)
             self._state = "stopped"
+            self._main = None
             raise
+        try:
+            await self._work()
+        finally:
+            if self._fatal is not None:
+                self._state = "stopped"
+                self._main = None
+        if self._fatal is not None:
+            await self.close()
+            raise self._fatal
+
+    async def _work(self) -> None:
         self._state = "running"
         await self.events.emit(
             "worker_started",
@@ -426,7 +547,9 @@ class Pipeline:
         return mode
 
     def check_mode(self, mode: SyncMode) -> None:
-        """``UnsupportedOperation`` when this pipeline cannot sync in ``mode``."""
+        """``UnsupportedOperation`` when this pipeline cannot sync in ``mode`` (or at all: the
+        engine is stopping)."""
+        self._check_open_for_runs()
         if mode == "full" and not hasattr(self.source, "scan"):
             raise UnsupportedOperation(
                 f"pipeline {self.name!r}: source {self.source.name!r} cannot do a full sync"
@@ -477,8 +600,18 @@ class Pipeline:
         try:
             return await self._keeper.acquire()
         except Exception as exc:
-            stats.error = redact_url(f"{type(exc).__name__}: {exc}")
-            self._breaker.trip()
+            stats.error = _reason(exc)
+            if stops_pipeline(exc):
+                await self._halt(exc, "lock")
+                return False
+            pause_s = self._breaker.trip()
+            log.warning(
+                "lock_unavailable",
+                pipeline=self.name,
+                connector="lock",
+                error=stats.error,
+                pause_s=pause_s,
+            )
             await self._fail("lock_unavailable", exc)
             return False
 
@@ -503,9 +636,7 @@ class Pipeline:
     async def _on_lock_lost(self) -> None:
         """The lock is gone: return every in-flight batch (newest first) before any more
         is written; the drain loop stops claiming as it sees ``lost``."""
-        for task in reversed(list(self._tasks)):
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self.return_in_flight()
         if self._current is not None:
             self._current.error = "LockLost: the pipeline's lock was lost; batches returned"
 
@@ -515,7 +646,10 @@ class Pipeline:
     async def _drain(self, source: Source, stats: RunStats, *, fill: bool) -> None:
         """Claim and dispatch batches until the source is empty (or the run is cut)."""
         while not self._stopping.is_set() and not self._lock_lost():
-            await self._breaker.wait_ready(self._stopping)
+            if self._breaker.is_open:
+                paused_from = time.monotonic()
+                await self._breaker.wait_ready(self._stopping)
+                stats.paused_s += time.monotonic() - paused_from
             if self._stopping.is_set():
                 return
             probing = self._breaker.is_open
@@ -579,6 +713,10 @@ class Pipeline:
         return parts
 
     async def _source_failed(self, source: Source, exc: Exception, stats: RunStats) -> None:
+        if stops_pipeline(exc):
+            stats.error = _reason(exc)
+            await self._halt(exc, source.name)
+            return
         if not isinstance(exc, ConnectorError) and not is_transient(exc):
             log.error(
                 "source_claim_bug",
@@ -618,6 +756,13 @@ class Pipeline:
             await asyncio.shield(self._nack(source, parts))
             raise
         except Exception as exc:
+            if stops_pipeline(exc):
+                # The configuration's fault, not the records': hand them back untouched.
+                await self._nack(source, parts)
+                stats.failed_batches += 1
+                stats.error = _reason(exc)
+                await self._halt(exc, getattr(exc, "sink", None) or "sink")
+                return
             await self._rollback(source, parts, stats, exc)
             if self.events.has("batch_failed"):
                 await self.events.emit(
@@ -633,10 +778,11 @@ class Pipeline:
         await self._ack(source, parts, failures)
         self._breaker.succeed()
         streams = Counter(r.stream for r in records)
-        stats.add(delivery, records, streams)
+        kept_by_source = self.settings.dead_letter_store == "source"
+        stats.add(delivery, records, streams, kept_by_source=kept_by_source)
         self._last_commit_at = time.time()
         if self.events.has("batch_committed"):
-            payload = _batch_payload(self.name, records, streams, delivery)
+            payload = _batch_payload(self.name, records, streams, delivery, kept_by_source)
             payload["duration_s"] = time.monotonic() - started
             await self.events.emit("batch_committed", payload)
         log.debug(
@@ -664,6 +810,22 @@ class Pipeline:
             pause_s=pause_s,
         )
         await self._fail(event, exc)
+
+    async def _halt(self, exc: BaseException, connector: str) -> None:
+        """A dependency refused the configuration (wrong password, table gone): stop this
+        pipeline with that error instead of retrying it as an outage."""
+        if self._fatal is not None:
+            return
+        self._fatal = exc
+        self._stopping.set()
+        log.error(
+            "pipeline_failed",
+            pipeline=self.name,
+            connector=connector,
+            error=_reason(exc),
+            action="stopped: fix the settings, then start the pipeline again",
+        )
+        await self._fail("config_refused", exc)
 
     async def _keep_rejected(
         self, parts: list[Batch], rejected: list[Rejection]
@@ -782,6 +944,7 @@ class Pipeline:
             filtered=stats.filtered,
             streams=dict(stats.streams),
             error=stats.error,
+            paused_ms=stats.paused_s * 1000.0,
         )
         self.totals.add(stats)
         self._last_run = run
@@ -798,6 +961,7 @@ class Pipeline:
             processed=run.processed,
             dead_lettered=run.dead_lettered,
             duration_ms=round(run.duration_ms, 1),
+            paused_ms=round(run.paused_ms, 1),
             streams=run.streams,
         )
         if status == "success":
@@ -845,9 +1009,15 @@ class Pipeline:
 
 
 def _batch_payload(
-    pipeline: str, records: list[Record], streams: Counter[str], delivery: Delivery
+    pipeline: str,
+    records: list[Record],
+    streams: Counter[str],
+    delivery: Delivery,
+    kept_by_source: bool = False,
 ) -> dict[str, Any]:
-    """``batch_committed``: counts by stream, and by sink and stream for what each wrote.
+    """``batch_committed``: counts by stream, and by sink and stream for what each wrote;
+    refused records by stream as ``dead_lettered`` or, handed back to a source that keeps
+    failures, as ``kept_by_source``.
 
     Runs per batch on the event loop, so the common case (nothing filtered or refused)
     reuses the batch's stream counts instead of counting the records again.
@@ -862,13 +1032,15 @@ def _batch_payload(
         per_stream = given.copy()
         per_stream.subtract(r.stream for r in refused)
         written[sink] = {s: n for s, n in per_stream.items() if n > 0}
+    refused_by_stream = dict(Counter(r.record.stream for r in delivery.rejected))
     return {
         "pipeline": pipeline,
         "records": len(records),
         "streams": dict(streams),
         "written": written,
         "refused": {sink: len(refused) for sink, refused in delivery.refused_by_sink.items()},
-        "dead_lettered": dict(Counter(r.record.stream for r in delivery.rejected)),
+        "dead_lettered": {} if kept_by_source else refused_by_stream,
+        "kept_by_source": refused_by_stream if kept_by_source else {},
         "filtered": delivery.filtered,
     }
 
@@ -900,3 +1072,8 @@ def _letter(pipeline: str, rejection: Rejection) -> DeadLetter:
         # How many times this record was dead-lettered (replays included), not deliveries.
         attempts=int(record.meta.get("dead_letter_attempts", 0)) + 1,
     )
+
+
+def _reason(exc: BaseException) -> str:
+    """``exc`` as one redacted line for logs, status and the error log."""
+    return redact_url(f"{type(exc).__name__}: {exc}")

@@ -133,13 +133,33 @@ class Sink(Protocol):
         """Write ``records`` (upserts and deletes by key) durably before returning.
 
         Raise a ``ConnectorError``/``RetryableError`` when the dependency is unavailable (the
-        whole batch is retried, then rolled back). Raise any other exception when the data is
-        at fault but the sink cannot say which record (the runtime bisects). Return a
-        ``WriteResult`` listing rejected records when it can say (those are dead-lettered).
+        whole batch is retried with backoff, then rolled back). Raise a ``ConfigError`` (e.g.
+        ``ConfigRefused``) when the settings are refused (the batch is handed back and the
+        pipeline stops). Raise any other exception when the data is at fault but the sink
+        cannot say which record (the runtime bisects at once, without retry delays). Return a
+        ``WriteResult`` listing rejected records when it can say (those are dead-lettered):
+        the cheapest isolation, preferred whenever the dependency names what it refused.
         """
 
     async def close(self) -> None:
         """Flush and release connections."""
+
+
+@runtime_checkable
+class Probes(Protocol):
+    """Optional: a sink that can tell whether its dependency answers, apart from any record.
+
+    The runtime's guard against a misclassified error: when a batch still fails as
+    "unavailable" after its retries while ``probe`` succeeds, the dependency is up and the
+    data is suspect, so the batch is bisected like a data error (and dead-lettered only where
+    other records of it were written, so a sink that takes nothing is never emptied into the
+    dead letters).
+    """
+
+    async def probe(self) -> None:
+        """Return when the dependency answers now and could take a write (a ping, a
+        ``SELECT`` on the table); raise any exception when it does not. Cheap, never writes,
+        bounded by the connector's own timeouts."""
 
 
 @runtime_checkable

@@ -69,10 +69,13 @@ class RunRecord:
     streams: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     id: int | None = None
+    # Time the run waited out the circuit breaker's pause (retries after failures).
+    paused_ms: float = 0.0
 
     @property
     def duration_ms(self) -> float:
-        return (self.finished_at - self.started_at) * 1000.0
+        """The run's work: wall time less the circuit breaker's pauses (``paused_ms``)."""
+        return max(0.0, (self.finished_at - self.started_at) * 1000.0 - self.paused_ms)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +86,7 @@ class RunRecord:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "duration_ms": round(self.duration_ms, 3),
+            "paused_ms": round(self.paused_ms, 3),
             "processed": self.processed,
             "written": self.written,
             "dead_lettered": self.dead_lettered,

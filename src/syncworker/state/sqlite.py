@@ -95,6 +95,10 @@ class SqliteStateStore:
         self.path = Path(path)
         self._client = SqliteClient(self.path, label=f"state store {str(self.path)!r}")
 
+    @property
+    def is_open(self) -> bool:
+        return self._client.is_open
+
     async def open(self) -> None:
         await self._client.open(_create_schema)
 
@@ -157,7 +161,7 @@ class SqliteStateStore:
     async def runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRecord]:
         sql = (
             "SELECT id, pipeline, mode, started_at, finished_at, status, processed, written, "
-            "dead_lettered, filtered, streams, error FROM runs "
+            "dead_lettered, filtered, streams, error, duration_ms FROM runs "
             "WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY id DESC LIMIT ?2"
         )
         rows = await self._run(lambda conn: conn.execute(sql, (pipeline, limit)).fetchall())
@@ -175,6 +179,9 @@ class SqliteStateStore:
                 filtered=r[9],
                 streams=orjson.loads(r[10]),
                 error=r[11],
+                # duration_ms is stored without the breaker's pauses: the rest of the wall
+                # time is the pause.
+                paused_ms=max(0.0, (r[4] - r[3]) * 1000.0 - r[12]),
             )
             for r in rows
         ]

@@ -13,6 +13,7 @@ Messages never quote the URL's password: everything that may echo a DSN goes thr
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ from syncworker.core.durations import DurationS
 from syncworker.core.protocols import ConnectorConfig
 from syncworker.errors import (
     ConfigError,
+    ConfigRefused,
     ConnectionClosed,
     ConnectionFailed,
     ConnectorError,
@@ -44,21 +46,44 @@ URL_SCHEMES = frozenset({"postgresql", "postgres"})
 MAX_IDENTIFIER_BYTES = 63
 """Longer names are silently truncated by PostgreSQL (NAMEDATALEN - 1): rejected instead."""
 
-_RETRYABLE = (
-    pg_errors.SerializationFailure,
-    pg_errors.DeadlockDetected,
-    pg_errors.LockNotAvailable,
+# What a server error is, by its SQLSTATE class (the first two characters): PostgreSQL's own
+# grouping, stable across versions and languages, unlike psycopg's exception bases (which put
+# ProgramLimitExceeded, a 10 kB key over the btree limit, under OperationalError).
+_TRANSIENT_CLASSES = frozenset(
+    {
+        "08",  # connection exception
+        "40",  # transaction rollback: serialization failure, deadlock
+        "53",  # insufficient resources: disk full, out of memory, too many connections
+        "55",  # object not in prerequisite state: lock not available, object in use
+        "57",  # operator intervention: query cancelled, admin shutdown, cannot connect now
+        "58",  # system error: I/O error
+        "72",  # snapshot too old
+        "XX",  # internal error
+    }
+)
+_RETRY_SOON = frozenset({"40", "55", "26"})  # conflicts that clear by themselves: retry
+_CONFIG_CLASSES = frozenset(
+    {
+        "28",  # invalid authorization specification: wrong password, unknown role
+        "3D",  # invalid catalog name: the database does not exist
+        "3F",  # invalid schema name
+        "42",  # syntax error or access rule violation: undefined table/column, no privilege
+        "0P",  # invalid role specification
+    }
 )
 _SESSION_ENDED = {"57P01", "57P02"}  # admin_shutdown (pg_terminate_backend), crash_shutdown
-_UNUSABLE = {
-    # The schema or the grants changed under a running sink: no record can be written, so the
-    # batch is rolled back and the pipeline pauses instead of bisecting to dead-letter it all.
-    "42P01",  # undefined_table
-    "42703",  # undefined_column
-    "3F000",  # invalid_schema_name
-    "42501",  # insufficient_privilege
-    "25006",  # read_only_sql_transaction (a failover left us on a standby)
+_STILL_TRANSIENT = {
+    "25006",  # read_only_sql_transaction: a failover left us on a standby for a while
 }
+# Errors met while connecting carry no SQLSTATE in psycopg (libpq only gives the text), so
+# the server's refusals are told from an outage by its (English, stable) messages.
+_REFUSED_AT_CONNECT = re.compile(
+    r"password authentication failed|authentication failed for user|role \S+ does not exist"
+    r"|database \S+ does not exist|no pg_hba\.conf entry|no password supplied"
+    r"|is not permitted to log in|permission denied for database|password is required"
+    r"|SSL required|does not support SSL|server requested a password",
+    re.IGNORECASE,
+)
 
 
 def check_url(value: str) -> str:
@@ -192,9 +217,20 @@ async def connect(settings: ConnectSettings, label: str) -> Connection:
     try:
         return await psycopg.AsyncConnection.connect(settings.url, **kwargs)
     except psycopg.OperationalError as exc:
-        raise ConnectionFailed(f"{label}: cannot connect: {describe(exc)}") from None
+        raise connect_error(exc, label) from None
     except psycopg.Error as exc:
         raise ConfigError(f"{label}: invalid connection settings: {describe(exc)}") from None
+
+
+def connect_error(exc: psycopg.Error, label: str) -> ConnectionFailed | ConfigRefused:
+    """Why connecting failed: ``ConfigRefused`` when the server answered and refused us
+    (wrong password, unknown role, missing database: retrying cannot help), else
+    ``ConnectionFailed`` (unreachable, starting up, too many clients: retry)."""
+    reason = describe(exc)
+    state = exc.sqlstate or ""
+    if state[:2] in ("28", "3D", "0P") or _REFUSED_AT_CONNECT.search(str(exc)):
+        return ConfigRefused(f"{label}: the server refused the connection: {reason}")
+    return ConnectionFailed(f"{label}: cannot connect: {reason}")
 
 
 def create_pool(settings: ConnectSettings, *, min_size: int, max_size: int, name: str) -> Pool:
@@ -220,29 +256,48 @@ async def open_pool(pool: Pool, timeout_s: float, label: str) -> None:
     except BaseException as exc:
         await pool.close()
         if isinstance(exc, psycopg.Error):
-            raise ConnectionFailed(f"{label}: cannot connect: {describe(exc)}") from None
+            raise connect_error(exc, label) from None
         raise
 
 
 def dependency_error(exc: psycopg.Error, context: str) -> SyncWorkerError | None:
-    """The syncworker error for ``exc`` when the database itself failed (unreachable,
-    connection lost, lock conflict, timeout, schema gone), or ``None`` when the data is at
-    fault (a constraint, a value the column rejects), which the caller re-raises unchanged so
-    the runtime bisects to the bad record."""
+    """The syncworker error for ``exc`` when the database or the configuration is at fault, or
+    ``None`` when the data is (SQLSTATE classes 22 data, 23 integrity, 54 program limit, a
+    trigger's exception...), which the caller handles per record or re-raises unchanged so
+    the runtime isolates the bad record.
+
+    By SQLSTATE class: connection, resources, operator intervention, serialization and lock
+    conflicts are transient (``ConnectionClosed``/``ConnectionFailed``/``RetryableError``);
+    authorization, a missing database, schema, table, column or privilege are the
+    configuration's (``ConfigRefused``: the pipeline stops). A client-side error without a
+    SQLSTATE (the connection broke) is transient.
+    """
     reason = describe(exc)
     if isinstance(exc, PoolClosed):
         return ConnectionClosed(f"{context}: not open")
     if isinstance(exc, PoolTimeout):
         return ConnectionFailed(f"{context}: no connection available: {reason}")
-    if isinstance(exc, _RETRYABLE):
-        return RetryableError(f"{context}: {reason}")
+    state = exc.sqlstate
+    if state is None:
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            return ConnectionClosed(f"{context}: connection lost: {reason}")
+        return None
+    category = state[:2]
     if isinstance(exc, pg_errors.QueryCanceled):
         return RetryableError(f"{context}: statement timed out or was cancelled: {reason}")
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        state = exc.sqlstate
-        if state is None or state.startswith("08") or state in _SESSION_ENDED:
-            return ConnectionClosed(f"{context}: connection lost: {reason}")
+    if category in _RETRY_SOON:
+        return RetryableError(f"{context}: {reason}")
+    if category == "08" or state in _SESSION_ENDED:
+        return ConnectionClosed(f"{context}: connection lost: {reason}")
+    if category in _TRANSIENT_CLASSES:
         return ConnectionFailed(f"{context}: database unavailable: {reason}")
-    if exc.sqlstate in _UNUSABLE:
+    if state in _STILL_TRANSIENT:
         return ConnectorError(f"{context}: {reason}")
+    if category in _CONFIG_CLASSES:
+        return ConfigRefused(f"{context}: {reason}")
     return None
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """True when a server error is the data's fault (see ``dependency_error``)."""
+    return isinstance(exc, psycopg.Error) and dependency_error(exc, "") is None

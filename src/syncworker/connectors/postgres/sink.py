@@ -12,6 +12,7 @@ statement parameters, not copied per row.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from syncworker.connectors.postgres.client import (
     dependency_error,
     describe,
     describe_url,
+    is_data_error,
     open_pool,
     split_table,
     table_identifier,
@@ -61,6 +63,9 @@ BATCH_VALUES = frozenset({"$op", "$synced_at", "$fencing_token"})
 SPECIAL_VALUES = PER_RECORD_VALUES | BATCH_VALUES
 
 STAGING = sql.Identifier("pg_temp", "syncworker_staging")
+ISOLATION = sql.Identifier("pg_temp", "syncworker_isolation")
+ROW_NUMBER = sql.Identifier("syncworker row#")  # a name no mapped column can clash with
+_COPY_LINE = re.compile(r"\bCOPY \S+, line (\d+)")
 _JSON_TYPES = frozenset({114, 3802})  # json, jsonb
 
 Getter = Callable[[Record], Any]
@@ -161,6 +166,12 @@ class SinkStatements:
     upsert: sql.Composed
     delete: sql.Composed
     remaining: sql.Composed
+    # Isolating the records a batch failed on: the rows staged once with their position, then
+    # merged by positions inside savepoints.
+    isolate_stage: sql.Composed
+    isolate_copy: sql.Composed
+    isolate_upsert: sql.Composed
+    probe: sql.Composed
 
     @classmethod
     def build(
@@ -189,6 +200,10 @@ class SinkStatements:
         updates = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(name) for name in inserted[1:]
         )
+        upsert_from = sql.SQL(
+            "INSERT INTO {} AS t ({}) SELECT {} FROM {}{} ON CONFLICT ({}) DO UPDATE SET {}{}"
+        )
+        by_position = sql.SQL(" WHERE {} = ANY({})").format(ROW_NUMBER, sql.Placeholder("rows"))
         return cls(
             create=sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
                 target, sql.SQL(", ").join(definitions)
@@ -198,13 +213,12 @@ class SinkStatements:
                 "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
             ).format(STAGING, sql.SQL(", ").join(staged), target),
             copy=sql.SQL("COPY {} ({}) FROM STDIN").format(STAGING, sql.SQL(", ").join(staged)),
-            upsert=sql.SQL(
-                "INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}{}"
-            ).format(
+            upsert=upsert_from.format(
                 target,
                 sql.SQL(", ").join(inserted),
                 sql.SQL(", ").join(selected),
                 STAGING,
+                sql.SQL(""),
                 key,
                 updates,
                 fence_applies,
@@ -215,25 +229,50 @@ class SinkStatements:
             remaining=sql.SQL("SELECT count(*) FROM {} WHERE {} = ANY({})").format(
                 target, key, sql.Placeholder("keys")
             ),
+            isolate_stage=sql.SQL(
+                "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {}, 0::integer AS {} FROM {} "
+                "WITH NO DATA"
+            ).format(ISOLATION, sql.SQL(", ").join(staged), ROW_NUMBER, target),
+            isolate_copy=sql.SQL("COPY {} ({}, {}) FROM STDIN").format(
+                ISOLATION, sql.SQL(", ").join(staged), ROW_NUMBER
+            ),
+            probe=sql.SQL("SELECT 1 FROM {} WHERE false").format(target),
+            isolate_upsert=upsert_from.format(
+                target,
+                sql.SQL(", ").join(inserted),
+                sql.SQL(", ").join(selected),
+                ISOLATION,
+                by_position,
+                key,
+                updates,
+                fence_applies,
+            ),
         )
 
 
 @dataclass(slots=True)
 class PreparedBatch:
-    """A batch reduced to one record per key: rows to COPY, keys to delete, records rejected."""
+    """A batch reduced to one record per key: rows to COPY, keys to delete, records rejected
+    (by index in the batch), and for each row and delete the index of its record."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     failed: dict[int, BaseException] = field(default_factory=dict)
+    row_records: list[int] = field(default_factory=list)
+    delete_records: list[int] = field(default_factory=list)
 
 
 class PostgresSink:
     """Upserts and deletes records by key in one PostgreSQL table, one transaction per batch.
 
-    Duplicate keys in a batch collapse to their last record (last op wins). A value the table
-    rejects (constraint, type, length) rolls the whole batch back and is raised unchanged (the
-    runtime bisects); an unreachable database, a lost connection, a lock conflict or a timeout
-    raises ``ConnectionFailed`` / ``ConnectionClosed`` / ``RetryableError``.
+    Duplicate keys in a batch collapse to their last record (last op wins). When the table
+    rejects a value (constraint, type, length, a key over the index's size limit), the batch
+    is written again in one more transaction that names the refused records itself: COPY's
+    error gives the bad line, and the merge is split inside savepoints; the rest commits and
+    the refused records are reported in the ``WriteResult`` (no bisection by the runtime, no
+    retry). An unreachable database, a lost connection, a lock conflict or a timeout raises
+    ``ConnectionFailed`` / ``ConnectionClosed`` / ``RetryableError``; wrong credentials or a
+    table, column or grant gone raise ``ConfigRefused`` (the pipeline stops).
     """
 
     config_model: ClassVar[type[PostgresSinkConfig]] = PostgresSinkConfig
@@ -364,9 +403,9 @@ class PostgresSink:
                 refused = await self._apply(conn, batch, params)
         except psycopg.Error as exc:
             translated = dependency_error(exc, self._label)
-            if translated is None:
-                raise
-            raise translated from exc
+            if translated is not None:
+                raise translated from exc
+            refused = await self._write_isolating(batch, params, records)
         if refused:
             log.warning(
                 "postgres_rows_fenced", sink=self.name, refused=refused, token=params["token"]
@@ -400,6 +439,40 @@ class PostgresSink:
             )
         return refused
 
+    async def probe(self) -> None:
+        """The runtime's check that the database answers (``Probes``): one statement on the
+        table that reads nothing. Raises whatever the driver raises when it does not."""
+        if self._pool is None:
+            raise ConnectionClosed(f"{self._label}: not open")
+        async with self._pool.connection() as conn:
+            await conn.execute(self._statements.probe)
+
+    async def _write_isolating(
+        self, batch: PreparedBatch, params: dict[str, Any], records: Sequence[Record]
+    ) -> int:
+        """The batch failed on its data: write it again in one transaction that sets aside
+        the rows and deletes the table refuses (``batch.failed``) and commits the rest.
+        Returns the changes refused by fencing."""
+        assert self._pool is not None
+        isolation = _Isolation(self, batch, records, params)
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                return await isolation.run(conn)
+        except psycopg.Error as exc:
+            translated = dependency_error(exc, self._label)
+            raise (translated or ConnectorError(f"{self._label}: {describe(exc)}")) from exc
+
+    def refusal(self, record: Record, exc: psycopg.Error) -> PermanentError:
+        """The error reported for one record the table refused (the driver's as its cause)."""
+        key = (
+            record.key
+            if len(record.key) <= 80
+            else f"{record.key[:80]}... ({len(record.key)} chars)"
+        )
+        error = PermanentError(f"{self._label}: record {key!r} refused: {describe(exc)}")
+        error.__cause__ = exc
+        return error
+
     def _prepare(
         self, records: Sequence[Record], build: Callable[[Record], tuple[Any, ...]]
     ) -> PreparedBatch:
@@ -412,9 +485,11 @@ class PostgresSink:
             record = records[index]
             if record.op == "delete":
                 deletes.append(record.key)
+                batch.delete_records.append(index)
                 continue
             try:
                 rows.append(build(record))
+                batch.row_records.append(index)
             except TypeError as exc:  # jsonvalue.JSONValueError: no exact JSON form
                 batch.failed[index] = _not_serializable(self._label, record, exc)
         return batch
@@ -424,6 +499,123 @@ class PostgresSink:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+
+class _Isolation:
+    """One transaction writing a batch that failed on its data, record by record where needed.
+
+    Rows are COPYed once, with their position, into a second staging table; a COPY error
+    names its line, so that row is set aside and the COPY repeated without it. The merge then
+    runs on sets of positions inside savepoints, halving a set that fails until each refusal
+    is pinned on one row, so a batch with one bad row costs about 2 log2(n) small statements
+    in the same transaction. Deletes are split the same way (a foreign key may refuse one).
+    """
+
+    def __init__(
+        self,
+        sink: PostgresSink,
+        batch: PreparedBatch,
+        records: Sequence[Record],
+        params: dict[str, Any],
+    ) -> None:
+        self.sink = sink
+        self.batch = batch
+        self.records = records
+        self.params = params
+        self.fenced = sink.config.fencing_column is not None
+        self.statements = sink._statements
+
+    async def run(self, conn: Connection) -> int:
+        refused = 0
+        if self.batch.rows:
+            await conn.execute(self.statements.isolate_stage)
+            staged = await self._copy(conn, list(range(len(self.batch.rows))))
+            if staged:
+                refused += await self._upsert(conn, staged)
+        if self.batch.deletes:
+            refused += await self._delete(conn, list(range(len(self.batch.deletes))))
+        return refused
+
+    def _refuse(self, record_index: int, exc: psycopg.Error) -> None:
+        self.batch.failed[record_index] = self.sink.refusal(self.records[record_index], exc)
+
+    async def _copy(self, conn: Connection, positions: list[int]) -> list[int]:
+        """COPY the rows at ``positions``; returns those staged (the others are refused)."""
+        while positions:
+            try:
+                async with (
+                    conn.transaction(),
+                    conn.cursor() as cursor,
+                    cursor.copy(self.statements.isolate_copy) as copy,
+                ):
+                    for position in positions:
+                        await copy.write_row((*self.batch.rows[position], position))
+                return positions
+            except psycopg.Error as exc:
+                if not is_data_error(exc):
+                    raise
+                line = _copy_line(exc)
+                if line is None or not 1 <= line <= len(positions):
+                    return await self._copy_halves(conn, positions, exc)
+                bad = positions[line - 1]
+                self._refuse(self.batch.row_records[bad], exc)
+                positions = positions[: line - 1] + positions[line:]
+        return positions
+
+    async def _copy_halves(
+        self, conn: Connection, positions: list[int], exc: psycopg.Error
+    ) -> list[int]:
+        if len(positions) == 1:
+            self._refuse(self.batch.row_records[positions[0]], exc)
+            return []
+        middle = len(positions) // 2
+        first = await self._copy(conn, positions[:middle])
+        return first + await self._copy(conn, positions[middle:])
+
+    async def _upsert(self, conn: Connection, positions: list[int]) -> int:
+        try:
+            async with conn.transaction(), conn.cursor() as cursor:
+                params = {**self.params, "rows": positions}
+                await cursor.execute(self.statements.isolate_upsert, params, prepare=False)
+                return len(positions) - cursor.rowcount if self.fenced else 0
+        except psycopg.Error as exc:
+            if not is_data_error(exc):
+                raise
+            if len(positions) == 1:
+                self._refuse(self.batch.row_records[positions[0]], exc)
+                return 0
+            middle = len(positions) // 2
+            return await self._upsert(conn, positions[:middle]) + await self._upsert(
+                conn, positions[middle:]
+            )
+
+    async def _delete(self, conn: Connection, positions: list[int]) -> int:
+        keys = [self.batch.deletes[p] for p in positions]
+        try:
+            async with conn.transaction(), conn.cursor() as cursor:
+                params = {**self.params, "keys": keys}
+                await cursor.execute(self.statements.delete, params)
+                if not self.fenced:
+                    return 0
+                await cursor.execute(self.statements.remaining, params)
+                remaining = await cursor.fetchone()
+                return remaining[0] if remaining else 0
+        except psycopg.Error as exc:
+            if not is_data_error(exc):
+                raise
+            if len(positions) == 1:
+                self._refuse(self.batch.delete_records[positions[0]], exc)
+                return 0
+            middle = len(positions) // 2
+            return await self._delete(conn, positions[:middle]) + await self._delete(
+                conn, positions[middle:]
+            )
+
+
+def _copy_line(exc: psycopg.Error) -> int | None:
+    """The line of a COPY that the server refused (its error context names it)."""
+    match = _COPY_LINE.search(exc.diag.context or "")
+    return int(match.group(1)) if match else None
 
 
 async def _value_kinds(conn: Connection) -> list[ValueKind]:

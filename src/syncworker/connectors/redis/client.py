@@ -29,7 +29,7 @@ from redis.commands.core import AsyncScript
 
 from syncworker.core.durations import DurationS
 from syncworker.core.protocols import ConnectorConfig
-from syncworker.errors import ConnectionClosed, ConnectionFailed, ConnectorError
+from syncworker.errors import ConfigRefused, ConnectionClosed, ConnectionFailed, ConnectorError
 from syncworker.observe.logging import redact_url
 
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -127,6 +127,18 @@ def create_client(config: RedisConnectionConfig) -> aredis.Redis:
     return aredis.Redis.from_pool(pool)
 
 
+def is_refusal(exc: BaseException) -> bool:
+    """True when Redis refuses our settings rather than being unavailable."""
+    if isinstance(exc, rexc.AuthenticationError | rexc.NoPermissionError):
+        return True
+    if isinstance(exc, rexc.AuthenticationWrongNumberOfArgsError):
+        return True
+    text = str(exc)
+    return isinstance(exc, rexc.ResponseError) and (
+        "DB index is out of range" in text or text.startswith(("WRONGPASS", "NOAUTH", "NOPERM"))
+    )
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True when ``exc`` may have cut a command off after the server ran it (lost reply)."""
     return isinstance(exc, rexc.ConnectionError | rexc.TimeoutError)
@@ -134,16 +146,20 @@ def is_connection_error(exc: BaseException) -> bool:
 
 def translate_error(
     exc: rexc.RedisError, label: str, action: str, *, opening: bool = False
-) -> ConnectorError:
+) -> ConnectorError | ConfigRefused:
     """The syncworker error for a redis-py error, naming ``label`` and ``action``.
 
     ``ConnectionFailed`` when the server cannot be reached (or is still loading its data),
-    ``ConnectionClosed`` when a connection in use broke, ``ConnectorError`` for any other Redis
-    error (a wrong key type, a script error).
+    ``ConnectionClosed`` when a connection in use broke, ``ConfigRefused`` when the server
+    refuses our settings (wrong password or user, a password missing or not expected, an ACL
+    denying a command, a database number out of range: retrying cannot help, the pipeline
+    stops), ``ConnectorError`` for any other Redis error (a wrong key type, a script error).
     """
     if isinstance(exc, rexc.BusyLoadingError):
         return ConnectionFailed(f"{label}: {action} failed: Redis is loading its data")
     message = _message(exc)
+    if is_refusal(exc):
+        return ConfigRefused(f"{label}: {action} refused by the server: {message}")
     if is_connection_error(exc):
         failed = opening or "connecting to" in message or isinstance(exc, rexc.AuthenticationError)
         error_class = ConnectionFailed if failed else ConnectionClosed
