@@ -25,6 +25,7 @@ CHECK_NAMES = [
     "run_duration",
     "connection",
     "dead_letters",
+    "source_failed",
 ]
 RunStatus = Literal["success", "partial", "error"]
 
@@ -465,6 +466,65 @@ def test_run_duration_against_the_gap_between_cron_ticks() -> None:
         "sync takes 280 s of the 300 s between cron ticks: "
         "space the cron ticks further apart (schedule.cron) or raise the batch size"
     )
+
+
+def test_run_duration_blames_retries_not_the_interval_when_the_run_failed() -> None:
+    error = "SinkUnavailable: sink 'algolia' unavailable: HTTP 503"
+    check = evaluate_at(
+        [run(10, "partial", duration_s=75, error=error)],
+        last_duration_ms=52_000.0,
+        last_paused_ms=23_000.0,
+    ).check("run_duration")
+    assert check.status == "warn"
+    assert check.detail == (
+        "last run took 52 s, 87% of a 60 s interval, and waited 23 s paused after failures"
+    )
+    assert check.recommendation == (
+        "sync takes 52 s of a 60 s interval: "
+        "retries after failures made it long (it waited 23 s paused after failures; it ended "
+        "partial with \"SinkUnavailable: sink 'algolia' unavailable: HTTP 503\"): fix that "
+        "cause; raising the interval would not help"
+    )
+
+
+def test_run_duration_of_a_clean_run_still_names_the_interval() -> None:
+    check = evaluate_at(
+        [run(10, duration_s=52)], last_duration_ms=52_000.0, last_paused_ms=0.0
+    ).check("run_duration")
+    assert check.recommendation == (
+        "sync takes 52 s of a 60 s interval: raise the interval or the batch size"
+    )
+
+
+def test_health_text_quotes_messages_without_python_escapes() -> None:
+    # Both kinds of quote: repr() would escape one of them, as in sink \'algolia\'.
+    error = """SinkUnavailable: sink 'algolia' unavailable: HTTP 503: {"message": "busy"}"""
+    health = evaluate_at(
+        [run(10, "error", error=error), run(70, "error", error=error)],
+        last_error={"type": "sink_unavailable", "message": error, "at": NOW - 10},
+        circuit={"open": True, "consecutive_failures": 5, "resumes_in_s": 3.0},
+    )
+    for check in health.checks:
+        assert "\\" not in check.detail + (check.recommendation or ""), check
+    assert health.check("error_rate").recommendation == (
+        "100% of recent runs failed, the latest with "
+        f'"{error}": fix that cause; failed batches went back to the source and are retried'
+    )
+
+
+def test_records_failed_in_the_source_warn() -> None:
+    health = evaluate(status(source="pg_outbox"), settings(), [run(10)], now=NOW, source_failed=2)
+    check = health.check("source_failed")
+    assert health.status == "DEGRADED" and check.status == "warn"
+    assert check.detail == "2 records failed in source 'pg_outbox' (dead_letter store 'source')"
+    assert check.recommendation == (
+        "2 records failed and kept in source 'pg_outbox': see why with syncworker outbox "
+        "stats, send them again with syncworker outbox retry-failed"
+    )
+    clean = evaluate(status(source="pg_outbox"), settings(), [run(10)], now=NOW, source_failed=0)
+    assert clean.status == "HEALTHY" and clean.check("source_failed").status == "pass"
+    unknown = evaluate(status(), settings(), [run(10)], now=NOW).check("source_failed")
+    assert unknown.detail == "n/a: the source keeps no failed records"
 
 
 def test_run_duration_does_not_apply_to_streams() -> None:

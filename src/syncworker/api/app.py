@@ -32,6 +32,7 @@ from syncworker.core.engine import Engine
 from syncworker.core.pipeline import Pipeline
 from syncworker.errors import UnsupportedOperation
 from syncworker.observe.health import evaluate
+from syncworker.observe.history import History
 from syncworker.observe.logging import redact_value
 from syncworker.observe.metrics import EngineMetrics
 from syncworker.state.base import DeadLetter
@@ -67,9 +68,10 @@ class ApiError(Exception):
 class Controller:
     """What the endpoints do, kept apart from the routing."""
 
-    def __init__(self, engine: Engine, metrics: EngineMetrics) -> None:
+    def __init__(self, engine: Engine, metrics: EngineMetrics, history: History) -> None:
         self.engine = engine
         self.metrics = metrics
+        self.history = history
         self._background: set[asyncio.Task[Any]] = set()
         self._process = psutil.Process()
         self._process.cpu_percent()
@@ -85,11 +87,32 @@ class Controller:
     async def pipeline_status(self, pipeline: Pipeline) -> dict[str, Any]:
         status = pipeline.status()
         status["backlog"] = await self.metrics.backlog(pipeline)
+        status["source_failed"] = await self.metrics.failed_in_source(pipeline)
+        status["oldest_waiting_s"] = await self.metrics.oldest_waiting_s(pipeline)
         runs = await self.engine.state.runs(pipeline.name, limit=20)
         dead = (await self.engine.state.count_dead_letters(pipeline.name)).get("dead", 0)
-        health = evaluate(status, pipeline.settings, runs, dead_letters=dead)
+        health = evaluate(
+            status,
+            pipeline.settings,
+            runs,
+            dead_letters=dead,
+            source_failed=status["source_failed"],
+        )
         status["health"] = health.to_dict()
+        status["last_error"] = await self._last_error(pipeline.name, status["last_error"])
         return status
+
+    async def _last_error(self, name: str, own: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The newest error of the pipeline: its own (a failed batch, a connection) or one
+        of its records' in the error log (a dead letter), whichever came last, so the status
+        never says "no error" while the error log lists some."""
+        logged = await self.engine.state.errors(name, limit=1)
+        if not logged:
+            return own
+        newest = logged[0]
+        if own is not None and float(own.get("at") or 0) >= (newest.created_at or 0):
+            return own
+        return {"type": newest.type, "message": newest.message, "at": newest.created_at}
 
     async def engine_status(self) -> dict[str, Any]:
         base = self.engine.status()
@@ -156,11 +179,12 @@ def create_app(
     metrics: EngineMetrics,
     allowed_hosts: tuple[str, ...] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
+    history: History | None = None,
 ) -> FastAPI:
     """The app for ``engine``; ``token`` None (or blank) means no auth: the server binds to
     loopback and only loopback names and ``allowed_hosts`` are accepted as ``Host``."""
     token = (token or "").strip() or None
-    controller = Controller(engine, metrics)
+    controller = Controller(engine, metrics, history or History(engine))
     app = FastAPI(
         title="syncworker",
         version=__version__,
@@ -295,6 +319,12 @@ def _status_routes(router: APIRouter, c: Controller) -> None:
         runs = await c.engine.state.runs(name, limit=20)
         detail["recent_runs"] = [r.to_dict() for r in runs]
         return redact_value(detail)  # type: ignore[no-any-return]
+
+    @router.get("/history", response_model=models.HistoryPage, tags=["status"])
+    async def history() -> dict[str, Any]:
+        """Recent activity per pipeline, kept by the engine: records per 5 s over the last
+        15 minutes, per-sink writes since start, batch latency, the last batch's time."""
+        return c.history.snapshot()
 
     @router.get("/errors", response_model=models.ErrorPage, tags=["status"])
     async def errors(

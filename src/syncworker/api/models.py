@@ -39,7 +39,12 @@ class Health(BaseModel):
 class Totals(BaseModel):
     processed: int
     written: int
-    dead_lettered: int
+    dead_lettered: int = Field(description="refused records stored as dead letters")
+    kept_by_source: int = Field(
+        0,
+        description="refused records handed back to a source that keeps failures "
+        "(dead_letter store 'source'), each a failed attempt there",
+    )
     filtered: int
     runs: int
     failed_batches: int
@@ -71,10 +76,21 @@ class PipelineStatus(BaseModel):
     totals: Totals
     last_sync_at: float | None
     last_duration_ms: float | None
+    last_paused_ms: float | None = Field(
+        None, description="time the last run waited out the circuit breaker, not in its duration"
+    )
     last_result: Literal["success", "partial", "error"] | None
     last_error: LastError | None
     circuit: Circuit
     backlog: int | None = Field(None, description="records waiting, where the source counts")
+    source_failed: int | None = Field(
+        None,
+        description="records the source keeps as failed (dead_letter store 'source'), where "
+        "the source tells",
+    )
+    oldest_waiting_s: float | None = Field(
+        None, description="age of the oldest record not delivered yet, where the source tells"
+    )
     lock: dict[str, Any] | None = Field(None, description="lock holder, where a lock is set")
     health: Health
 
@@ -158,6 +174,45 @@ class Requeued(BaseModel):
 class Deleted(BaseModel):
     id: int
     deleted: Literal[True]
+
+
+class HistoryPoint(BaseModel):
+    t: float = Field(description="start of the bucket, unix time")
+    records: int = Field(description="records of the batches committed in it")
+    written: int = Field(description="writes by all sinks")
+    refused: int = Field(description="records a sink refused")
+    batches: int
+    failed_batches: int = Field(description="batches rolled back")
+    batch_ms_avg: float | None
+    batch_ms_max: float | None
+
+
+class SinkActivity(BaseModel):
+    written: int = Field(description="records written since the engine started")
+    refused: int = Field(description="records refused since the engine started")
+
+
+class BatchLatency(BaseModel):
+    last: float
+    p50: float
+    p95: float
+    max: float
+    count: int = Field(description="batches measured (the most recent ones)")
+
+
+class PipelineHistory(BaseModel):
+    points: list[HistoryPoint] = Field(description="every bucket of the window, oldest first")
+    rate_per_s: float = Field(description="records per second over rate_window_s")
+    rate_window_s: float
+    sinks: dict[str, SinkActivity]
+    batch_ms: BatchLatency | None = Field(description="batch durations, milliseconds")
+    last_batch_at: float | None
+
+
+class HistoryPage(BaseModel):
+    bucket_s: float
+    now: float
+    pipelines: dict[str, PipelineHistory]
 
 
 class ErrorItem(BaseModel):

@@ -14,6 +14,7 @@ import uvicorn
 from syncworker.api.app import create_app
 from syncworker.core.engine import Engine
 from syncworker.errors import ConnectionFailed
+from syncworker.observe.history import History
 from syncworker.observe.metrics import EngineMetrics
 
 log = structlog.get_logger(__name__)
@@ -67,8 +68,13 @@ class ApiServer:
                 "api_without_token", host=host, reason="no api.token configured: loopback only"
             )
         self.metrics = EngineMetrics(engine)
+        self.history = History(engine)
         self.app = create_app(
-            engine, token=self.token, metrics=self.metrics, allowed_hosts=(self.host,)
+            engine,
+            token=self.token,
+            metrics=self.metrics,
+            allowed_hosts=(self.host,),
+            history=self.history,
         )
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None

@@ -34,6 +34,14 @@ Checks, in the order they are reported, and their thresholds:
     ``consecutive_failures`` so one outage is not counted twice.
 ``dead_letters``
     Any dead letter waiting for a person (status ``dead``) warns.
+``source_failed``
+    Any record the source keeps as failed (``dead_letter: {store: source}``: pg_outbox rows
+    with status ``failed``, its ``failed_count()``) warns, as a dead letter does; n/a for a
+    source that cannot tell.
+
+When the last run was too long for its interval but spent part of it on failures (it ended
+``partial`` or ``error``, or waited out the circuit breaker), ``run_duration`` names the
+failure rather than the interval: raising the interval would not help.
 """
 
 from __future__ import annotations
@@ -155,12 +163,14 @@ def evaluate(
     *,
     now: float | None = None,
     dead_letters: int = 0,
+    source_failed: int | None = None,
 ) -> Health:
     """The health of one pipeline.
 
     ``status`` is ``Pipeline.status()``; ``runs`` its most recent runs, newest first;
     ``now`` the wall clock (``time.time()`` when None); ``dead_letters`` how many of its
-    dead letters have status ``dead``.
+    dead letters have status ``dead``; ``source_failed`` how many records its source keeps
+    as failed (None: the source cannot tell).
     """
     view = _View.read(status, settings, runs, time.time() if now is None else now)
     return Health.of(
@@ -171,6 +181,7 @@ def evaluate(
             _run_duration(view),
             _connection(view),
             _dead_letters(view.name, dead_letters),
+            _source_failed(view, source_failed),
         ]
     )
 
@@ -187,6 +198,7 @@ class _View:
     now: float
     started_at: float | None
     last_duration_s: float | None
+    last_paused_s: float
     last_error: dict[str, Any] | None
     circuit: dict[str, Any]
     source: str
@@ -201,6 +213,9 @@ class _View:
         duration_ms = status.get("last_duration_ms")
         if duration_ms is None and merged:
             duration_ms = merged[0].duration_ms
+        paused_ms = status.get("last_paused_ms")
+        if paused_ms is None and merged:
+            paused_ms = getattr(merged[0], "paused_ms", 0.0)
         return cls(
             name=str(status.get("name", "?")),
             state=str(status.get("state", "running")),
@@ -209,6 +224,7 @@ class _View:
             now=now,
             started_at=status.get("started_at"),
             last_duration_s=None if duration_ms is None else float(duration_ms) / 1000.0,
+            last_paused_s=float(paused_ms or 0.0) / 1000.0,
             last_error=status.get("last_error"),
             circuit=status.get("circuit") or {},
             source=str(status.get("source", "?")),
@@ -318,7 +334,7 @@ def _cron_success(v: _View, since: float, said: str) -> Check:
     level: CheckStatus = "fail" if missed >= SUCCESS_FAIL_PERIODS else "warn"
     advice = (
         f"no successful sync for {_span(v.now - since)} although schedule.cron is "
-        f"{expression!r}: {_why_no_success(v)}"
+        f"{_quote(expression)}: {_why_no_success(v)}"
     )
     return Check("recent_success", level, detail, advice)
 
@@ -338,7 +354,7 @@ def _stream_success(v: _View) -> Check:
         return Check("recent_success", "pass", detail)
     advice = (
         f"no successful batch for {_span(v.now - since)} and the last run failed with "
-        f"{v.last_error_message()!r}: fix that cause; the records wait in the source "
+        f"{_quote(v.last_error_message())}: fix that cause; the records wait in the source "
         "and flow again once it is fixed"
     )
     return Check("recent_success", "warn", detail, advice)
@@ -348,7 +364,7 @@ def _why_no_success(v: _View) -> str:
     last = v.last_run
     if last is not None and last.status in _FAILED_RESULTS:
         return (
-            f"the last run failed with {v.last_error_message()!r}; fix that cause, "
+            f"the last run failed with {_quote(v.last_error_message())}; fix that cause, "
             "the next run retries what failed"
         )
     return (
@@ -368,7 +384,7 @@ def _error_rate(v: _View) -> Check:
         return Check("error_rate", "pass", detail)
     level: CheckStatus = "fail" if share >= ERROR_RATE_FAIL else "warn"
     advice = (
-        f"{share:.0%} of recent runs failed, the latest with {v.last_error_message()!r}: "
+        f"{share:.0%} of recent runs failed, the latest with {_quote(v.last_error_message())}: "
         "fix that cause; failed batches went back to the source and are retried"
     )
     return Check("error_rate", level, detail, advice)
@@ -395,18 +411,19 @@ def _failing_part(v: _View, failures: int) -> str:
     if kind == "sink_unavailable":
         found = _SINK_IN_MESSAGE.search(str((v.last_error or {}).get("message", "")))
         sink = found.group(1) if found else (v.sinks[0] if len(v.sinks) == 1 else "?")
-        return f"sink {sink!r} unavailable for {attempts}: check its connectivity; {resumes}"
+        return f"sink {_quote(sink)} unavailable for {attempts}: check its connectivity; {resumes}"
     if kind == "source_unavailable":
-        return f"source {v.source!r} unavailable for {attempts}: check its connectivity; {resumes}"
+        source = _quote(v.source)
+        return f"source {source} unavailable for {attempts}: check its connectivity; {resumes}"
     if kind == "connect_failed":
-        sinks = ", ".join(repr(s) for s in v.sinks)
+        sinks = ", ".join(_quote(s) for s in v.sinks)
         return (
-            f"connecting failed {_times(failures)}: check that source {v.source!r} and "
+            f"connecting failed {_times(failures)}: check that source {_quote(v.source)} and "
             f"sink(s) {sinks} are reachable and their URLs in pipelines.{v.name} are right; "
             f"{resumes}"
         )
     failed = "a whole batch failed" if failures == 1 else f"{failures} batches in a row failed"
-    return f"{failed} with {v.last_error_message()!r}: fix that cause; {resumes}"
+    return f"{failed} with {_quote(v.last_error_message())}: fix that cause; {resumes}"
 
 
 def _run_duration(v: _View) -> Check:
@@ -434,6 +451,9 @@ def _run_duration(v: _View) -> Check:
             f"last run took {format_seconds(duration_s)} s of {room} ({ratio:.0%})",
         )
     detail = f"last run took {format_seconds(duration_s)} s, {ratio:.0%} of {room}"
+    if v.last_paused_s > 0:
+        detail += f", and waited {format_seconds(v.last_paused_s)} s paused after failures"
+    change = _retries_to_blame(v) or change
     if ratio >= DURATION_FAIL_RATIO:
         advice = (
             f"sync takes {format_seconds(duration_s)} s of {room} and runs back to back: {change}"
@@ -444,6 +464,24 @@ def _run_duration(v: _View) -> Check:
         "warn",
         detail,
         f"sync takes {format_seconds(duration_s)} s of {room}: {change}",
+    )
+
+
+def _retries_to_blame(v: _View) -> str | None:
+    """What to fix when failures made the last run long: retries and their backoff, or the
+    circuit breaker's pauses, not the interval. None when the run had no failure."""
+    last = v.last_run
+    failed = last is not None and last.status in _FAILED_RESULTS
+    if not failed and v.last_paused_s <= 0:
+        return None
+    causes = []
+    if v.last_paused_s > 0:
+        causes.append(f"it waited {format_seconds(v.last_paused_s)} s paused after failures")
+    if failed and last is not None:
+        causes.append(f"it ended {last.status} with {_quote(v.last_error_message())}")
+    return (
+        f"retries after failures made it long ({'; '.join(causes)}): fix that cause; "
+        "raising the interval would not help"
     )
 
 
@@ -477,6 +515,21 @@ def _connection(v: _View) -> Check:
     return Check("connection", "pass", f"pipeline is {v.state}")
 
 
+def _source_failed(v: _View, count: int | None) -> Check:
+    if count is None:
+        return Check("source_failed", "pass", "n/a: the source keeps no failed records")
+    if count < DEAD_LETTERS_WARN:
+        return Check("source_failed", "pass", f"no failed records in source {_quote(v.source)}")
+    failed = "1 record" if count == 1 else f"{count} records"
+    return Check(
+        "source_failed",
+        "warn",
+        f"{failed} failed in source {_quote(v.source)} (dead_letter store 'source')",
+        f"{failed} failed and kept in source {_quote(v.source)}: see why with syncworker "
+        "outbox stats, send them again with syncworker outbox retry-failed",
+    )
+
+
 def _dead_letters(pipeline: str, count: int) -> Check:
     if count < DEAD_LETTERS_WARN:
         return Check("dead_letters", "pass", "no dead letters waiting")
@@ -491,6 +544,11 @@ def _dead_letters(pipeline: str, count: int) -> Check:
 
 
 # -- wording -----------------------------------------------------------------------------------
+
+
+def _quote(text: str) -> str:
+    """``text`` in quotes, as written: never Python's escapes (``sink \\'algolia\\'``)."""
+    return f'"{text}"' if "'" in text else f"'{text}'"
 
 
 def _message(text: str) -> str:

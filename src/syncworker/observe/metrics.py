@@ -1,8 +1,14 @@
 """Prometheus metrics for an engine's pipelines (prometheus-client, one registry per engine).
 
 Counters move with the ``batch_committed`` / ``batch_failed`` / ``sync_success`` events, so
-they equal the records really moved; gauges (backlog, queue depth, dead letters) are read
-from the connectors and the state store when ``refresh()`` runs, before each scrape.
+they equal the records really moved; gauges (backlog, queue depth, dead letters, records a
+source keeps as failed, the oldest waiting record's age) are read from the connectors and the
+state store when ``refresh()`` runs, before each scrape.
+
+A source that keeps refused records itself (``dead_letter: {store: source}``, pg_outbox)
+reports them where they are: ``syncworker_records_kept_by_source_total`` counts each refusal
+handed back to it, and ``syncworker_queue_depth{queue="source", state="failed"}`` the records
+it gave up on (its optional ``failed_count()``), beside the dead letters of the state store.
 """
 
 from __future__ import annotations
@@ -52,6 +58,13 @@ class EngineMetrics:
             ["pipeline", "stream"],
             registry=r,
         )
+        self.kept_by_source = Counter(
+            "syncworker_records_kept_by_source",
+            "Refused records handed back to a source that keeps failures (dead_letter store "
+            "'source'), each a failed attempt there",
+            ["pipeline", "stream"],
+            registry=r,
+        )
         self.filtered = Counter(
             "syncworker_records_filtered", "Records dropped by a filter", ["pipeline"], registry=r
         )
@@ -76,8 +89,15 @@ class EngineMetrics:
         )
         self.queue_depth = Gauge(
             "syncworker_queue_depth",
-            "Records by state in the pipeline's queues (dead letters by status)",
+            "Records by state in the pipeline's queues: source ready, in_flight and failed "
+            "(where the source tells), dead letters by status",
             ["pipeline", "queue", "state"],
+            registry=r,
+        )
+        self.oldest_waiting = Gauge(
+            "syncworker_source_oldest_waiting_seconds",
+            "Age of the oldest record not delivered yet (where the source can tell)",
+            ["pipeline"],
             registry=r,
         )
         self.last_success = Gauge(
@@ -102,6 +122,7 @@ class EngineMetrics:
             registry=r,
         )
         self._backlogs: dict[str, tuple[float, int | None]] = {}
+        self._figures: dict[tuple[str, str], tuple[float, Any]] = {}
         for pipeline in engine.pipelines.values():
             self.attach(pipeline)
 
@@ -114,6 +135,28 @@ class EngineMetrics:
         value = await _safe(pipeline.backlog)
         self._backlogs[pipeline.name] = (now, value)
         return value  # type: ignore[no-any-return]
+
+    async def failed_in_source(self, pipeline: Pipeline) -> int | None:
+        """Records the source keeps as failed (``failed_count()``), at most ``BACKLOG_TTL_S``
+        old; None when the source cannot tell."""
+        value = await self._figure(pipeline, "failed_count")
+        return None if value is None else int(value)
+
+    async def oldest_waiting_s(self, pipeline: Pipeline) -> float | None:
+        """Age of the oldest record not delivered yet (``oldest_waiting_s()``), read at most
+        every ``BACKLOG_TTL_S``; None when the source cannot tell or nothing waits."""
+        value = await self._figure(pipeline, "oldest_waiting_s")
+        return None if value is None else float(value)
+
+    async def _figure(self, pipeline: Pipeline, method: str) -> Any:
+        key = (pipeline.name, method)
+        cached = self._figures.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < BACKLOG_TTL_S:
+            return cached[1]
+        value = await _safe(getattr(pipeline.source, method, None))
+        self._figures[key] = (now, value)
+        return value
 
     def attach(self, pipeline: Pipeline) -> None:
         pipeline.on("batch_committed", self._on_batch)
@@ -137,6 +180,8 @@ class EngineMetrics:
                 self.failed.labels(name, sink).inc(count)
         for stream, count in event["dead_lettered"].items():
             self.dead_lettered.labels(name, stream).inc(count)
+        for stream, count in event.get("kept_by_source", {}).items():
+            self.kept_by_source.labels(name, stream).inc(count)
         if event["filtered"]:
             self.filtered.labels(name).inc(event["filtered"])
         self.batch_seconds.labels(name).observe(event["duration_s"])
@@ -165,6 +210,12 @@ class EngineMetrics:
                 self.queue_depth.labels(name, "source", "ready").set(backlog)
             if in_flight is not None:
                 self.queue_depth.labels(name, "source", "in_flight").set(in_flight)
+            failed = await self.failed_in_source(pipeline)
+            if failed is not None:
+                self.queue_depth.labels(name, "source", "failed").set(failed)
+            if hasattr(pipeline.source, "oldest_waiting_s"):
+                # 0 when nothing waits, so an alert on the age clears once the queue drains.
+                self.oldest_waiting.labels(name).set(await self.oldest_waiting_s(pipeline) or 0.0)
             counts = await self.engine.state.count_dead_letters(name)
             for state in ("dead", "requeued", "replaying"):
                 self.queue_depth.labels(name, "dead_letters", state).set(counts.get(state, 0))
