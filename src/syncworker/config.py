@@ -86,6 +86,9 @@ class BreakerConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
+    """When a pipeline runs. Without a `schedule` it is `{stream: true}`: it runs continuously,
+    claiming as records arrive."""
+
     stream: bool | None = Field(None, description="run continuously")
     every: DurationS | None = Field(
         None, gt=0, description="interval from end of one run to the start of the next"
