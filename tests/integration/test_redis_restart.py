@@ -13,7 +13,6 @@ import contextlib
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import redis
 from syncworker.config import config_from_dict
 from syncworker.core.engine import Engine
 from syncworker.state import state_store_from_url
+from tests.waiting import NotYet, eventually, wait_for
 
 SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -62,13 +62,10 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        client.close()
+        try:
+            wait_for(client.ping, f"redis-server on {self.port}", ignore=(redis.ConnectionError,))
+        finally:
+            client.close()
 
     def shutdown(self) -> None:
         """`SHUTDOWN` as an operator would: Redis writes what it keeps, then exits."""
@@ -113,6 +110,10 @@ def written(out: Path) -> set[str]:
     }
 
 
+def _failures(engine: Engine) -> int:
+    return int(engine.pipeline("q").status()["circuit"]["consecutive_failures"])
+
+
 @pytest.mark.timeout(180)
 async def test_pipeline_resumes_after_a_redis_restart(
     private_redis: PrivateRedis, tmp_path: Path
@@ -146,21 +147,17 @@ async def test_pipeline_resumes_after_a_redis_restart(
     await engine.start()
     try:
         await asyncio.to_thread(push, private_redis.url, 0, 20_000)
-        for _ in range(100):  # some written, some still queued
-            if len(written(out)) >= 2_000:
-                break
-            await asyncio.sleep(0.05)
+        # some written, some still queued
+        await eventually(lambda: len(written(out)) >= 2_000, "2,000 messages written")
         await asyncio.to_thread(private_redis.shutdown)
-        await asyncio.sleep(0.5)  # the pipeline sees Redis gone and pauses
+        await eventually(lambda: _failures(engine) > 0, "the pipeline to see Redis gone")
         await asyncio.to_thread(private_redis.start)
         await asyncio.to_thread(push, private_redis.url, 20_000, 1_000)  # after the restart
         expected_after = {f"m{n}" for n in range(20_000, 21_000)}
         expected_all = {f"m{n}" for n in range(21_000)}
         target = expected_all if private_redis.persistent else expected_after
-        for _ in range(600):
-            if target <= written(out):
-                break
-            await asyncio.sleep(0.1)
+        with contextlib.suppress(NotYet):  # the assertions below say what is missing
+            await eventually(lambda: target <= written(out), "every message", timeout_s=60)
         status = engine.pipeline("q").status()
     finally:
         await engine.stop()
