@@ -75,3 +75,37 @@ def test_example_readme_names_every_variable_its_config_reads(config: Path) -> N
     names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", config.read_text()))
     readme = (config.parent / "README.md").read_text()
     assert sorted(n for n in names if f"`{n}`" not in readme) == []
+
+
+def _bash_block_after(text: str, marker: str) -> list[str]:
+    block = text.split(marker, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_demo_commands_work_as_written(tmp_path: Path) -> None:
+    """After the demo, the README's next commands run as written, with the venv's bin on
+    the PATH as its activation puts it (issue 9, point 5)."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    assert ". .venv/bin/activate" in readme and ".venv/bin/syncworker" in readme
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    def bash(command: str) -> str:
+        result = subprocess.run(
+            ["bash", "-c", command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert result.returncode == 0, (command, result.stderr)
+        return result.stdout
+
+    bash("syncworker demo --messages 200 --no-progress")
+    outputs = [bash(line) for line in _bash_block_after(readme, "Then look around")]
+    assert len(outputs) == 3
+    assert "1 dead letter(s)" in outputs[0]
+    letter = orjson.loads(outputs[1])
+    assert letter["id"] == 1 and letter["error"] and letter["stack"]
+    assert "chat" in outputs[2]
