@@ -16,6 +16,7 @@ from syncworker.core import Pipeline, PipelineSettings, Record, RetryPolicy, Sch
 from syncworker.core.protocols import WriteResult
 from syncworker.testing import MemoryQueue, MemorySink, MemorySource
 from tests.integration.conftest import REDIS_URL
+from tests.waiting import eventually
 
 BACKENDS = ["redis", "postgres"]
 
@@ -58,7 +59,8 @@ async def test_redis_lock_expires_and_only_the_holder_can_release(redis_prefix: 
     try:
         token_1 = await first.acquire()
         assert token_1 is not None
-        await asyncio.sleep(0.5)  # first stopped renewing (as a crashed worker would)
+        # first stops renewing (as a crashed worker would): its lease runs out
+        await eventually(lambda: _gone(client, key), "the first lease to expire")
         token_2 = await second.acquire()
         assert token_2 is not None and token_2 > token_1
         assert await first.renew() is False  # it knows it lost
@@ -86,6 +88,10 @@ async def test_postgres_lock_is_freed_when_the_holder_session_dies(pg_url: str) 
     finally:
         await first.close()
         await second.close()
+
+
+async def _gone(client: aredis.Redis, key: str) -> bool:
+    return not await client.exists(key)
 
 
 class FencedSink(MemorySink):
@@ -132,10 +138,7 @@ async def test_two_workers_never_write_at_once_and_tokens_only_grow(redis_prefix
     b, sink_b = guarded("b", queue, lock_for(REDIS_URL, key), shared, Schedule.every(0.05))
     await a.start()
     await b.start()
-    for _ in range(200):
-        if queue.ready == 0 and queue.in_flight == 0:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: queue.ready == 0 and queue.in_flight == 0, "the queue to drain")
     await a.stop()
     await b.stop()
     assert set(sink_a.rows) | set(sink_b.rows) == {str(i) for i in range(300)}
@@ -179,17 +182,10 @@ async def test_a_lost_lock_returns_in_flight_batches_before_anything_more_is_wri
     client = aredis.Redis.from_url(REDIS_URL)
     try:
         await pipeline.start()
-        for _ in range(100):
-            if shared["active"]:
-                break
-            await asyncio.sleep(0.02)
-        assert shared["active"] >= 1  # batches are being written, slowly
+        await eventually(lambda: shared["active"] >= 1, "batches being written, slowly")
         await client.set(key, "another-worker", px=5000)  # the lock is taken from us
-        for _ in range(100):
-            if queue.in_flight == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert queue.in_flight == 0 and queue.ready == 20  # every batch went back
+        await eventually(lambda: queue.in_flight == 0, "every batch to go back")
+        assert queue.in_flight == 0 and queue.ready == 20
         assert sink.rows == {}  # the slow write was cancelled before it stored anything
         status = pipeline.status()
         assert status["lock"]["held"] is False
@@ -200,23 +196,30 @@ async def test_a_lost_lock_returns_in_flight_batches_before_anything_more_is_wri
 
 async def test_the_other_worker_takes_over_after_the_holder_dies(redis_prefix: str) -> None:
     key = f"{redis_prefix}syncLock"
-    dead = lock_for(REDIS_URL, key, 0.5)
+    dead = lock_for(REDIS_URL, key, 1.0)
     queue = MemoryQueue()
     queue.put_many(10)
     shared: dict[str, Any] = {"active": 0, "tokens": []}
     survivor, sink = guarded("b", queue, lock_for(REDIS_URL, key, 0.5), shared, Schedule.stream())
+    client = aredis.Redis.from_url(REDIS_URL)
     try:
         dead_token = await dead.acquire()  # held, then never renewed: a killed worker
         assert dead_token is not None
         await survivor.start()
-        await asyncio.sleep(0.2)
-        assert sink.rows == {}  # standing by while the dead holder's lease runs
-        for _ in range(100):
-            if len(sink.rows) == 10:
+        # Standing by while the dead holder's lease runs: rows read while the lease was still
+        # the dead holder's (checked after the read) must be none, however late we look.
+        looked = 0
+        while True:
+            rows, running = len(sink.rows), survivor.status()["state"] == "running"
+            if await client.get(key) != dead.holder_id.encode():
                 break
-            await asyncio.sleep(0.05)
-        assert len(sink.rows) == 10
+            assert rows == 0
+            looked += running
+            await asyncio.sleep(0.02)  # the poll interval of this watch
+        assert looked, "the survivor never ran while the dead lease did"
+        await eventually(lambda: len(sink.rows) == 10, "the survivor to write everything")
         assert min(shared["tokens"]) > dead_token
     finally:
         await survivor.stop()
         await dead.close()
+        await client.aclose()
