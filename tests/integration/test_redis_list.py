@@ -18,6 +18,7 @@ from syncworker.connectors.redis.source_list import RedisListSource
 from syncworker.core.record import Batch, key_from_bytes
 from syncworker.errors import ConnectionClosed
 from tests.poison_payloads import PAYLOADS, assert_wrapping_logged, check
+from tests.waiting import eventually
 
 from .conftest import REDIS_URL
 
@@ -290,15 +291,15 @@ async def test_expired_heartbeat_is_recovered_by_a_live_workers_background_task(
     assert ids(await dead.claim(2)) == [1, 2]
     assert ids(await dead.claim(2)) == [3, 4]
     await crash(dead)
-    live = make_source(worker_id="live", heartbeat_ttl="300ms", recovery_interval="50ms")
+    # The live worker's own TTL leaves room for a busy machine's stalls (it beats every third).
+    live = make_source(worker_id="live", heartbeat_ttl="1s", recovery_interval="50ms")
     await live.open()
 
-    async def recovered() -> None:
-        while await redis_client.llen(key) < 5:
-            assert await redis_client.exists(f"{redis_prefix}tmp:worker:live") == 1
-            await asyncio.sleep(0.05)
+    async def recovered() -> bool:
+        assert await redis_client.exists(f"{redis_prefix}tmp:worker:live") == 1
+        return bool(await redis_client.llen(key) >= 5)
 
-    await asyncio.wait_for(recovered(), timeout=10)
+    await eventually(recovered, "the dead worker's batches back on the list")
     assert ids(await live.claim(10)) == [1, 2, 3, 4, 5]
 
 
@@ -306,14 +307,14 @@ async def test_live_heartbeat_keeps_batches_from_recovery(
     make_source: Factory, redis_client: aredis.Redis, redis_prefix: str
 ) -> None:
     await push(redis_client, f"{redis_prefix}in", 1, 2)
-    busy = make_source(worker_id="busy", heartbeat_ttl="300ms")
+    busy = make_source(worker_id="busy", heartbeat_ttl="600ms")  # beats every 200 ms
     await busy.open()
     batch = await busy.claim(10)
     other = make_source(worker_id="other")
     await other.open()
 
-    for _ in range(5):  # well past the TTL: the heartbeat task keeps refreshing it
-        await asyncio.sleep(0.15)
+    for _ in range(5):  # well past the TTL (time passing is what is tested here)
+        await asyncio.sleep(0.3)
         assert await other.recover() == 0
     assert batch is not None
     await busy.ack(batch)
