@@ -18,6 +18,7 @@ from syncworker.connectors.redis.source_stream import RedisStreamSource
 from syncworker.core.record import Batch, key_from_bytes
 from syncworker.errors import ConnectionClosed
 from tests.poison_payloads import PAYLOADS, assert_wrapping_logged, check
+from tests.waiting import eventually
 
 from .conftest import REDIS_URL
 
@@ -73,15 +74,7 @@ def ids(batch: Batch | None) -> list[int]:
 
 async def claim_until(source: RedisStreamSource, limit: int) -> Batch:
     """Claim until something comes back (reclaims happen after claim_idle); bounded."""
-
-    async def poll() -> Batch:
-        while True:
-            batch = await source.claim(limit)
-            if batch is not None:
-                return batch
-            await asyncio.sleep(0.05)
-
-    return await asyncio.wait_for(poll(), timeout=10)
+    return await eventually(lambda: source.claim(limit), "a batch to claim")
 
 
 async def pending_count(client: aredis.Redis, key: str) -> int:
@@ -227,12 +220,13 @@ async def test_entry_delivered_too_often_goes_to_the_dead_stream_and_is_acked(
     last = make_source(consumer="last", max_deliveries=2)
     await last.open()
 
-    async def dead_lettered() -> None:
-        while await redis_client.xlen(f"{key}:dead") == 0:
-            assert await last.claim(10) is None
-            await asyncio.sleep(0.05)
+    async def dead_lettered() -> bool:
+        if await redis_client.xlen(f"{key}:dead"):
+            return True
+        assert await last.claim(10) is None
+        return False
 
-    await asyncio.wait_for(dead_lettered(), timeout=10)
+    await eventually(dead_lettered, "the entry in the dead stream")
     dead_entries: Any = await redis_client.xrange(f"{key}:dead")
     [(_, fields)] = dead_entries
     assert fields[b"data"] == b'{"id": 1}'
