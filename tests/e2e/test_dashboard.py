@@ -15,11 +15,18 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from syncworker.api.server import ApiServer
+from syncworker.config import parse_config
+from syncworker.connectors.postgres import outbox
 from syncworker.connectors.sqlite.queue import SqliteQueue
+from syncworker.core.engine import Engine
+from syncworker.state import state_store_from_url
 from tests.e2e.conftest import TOKEN, RunningApi
+from tests.integration.conftest import REDIS_URL, pg_url, redis_prefix  # noqa: F401 - fixtures
 from tests.waiting import eventually
 
 CHROMIUM = os.environ.get("SYNCWORKER_CHROMIUM", "/usr/bin/chromium")
@@ -249,3 +256,147 @@ async def test_dashboard_rejects_a_wrong_token(api: RunningApi, page: Page) -> N
     await expect(page.locator("#token-error")).to_have_text("The API refused this token.")
     await expect(page.locator("#token-panel")).to_be_visible()
     await expect(page.locator("[data-pipeline]")).to_have_count(0)
+
+
+async def login(page: Page, url: str, token: str | None = TOKEN) -> None:
+    await page.goto(url + "/")
+    if token is not None:
+        await page.fill("#token-input", token)
+        await page.click("#token-save")
+    await expect(page.locator("#conn-status")).to_have_attribute("data-state", "ok")
+
+
+async def test_dashboard_shows_the_engines_history_on_load(api: RunningApi, page: Page) -> None:
+    # Everything moved before the page opens: the engine's history still draws it at once.
+    api.enqueue(
+        *({"id": f"m{n}", "text": "hi"} for n in range(5)),
+        {"id": "bad-1", "text": TOO_LONG},
+        {"id": "bad-2", "text": TOO_LONG},
+    )
+
+    async def settled() -> bool:
+        return len(await dead_letter_ids(api)) == 2
+
+    await eventually(settled, "two dead letters")
+    await login(page, api.server.url)
+    await expect(page.locator("body")).to_have_attribute("data-polls", "1")
+    chat = page.locator('[data-pipeline="chat"]')
+    # drawn from the first answer, not built up by this tab
+    assert (
+        int(await chat.locator('[data-field="sparkline"]').get_attribute("data-points") or 0) >= 1
+    )
+    assert float(await chat.locator('[data-field="rate"]').get_attribute("data-value") or 0) > 0
+    await expect(chat.locator('[data-field="sinks"]')).to_have_text(
+        "jsonl 7 · sqlite 5 (2 refused)"
+    )
+    await expect(chat.locator('[data-field="latency"]')).to_have_text(
+        re.compile(r"^p50 \d.* · p95 \d.* · last \d.* \(\d+ batches\)$")
+    )
+    await expect(chat.locator('[data-field="lock"]')).to_have_text("none configured")
+    await expect(chat.locator('[data-field="oldest-waiting"]')).to_have_text(
+        re.compile("none waiting|unknown")
+    )
+    # The two refusals say the same: one line, counted; and the card names the error too.
+    group = page.locator('#errors li[data-error-id][data-count="2"]')
+    await expect(group).to_have_count(1)
+    await expect(group.locator(".times")).to_have_text("×2")  # noqa: RUF001
+    await expect(page.locator("#error-count")).to_have_text("1 kind, 2 in all")
+    last_error = chat.locator('[data-field="last-error"]')
+    await expect(last_error).not_to_have_text("none")
+    await expect(last_error).to_contain_text("CHECK constraint failed")
+
+
+OUTBOX_CONFIG = """\
+state: "sqlite:///{root}/state.db"
+pipelines:
+  outbox:
+    source:
+      type: pg_outbox
+      url: "{pg_url}"
+      queue_table: dash_sync_queue
+      tables: [products]
+      max_retries: 1
+      poll_interval: 50ms
+    sinks:
+      - {{type: sqlite, path: "{root}/sink.db", table: products, columns: {{name: name}}}}
+    batch: {{size: 50, max_wait: 20ms}}
+    retry: {{attempts: 1, delay: 10ms}}
+    dead_letter: {{store: source}}
+    lock: {{url: "{redis_url}", key: "{lock_key}", ttl: 30s}}
+"""
+
+
+async def pg(url: str, statement: str) -> list[tuple[object, ...]]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cursor = await conn.execute(statement)
+        return await cursor.fetchall() if cursor.description else []
+
+
+@pytest.fixture
+async def outbox_api(
+    pg_url: str,  # noqa: F811 - the fixture imported above
+    redis_prefix: str,  # noqa: F811
+    tmp_path: Path,
+) -> AsyncIterator[str]:
+    await pg(pg_url, "CREATE TABLE products (id integer PRIMARY KEY, name text NOT NULL)")
+    await outbox.install(pg_url, "dash_sync_queue", ["products"])
+    with sqlite3.connect(tmp_path / "sink.db") as conn:
+        conn.execute(
+            "CREATE TABLE products (key TEXT PRIMARY KEY, name TEXT CHECK (length(name) <= 10))"
+        )
+    config = parse_config(
+        OUTBOX_CONFIG.format(
+            root=tmp_path, pg_url=pg_url, redis_url=REDIS_URL, lock_key=f"{redis_prefix}dashLock"
+        )
+    )
+    state = state_store_from_url(config.app.state)
+    engine = Engine(config.build(state), state, shutdown_timeout_s=5)
+    server = ApiServer(engine, port=0)
+    engine.services.append(server)
+    await engine.start()
+    try:
+        yield server.url
+    finally:
+        await engine.stop()
+
+
+async def test_dashboard_shows_source_failures_oldest_waiting_and_the_lock_holder(
+    outbox_api: str,
+    pg_url: str,  # noqa: F811 - the fixture imported above
+    redis_prefix: str,  # noqa: F811
+    page: Page,
+) -> None:
+    await pg(
+        pg_url,
+        "INSERT INTO products VALUES (1, 'ok'), (2, 'much too long a name'), (3, 'fine'),"
+        " (4, 'also far too long')",
+    )
+    await login(page, outbox_api, token=None)  # no token: loopback, no token asked
+    card = page.locator('[data-pipeline="outbox"]')
+    # failed and kept by the outbox, not dead letters: counted as what they are
+    await expect(card.locator('[data-counter="source_failed"]')).to_have_attribute(
+        "data-value", "2", timeout=30_000
+    )
+    await expect(card.locator('[data-counter="dead_lettered"]')).to_have_attribute(
+        "data-value", "0"
+    )
+    await expect(card.locator('[data-field="health"]')).to_have_attribute("data-health", "DEGRADED")
+    await expect(card.locator('[data-field="recommendations"]')).to_contain_text(
+        "syncworker outbox retry-failed"
+    )
+    await expect(card.locator('[data-field="sinks"]')).to_have_text("sqlite 2 (2 refused)")
+    await expect(card.locator('[data-field="lock"]')).to_have_text(
+        re.compile(
+            rf"^held by this worker \(.+\), fencing token \d+ · redis key {redis_prefix}dashLock$"
+        )
+    )
+    # a change held back by its retry backoff waits: its age shows
+    await pg(
+        pg_url,
+        "INSERT INTO dash_sync_queue (table_name, record_id, operation, next_attempt_at,"
+        " created_at) VALUES ('products', '9', 'INSERT', now() + interval '1 hour',"
+        " now() - interval '90 seconds')",
+    )
+    await expect(card.locator('[data-field="oldest-waiting"]')).to_have_text(
+        re.compile(r"^1 min 3\d s$"), timeout=30_000
+    )
