@@ -21,7 +21,7 @@ from syncworker.core.record import Record
 
 
 def slow(record: Record) -> Record:
-    time.sleep(0.002)
+    time.sleep(0.003)
     return record
 
 

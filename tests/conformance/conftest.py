@@ -20,17 +20,8 @@ __all__ = ["pg_url", "redis_prefix"]  # the service fixtures, shared with the in
 
 pytestmark = pytest.mark.integration
 
-NEEDS = {
-    "pg_outbox": {"pg"},
-    "postgres": {"pg"},
-    "redis_list": {"redis"},
-    "redis_stream": {"redis"},
-}
-"""Which shared service a harness touches: only those fixtures are set up for it."""
 
-
-def _context(request: pytest.FixtureRequest, tmp_path: Path, type_name: str) -> Context:
-    needs = NEEDS.get(type_name, set())
+def _context(request: pytest.FixtureRequest, tmp_path: Path, needs: frozenset[str]) -> Context:
     return Context(
         tmp_path=tmp_path,
         pg_url=request.getfixturevalue("pg_url") if "pg" in needs else "",
@@ -41,12 +32,12 @@ def _context(request: pytest.FixtureRequest, tmp_path: Path, type_name: str) -> 
 
 @pytest.fixture(params=SOURCES, ids=lambda harness: harness.type_name)
 def source_context(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[type, Context]:
-    return request.param, _context(request, tmp_path, request.param.type_name)
+    return request.param, _context(request, tmp_path, request.param.services)
 
 
 @pytest.fixture(params=SINKS, ids=lambda harness: harness.type_name)
 def sink_context(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[type, Context]:
-    return request.param, _context(request, tmp_path, request.param.type_name)
+    return request.param, _context(request, tmp_path, request.param.services)
 
 
 @pytest.fixture

@@ -39,6 +39,10 @@ class Context:
 class Service:
     """A private server a harness's restart case stops and starts (never a shared one)."""
 
+    url = ""
+    """Where it answers (a URL with the password, when it has one); empty for a fake the
+    harness addresses itself."""
+
     async def start(self) -> None:
         raise NotImplementedError
 
@@ -70,6 +74,8 @@ class SourceHarness:
 
     type_name: ClassVar[str]
     """The registry type (``registry.lookup("source", type_name)``)."""
+    services: ClassVar[frozenset[str]] = frozenset()
+    """Shared services it uses ("pg", "redis"): only their fixtures are set up for it."""
     deletes: ClassVar[bool] = False
     """True when the source delivers ``op="delete"`` records (a row gone); False: every record
     is an upsert, whatever the payload says (queues carry messages, not changes)."""
@@ -127,8 +133,21 @@ class SourceHarness:
     def private_service(self, password: str | None = None) -> Service:
         raise NotImplementedError(f"{self.type_name} has no server: {self.reasons['restart']}")
 
-    def secret_config(self, target: str, secret: str) -> dict[str, Any]:
-        """A config whose URL carries ``secret`` as its password."""
+    async def open_private(self, password: str | None = None) -> Service:
+        """A private server, started, with this harness pointed at it."""
+        service = self.private_service(password)
+        await service.start()
+        await self.prepare(service.url)
+        return service
+
+    async def secret_setup(self, secret: str) -> tuple[dict[str, Any], Service | None]:
+        """Config overrides carrying ``secret`` (a password in the URL), and the private
+        server that checks it, if any (stopped by the case to provoke an error)."""
+        raise NotImplementedError
+
+    async def secret_failures(self, secret: str) -> list[BaseException]:
+        """Fail to log in with ``secret`` in the config (a wrong password, a closed port):
+        the errors raised."""
         raise NotImplementedError
 
 
@@ -136,6 +155,7 @@ class SinkHarness:
     """One sink type under the conformance cases."""
 
     type_name: ClassVar[str]
+    services: ClassVar[frozenset[str]] = frozenset()
     deletes: ClassVar[Literal["remove", "tombstone"]] = "remove"
     """``remove``: a delete removes the key; ``tombstone``: the sink cannot remove what it
     wrote (append-only) and writes a delete marker after it."""
@@ -192,6 +212,14 @@ class SinkHarness:
 
     def private_service(self, password: str | None = None) -> Service:
         raise NotImplementedError(f"{self.type_name} has no server: {self.reasons['restart']}")
+
+    async def open_private(self) -> Service:
+        """A private server (or the harness's own fake), running, with the harness pointed
+        at it."""
+        service = self.private_service()
+        await service.start()
+        await self.prepare(service.url or None)
+        return service
 
     async def secret_setup(self, secret: str) -> dict[str, Any]:
         """A config carrying ``secret`` (a password in the URL, a token in headers...)."""

@@ -96,6 +96,7 @@ class SqliteSinkHarness(SinkHarness):
 
 class PostgresSinkHarness(SinkHarness):
     type_name = "postgres"
+    services = frozenset({"pg"})
     restart = "a private PostgreSQL cluster (pg_ctl stop -m fast, then start)"
     credentials = True
     restart_settings: ClassVar[dict[str, Any]] = {"connect_timeout": "2s"}
@@ -140,12 +141,16 @@ class FakeService(Service):
 
     def __init__(self, server: LocalServer) -> None:
         self.server = server
+        self.running = True  # the harness started it
 
     async def start(self) -> None:
-        await self.server.start()
+        if not self.running:
+            await self.server.start()
+            self.running = True
 
     async def stop(self) -> None:
         await self.server.stop()
+        self.running = False
 
 
 class WebhookHarness(SinkHarness):

@@ -14,7 +14,7 @@ from syncworker.connectors.sqlite.queue import SqliteQueue
 from syncworker.core.record import Record
 from tests.conformance.exact import Payload
 from tests.conformance.harness import Expected, Service, SourceHarness
-from tests.conformance.services import PrivatePostgres, PrivateRedis
+from tests.conformance.services import CLOSED_PORT, PrivatePostgres, PrivateRedis
 
 
 def byte_expectations(payloads: list[Payload]) -> list[Expected]:
@@ -75,6 +75,7 @@ class RedisService(Service):
 
 
 class _RedisHarness(SourceHarness):
+    services = frozenset({"redis"})
     restart = "a private redis-server with AOF (SHUTDOWN, then started again)"
     credentials = True
     reasons: ClassVar[dict[str, str]] = {
@@ -87,8 +88,13 @@ class _RedisHarness(SourceHarness):
     def private_service(self, password: str | None = None) -> Service:
         return RedisService(self, password)
 
-    def secret_config(self, target: str, secret: str) -> dict[str, Any]:
-        return self.config(url=target)
+    async def secret_setup(self, secret: str) -> tuple[dict[str, Any], Service | None]:
+        service = await self.open_private(password=secret)  # requirepass: the secret counts
+        return {"url": service.url}, service
+
+    async def secret_failures(self, secret: str) -> list[BaseException]:
+        wrong = self.target.replace(f":{secret}@", f":{secret}-wrong@", 1)
+        return await _failed_open(self.build(url=wrong))
 
     async def _client(self) -> aredis.Redis:
         return aredis.Redis.from_url(self.target)
@@ -159,7 +165,6 @@ class RedisStreamHarness(_RedisHarness):
 class PostgresService(Service):
     def __init__(self) -> None:
         self.cluster = PrivatePostgres()
-        self.url = ""
 
     async def start(self) -> None:
         if not self.url:
@@ -184,6 +189,7 @@ class PgOutboxHarness(SourceHarness):
     ``doc``; one PostgreSQL refuses there goes in ``raw`` instead, as its bytes."""
 
     type_name = "pg_outbox"
+    services = frozenset({"pg"})
     deletes = True
     restart = "a private PostgreSQL cluster (pg_ctl stop -m fast, then start)"
     credentials = True
@@ -261,9 +267,23 @@ class PgOutboxHarness(SourceHarness):
     def private_service(self, password: str | None = None) -> Service:
         return PostgresService()
 
-    def secret_config(self, target: str, secret: str) -> dict[str, Any]:
+    async def secret_setup(self, secret: str) -> tuple[dict[str, Any], Service | None]:
         # Trust authentication ignores the password: it only has to stay out of every line.
-        return self.config(url=target.replace("postgres@", f"postgres:{secret}@", 1))
+        return {"url": self.target.replace("postgres@", f"postgres:{secret}@", 1)}, None
+
+    async def secret_failures(self, secret: str) -> list[BaseException]:
+        url = f"postgresql://postgres:{secret}@127.0.0.1:{CLOSED_PORT}/nowhere"
+        return await _failed_open(self.build(url=url, connect_timeout="2s"))
+
+
+async def _failed_open(source: Any) -> list[BaseException]:
+    try:
+        await source.open()
+    except Exception as exc:
+        return [exc]
+    finally:
+        await source.close()
+    raise AssertionError("a wrong login was accepted")
 
 
 def unique() -> str:

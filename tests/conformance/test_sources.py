@@ -211,11 +211,9 @@ async def test_reconnects_after_its_service_restarts(source: SourceHarness) -> N
         model = type(source.build()).config_model
         assert not NETWORK_FIELDS & set(model.model_fields), "a networked source must restart"
         return
-    service = source.private_service()
-    await service.start()
+    service = await source.open_private()
     src = None
     try:
-        await source.prepare(service.url)  # type: ignore[attr-defined]
         sent = values(10)
         await source.produce_values(sent)
         src = source.build(**source.restart_settings)
@@ -355,18 +353,14 @@ async def test_secrets_never_reach_logs_or_errors(source: SourceHarness, logs: L
         return
     secret = f"Cf{secrets.token_hex(8)}"
     errors: list[BaseException] = []
-    service = source.private_service(password=secret) if source.type_name != "pg_outbox" else None
-    if service is not None:
-        await service.start()
+    overrides, service = await source.secret_setup(secret)
     try:
-        target = service.url if service is not None else source.ctx.pg_url  # type: ignore[attr-defined]
-        await source.prepare(target)
-        src = source.build(**source.secret_config(target, secret))
+        src = source.build(**overrides)
         await src.open()
         try:
             await source.produce_values(values(3))
             assert len(await drain(src, 3)) == 3
-            if service is not None:
+            if service is not None:  # the server goes away under an open source
                 await service.stop()
                 try:
                     await asyncio.wait_for(src.claim(10), 30)
@@ -374,7 +368,7 @@ async def test_secrets_never_reach_logs_or_errors(source: SourceHarness, logs: L
                     errors.append(exc)
         finally:
             await src.close()
-        errors += await _failing_logins(source, target, secret)
+        errors += await source.secret_failures(secret)
     finally:
         if service is not None:
             await service.destroy()
@@ -383,20 +377,3 @@ async def test_secrets_never_reach_logs_or_errors(source: SourceHarness, logs: L
         text = "".join(traceback.format_exception(exc)) + repr(exc)
         assert secret not in text, text
     assert secret not in logs.text, logs.text
-
-
-async def _failing_logins(source: SourceHarness, target: str, secret: str) -> list[BaseException]:
-    """A wrong password (or an unreachable server) with ``secret`` in the URL."""
-    if source.type_name == "pg_outbox":
-        bad = f"postgresql://postgres:{secret}@127.0.0.1:17599/nowhere"
-        settings: dict[str, Any] = {"url": bad, "connect_timeout": "2s"}
-    else:
-        settings = {"url": target.replace(f":{secret}@", f":{secret}-wrong@", 1)}
-    src = source.build(**settings)
-    try:
-        await src.open()
-    except Exception as exc:
-        return [exc]
-    finally:
-        await src.close()
-    raise AssertionError("a wrong login was accepted")
