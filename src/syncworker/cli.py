@@ -26,6 +26,7 @@ from syncworker.state import DEFAULT_STATE_URL, state_store_from_url
 T = TypeVar("T")
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
+API_EXTRA_HINT = "install the api extra: pip install -e '.[api]' in the checkout (or make install)"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,8 +120,7 @@ def _add_api(engine: Engine, config: Config, api_listen: str | None) -> None:
         from syncworker.api.server import ApiServer
     except ImportError as exc:
         raise ConfigError(
-            f"the API needs a package that is not installed ({exc.name}); "
-            "pip install 'syncworker[api]'"
+            f"the API needs a package that is not installed ({exc.name}); {API_EXTRA_HINT}"
         ) from None
     engine.services.append(
         ApiServer(engine, host=host, port=port, token=api.token if api else None)
@@ -135,8 +135,23 @@ def validate(file: Path) -> None:
     with _user_errors():
         config = load_config(file)
         config.build(state_store_from_url(config.app.state), list(config.pipelines))
+        if config.app.api is not None:
+            _check_api_installed(config)
     names = ", ".join(config.pipelines)
     click.echo(f"{file}: ok ({len(config.pipelines)} pipeline(s): {names})")
+
+
+def _check_api_installed(config: Config) -> None:
+    """What `run` refuses when the file has an `api` section and the api extra is missing."""
+    try:
+        import syncworker.api.server  # noqa: F401 - importing it is the check
+    except ImportError as exc:
+        raise ConfigError(
+            f"the API needs a package that is not installed ({exc.name}); {API_EXTRA_HINT}",
+            file=str(config.path),
+            path="api",
+            line=config.lines.get(("api",)),
+        ) from None
 
 
 # -- demo ---------------------------------------------------------------------------------

@@ -168,6 +168,54 @@ def test_validate_builds_connectors_as_run_would(tmp_path: Path) -> None:
     assert not (tmp_path / "q.db").exists()  # built, not opened
 
 
+# Runs the CLI as if the api extra were not installed: fastapi and uvicorn cannot be imported.
+WITHOUT_API_EXTRA = """\
+import importlib.abc, sys
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {"fastapi", "uvicorn"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Missing())
+from syncworker.cli import main
+main()
+"""
+
+
+def test_validate_refuses_an_api_section_without_the_api_extra(config: Path) -> None:
+    config.write_text('api: {listen: "127.0.0.1:0"}\n' + config.read_text())
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_API_EXTRA, "validate", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.strip() == (
+        f"config error: {config}:1: api: the API needs a package that is not installed "
+        "(uvicorn); install the api extra: pip install -e '.[api]' in the checkout "
+        "(or make install)"
+    )
+
+
+def test_enqueue_reads_only_its_source(config: Path, tmp_path: Path) -> None:
+    config.write_text(
+        config.read_text().replace(
+            "    batch:", '      - {type: webhook, url: "${HOOK_URL}"}\n    batch:'
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HOOK_URL"}
+    queued = subprocess.run(
+        [sys.executable, "-m", "syncworker.cli", "enqueue", "--config", str(config), "{}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert queued.returncode == 0, queued.stderr
+    refused = cli("validate", str(config), check=False)
+    assert refused.returncode == 2 and "HOOK_URL is not set" in refused.stderr
+
+
 def test_validate_accepts_a_good_config(config: Path) -> None:
     result = cli("validate", str(config))
     assert "ok (1 pipeline(s): chat)" in result.stdout

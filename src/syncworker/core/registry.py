@@ -71,7 +71,8 @@ def lookup(kind: Kind, type_name: str) -> Any:
             raise  # our own module is missing: a packaging bug, not a missing extra
         raise ConfigError(
             f"{kind} type {type_name!r} needs a package that is not installed ({exc.name}); "
-            f"install the matching extra, e.g. pip install 'syncworker[{_extra_for(module_name)}]'"
+            f"install the matching extra: pip install -e '.[{_extra_for(module_name)}]' in the "
+            "checkout (make install installs every one)"
         ) from exc
     return getattr(module, attr)
 
