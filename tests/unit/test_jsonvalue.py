@@ -103,3 +103,9 @@ def test_writable_refuses_what_is_too_deep_for_the_writer() -> None:
     assert caught.value.reason == "too_deep"
     shallow = b'{"v": ' + b"[" * 200 + b"]" * 200 + b"}"
     assert jsonvalue.dumps(jsonvalue.loads(shallow, writable=True)) == shallow.replace(b" ", b"")
+
+
+def test_indented_output_for_people_is_exact_too() -> None:
+    assert jsonvalue.dumps(
+        {"n": 2**70, "d": Decimal("0.1000000000000000000000001")}, indent=True
+    ) == (b'{\n  "n": 1180591620717411303424,\n  "d": 0.1000000000000000000000001\n}')

@@ -101,16 +101,20 @@ def dumps(
     *,
     sort_keys: bool = False,
     newline: bool = False,
+    indent: bool = False,
     default: Callable[[Any], Any] | None = None,
 ) -> bytes:
     """``value`` as compact UTF-8 JSON, integers of any size and ``Decimal`` as their exact
-    digits; ``default`` converts other types as in ``orjson.dumps``.
+    digits; ``default`` converts other types as in ``orjson.dumps``; ``indent`` indents by
+    two spaces (for people: the CLI).
 
     Raises ``JSONValueError`` for what has no exact JSON form: NaN or infinite ``Decimal``,
     an unsupported type, a lone surrogate, nesting deeper than 253 levels.
     """
-    option = (orjson.OPT_SORT_KEYS if sort_keys else 0) | (
-        orjson.OPT_APPEND_NEWLINE if newline else 0
+    option = (
+        (orjson.OPT_SORT_KEYS if sort_keys else 0)
+        | (orjson.OPT_APPEND_NEWLINE if newline else 0)
+        | (orjson.OPT_INDENT_2 if indent else 0)
     )
     encode = _encoder(default)
     try:
