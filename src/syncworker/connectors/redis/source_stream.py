@@ -176,8 +176,9 @@ class RedisStreamSource:
     Records: ``stream`` is the configured stream name; ``data`` is the JSON object in
     ``field`` with exact numbers (or the wrapper, ``core.record.wrap``, for any other
     payload), or the entry's field map when the entry has no such field; ``key`` is
-    ``str(data[key_field])`` or a hash of the payload; ``meta`` has ``stream_key``, ``id``,
-    ``deliveries`` and ``received_at`` (when Redis added the entry, ISO 8601 UTC).
+    ``data[key_field]`` (``core.record.record_key``) or a hash of the payload; ``meta`` has
+    ``stream_key``, ``id``, ``deliveries`` and ``received_at`` (when Redis added the entry,
+    ISO 8601 UTC).
     """
 
     config_model: ClassVar[type[RedisStreamSourceConfig]] = RedisStreamSourceConfig
