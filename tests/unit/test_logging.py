@@ -8,6 +8,9 @@ import datetime as dt
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections import namedtuple
 from collections.abc import Iterator
 from typing import Any
@@ -368,3 +371,34 @@ def test_configure_twice_installs_one_stdlib_bridge() -> None:
     stream = capture("json")
     logging.getLogger("aio_pika").warning("reconnecting")
     assert len(json_lines(stream)) == 1
+
+
+EMBEDDED = """
+import asyncio
+from syncworker.core import Pipeline, PipelineSettings
+from syncworker.testing import MemoryQueue, MemorySink, MemorySource
+
+async def main():
+    queue = MemoryQueue()
+    queue.put_many(3)
+    pipeline = Pipeline("chat", MemorySource(queue), [MemorySink()], settings=PipelineSettings())
+    print("run", (await pipeline.run_once()).status)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(("level", "debug_shown"), [(None, False), ("debug", True)])
+def test_the_python_api_logs_info_by_default(level: str | None, debug_shown: bool) -> None:
+    # A program that embeds syncworker and never configures logging (a fresh interpreter).
+    env = {k: v for k, v in os.environ.items() if k not in ("SYNCWORKER_LOG_LEVEL", "LOG_LEVEL")}
+    if level is not None:
+        env["SYNCWORKER_LOG_LEVEL"] = level
+    env["NO_COLOR"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-c", EMBEDDED], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "run success\n"  # log lines go to stderr, not the program's stdout
+    assert "sync_finished" in result.stderr
+    assert ("batch_committed" in result.stderr) is debug_shown

@@ -7,6 +7,10 @@ payloads and error messages.
 
 Libraries that log through the standard library (httpx, aio-pika, asyncio) are routed
 through the same chain, so their lines are redacted and formatted like ours.
+
+A program that embeds syncworker and never configures logging gets `configure_default_logging`
+on import: info and up (``SYNCWORKER_LOG_LEVEL`` changes it), redacted, to stderr, where
+structlog's own default would print every debug line (one per batch) to stdout.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "MASK",
     "Identifiers",
     "LogFormat",
+    "configure_default_logging",
     "configure_logging",
     "is_secret_name",
     "parse_level",
@@ -144,10 +149,31 @@ def configure_logging(
     _install_stdlib_bridge(min_level)
 
 
+def configure_default_logging() -> None:
+    """Info and up (or ``SYNCWORKER_LOG_LEVEL``), redacted, to stderr, when nothing else set
+    up structlog: what the Python API logs until its program configures logging. Leaves an
+    existing structlog configuration and the standard library's logging alone."""
+    if structlog.is_configured():
+        return
+    try:
+        min_level = parse_level(os.environ.get("SYNCWORKER_LOG_LEVEL", "info"))
+    except ValueError:
+        min_level = logging.INFO
+    structlog.configure(
+        processors=[*_shared_processors(), _renderer("console", sys.stderr)],
+        wrapper_class=structlog.make_filtering_bound_logger(min_level),
+        # sys.stderr looked up per logger: a program (or pytest) may swap it after import.
+        logger_factory=lambda *_: structlog.WriteLogger(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
 def reset_logging() -> None:
-    """Undo `configure_logging`: structlog defaults, stdlib logging as it was."""
+    """Undo `configure_logging`: the default of `configure_default_logging`, stdlib logging
+    as it was."""
     structlog.reset_defaults()
     _remove_stdlib_bridge()
+    configure_default_logging()
 
 
 def parse_level(level: str) -> int:
@@ -400,3 +426,6 @@ def _remove_stdlib_bridge() -> int | None:
     if previous is not None:
         root.setLevel(previous)
     return previous
+
+
+configure_default_logging()
