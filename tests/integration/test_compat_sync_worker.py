@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +19,34 @@ from syncworker.compat.sync_worker import (
     SyncWorkerConfig,
     create_sync_worker,
 )
+from tests.private_redis import private_redis
 
-REDIS_DB_URL = "redis://127.0.0.1:6379/8"  # the seed's list names are fixed: own db
+REDIS_DB_URL = "redis://127.0.0.1:6379/8"  # never connected to: create_sync_worker's argument
 
 
 @pytest.fixture
-def seed_redis() -> Any:
-    client = redis.Redis.from_url(REDIS_DB_URL)
-    client.flushdb()
+def seed_url() -> Iterator[str]:
+    """The seed's list and lock names are fixed: a Redis of this test's own."""
+    with private_redis() as url:
+        yield url
+
+
+@pytest.fixture
+def seed_redis(seed_url: str) -> Any:
+    client = redis.Redis.from_url(seed_url)
     yield client
-    client.flushdb()
     client.close()
 
 
-async def test_the_seed_api_moves_both_queues(seed_redis: Any, pg_url: str, tmp_path: Path) -> None:
+async def test_the_seed_api_moves_both_queues(
+    seed_redis: Any, seed_url: str, pg_url: str, tmp_path: Path
+) -> None:
     for n in range(30):
         stream = "in" if n % 3 else "out"
         seed_redis.lpush(f"whatsapp:{stream}", orjson.dumps({"id": f"m{n}", "text": "hi"}))
     seed_redis.lpush("whatsapp:in", b"not json")
     worker = SyncWorker(
-        REDIS_DB_URL,
+        seed_url,
         {"syncInterval": 3_600_000, "batchSize": 7},
         [FileWriter(str(tmp_path / "sync")), PostgresWriter(pg_url)],
         state=f"sqlite:///{tmp_path}/state.db",

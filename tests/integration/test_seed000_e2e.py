@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -23,16 +24,24 @@ import pytest
 import redis
 
 from tests.fakes.webhook_server import WebhookServer
+from tests.private_redis import private_redis
+from tests.waiting import eventually
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "redis_queues_to_storage" / "syncworker.yaml"
 MESSAGES = int(os.environ.get("SYNCWORKER_SEED000_MESSAGES", "200000"))
 KILLS = int(os.environ.get("SYNCWORKER_CHAOS_ROUNDS", "5"))
-REDIS_DB_URL = "redis://127.0.0.1:6379/7"  # the example's list names are fixed: own db
 
 
-def produce(count: int) -> None:
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The example's list and lock names are fixed: a Redis of this test's own."""
+    with private_redis() as url:
+        yield url
+
+
+def produce(url: str, count: int) -> None:
     """LPUSH, as the seed's producers do, in chunks while the worker runs."""
-    client = redis.Redis.from_url(REDIS_DB_URL)
+    client = redis.Redis.from_url(url)
     pipe = client.pipeline(transaction=False)
     for n in range(count):
         stream = "in" if n % 2 == 0 else "out"
@@ -62,16 +71,13 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-async def until(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout_s / 0.1)):
-        if await asyncio.to_thread(predicate):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """``eventually`` for a blocking predicate (psycopg, redis-py): it runs in a thread."""
+    await eventually(lambda: asyncio.to_thread(predicate), what, timeout_s=timeout_s)
 
 
-def queues_empty() -> bool:
-    client = redis.Redis.from_url(REDIS_DB_URL)
+def queues_empty(url: str) -> bool:
+    client = redis.Redis.from_url(url)
     try:
         waiting = client.llen("whatsapp:in") + client.llen("whatsapp:out")
         # processing lists are tmp:<stream>:<worker>:<n>; tmp:worker* are heartbeats
@@ -84,12 +90,12 @@ def queues_empty() -> bool:
 
 
 @pytest.mark.timeout(900)
-async def test_seed000_survives_sigkill_and_loses_nothing(pg_url: str, tmp_path: Path) -> None:
-    flush = redis.Redis.from_url(REDIS_DB_URL)
-    flush.flushdb()
+async def test_seed000_survives_sigkill_and_loses_nothing(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
     env = {
         **os.environ,
-        "REDIS_URL": REDIS_DB_URL,
+        "REDIS_URL": redis_url,
         "DATABASE_URL": pg_url,
         "SYNC_FILE_PATH": str(tmp_path / "sync"),
         "SYNC_STATE_PATH": str(tmp_path / "state.db"),
@@ -106,7 +112,7 @@ async def test_seed000_survives_sigkill_and_loses_nothing(pg_url: str, tmp_path:
     thresholds = sorted(rng.sample(range(MESSAGES // 20, MESSAGES - MESSAGES // 20), KILLS))
     async with WebhookServer() as hook:
         env["SYNC_WEBHOOK_URL"] = hook.url
-        producer = asyncio.create_task(asyncio.to_thread(produce, MESSAGES))
+        producer = asyncio.create_task(asyncio.to_thread(produce, redis_url, MESSAGES))
         worker: subprocess.Popen[bytes] | None = None
         try:
             for threshold in thresholds:
@@ -122,7 +128,7 @@ async def test_seed000_survives_sigkill_and_loses_nothing(pg_url: str, tmp_path:
             worker = start_worker(env, log)
             await producer
             await until(
-                lambda: pg_count(pg_url) >= MESSAGES and queues_empty(),
+                lambda: pg_count(pg_url) >= MESSAGES and queues_empty(redis_url),
                 300,
                 "every message in PostgreSQL and the queues empty",
             )
@@ -146,5 +152,3 @@ async def test_seed000_survives_sigkill_and_loses_nothing(pg_url: str, tmp_path:
         in_files.update(orjson.loads(line)["id"] for line in content.splitlines())
     assert in_files == expected
     assert received == expected
-    flush.flushdb()
-    flush.close()
