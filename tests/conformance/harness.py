@@ -90,6 +90,9 @@ class SourceHarness:
     """Config overrides so a dead worker's claim comes back within seconds."""
     restart_settings: ClassVar[dict[str, Any]] = {}
     """Config overrides for the reconnect case (a short connect timeout)."""
+    refused_by_service: ClassVar[Mapping[str, str]] = {}
+    """Poison payloads the service itself refuses from producers (by name, with why): the
+    poison case checks the service does refuse them, and that the rest arrives exactly."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -165,6 +168,9 @@ class SinkHarness:
     ``Idempotency-Key`` so the receiver can drop it."""
     restart: ClassVar[str | None] = None
     credentials: ClassVar[bool] = False
+    read_back: ClassVar[str] = "from the service itself"
+    """Where ``state``/``log`` read what was written (a fake's record, for a service that
+    cannot be read back)."""
     reasons: ClassVar[Mapping[str, str]] = {}
     restart_settings: ClassVar[dict[str, Any]] = {}
 

@@ -161,6 +161,7 @@ class WebhookHarness(SinkHarness):
     rewrite = "idempotency_key"
     restart = "the fake receiver, stopped and started again on the same port"
     credentials = True
+    read_back = "the fake receiver's record of every request: a webhook cannot be read back"
     reasons: ClassVar[dict[str, str]] = {
         "deletes": "a POST cannot take back an earlier one: a delete is a message {key, op}",
         "rewrite": "a redelivered batch is POSTed again with the same Idempotency-Key",
@@ -237,6 +238,7 @@ class AlgoliaHarness(SinkHarness):
     type_name = "algolia"
     restart = "the fake Algolia, stopped and started again on the same port"
     credentials = True
+    read_back = "the fake Algolia's objects, kept as Algolia keeps them (numbers as JSON)"
 
     async def start(self, api_key: str = "conformance-admin-key") -> None:
         self.server = AlgoliaServer(api_key=api_key)

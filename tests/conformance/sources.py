@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any, ClassVar
 
 import psycopg
@@ -195,7 +194,7 @@ class PgOutboxHarness(SourceHarness):
     credentials = True
     crash_settings: ClassVar[dict[str, Any]] = {"lease": "1s"}
     restart_settings: ClassVar[dict[str, Any]] = {"connect_timeout": "2s"}
-    refused_by_postgres: ClassVar[dict[str, str]] = {
+    refused_by_service: ClassVar[dict[str, str]] = {
         "non_json": "22P02: invalid input syntax for type json",
         "invalid_utf8": "not UTF-8: a UTF8 database cannot hold the text",
         "nul_raw": "22P02: a raw NUL is no JSON (and text cannot hold NUL)",
@@ -284,7 +283,3 @@ async def _failed_open(source: Any) -> list[BaseException]:
     finally:
         await source.close()
     raise AssertionError("a wrong login was accepted")
-
-
-def unique() -> str:
-    return uuid.uuid4().hex[:8]

@@ -33,3 +33,10 @@ def test_every_missing_capability_is_declared_with_its_reason() -> None:
         for name, is_missing in missing.items():
             if is_missing:
                 assert harness.reasons.get(name, "").strip(), (harness.type_name, name)
+
+
+def test_every_sink_says_where_it_is_read_back() -> None:
+    for harness in SINKS:
+        assert harness.read_back.strip(), harness.type_name
+    webhook = next(h for h in SINKS if h.type_name == "webhook")
+    assert "fake" in webhook.read_back  # a webhook cannot be read back but through the fake

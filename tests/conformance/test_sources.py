@@ -254,7 +254,7 @@ async def test_poison_is_isolated_and_values_arrive_exactly(source: SourceHarnes
     problems = _compare(source, expected, records, failed)
     assert not problems, "\n".join(problems)
     refused = {e.payload.name for e in expected if e.how == "refused"}
-    assert refused == set(getattr(source, "refused_by_postgres", {})), refused
+    assert refused == set(source.refused_by_service), refused
 
 
 def _compare(
