@@ -27,6 +27,7 @@ from syncworker.errors import (
     RetryableError,
     is_transient,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -486,17 +487,15 @@ async def test_connection_killed_during_a_write_is_transient(pg_url: str) -> Non
         async with await psycopg.AsyncConnection.connect(pg_url) as blocker:
             await blocker.execute("LOCK TABLE records IN ACCESS EXCLUSIVE MODE")
             write = asyncio.create_task(sink.write([up("b", n=2)]), name="blocked-write")
-            waiting: list[tuple[Any, ...]] = []
-            for _ in range(200):
-                waiting = await query(
+            # This database only: other suites' sinks on the same server are not ours to kill.
+            waiting = await eventually(
+                lambda: query(
                     pg_url,
                     "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND application_name = 'syncworker:pg'",
-                )
-                if waiting:
-                    break
-                await asyncio.sleep(0.02)
-            assert waiting, "the write never blocked on the table lock"
+                    "AND application_name = 'syncworker:pg' AND datname = current_database()",
+                ),
+                "the write to block on the table lock",
+            )
             await query(pg_url, "SELECT pg_terminate_backend(%s)", waiting[0])
             with pytest.raises(ConnectionClosed):
                 await write
