@@ -16,6 +16,7 @@ BENCHES = [
     "redis_to_postgres.py",
     "outbox_latency.py",
     "outbox_throughput.py",
+    "poison_drain.py",
 ]
 
 

@@ -66,6 +66,9 @@ STAGING = sql.Identifier("pg_temp", "syncworker_staging")
 ISOLATION = sql.Identifier("pg_temp", "syncworker_isolation")
 ROW_NUMBER = sql.Identifier("syncworker row#")  # a name no mapped column can clash with
 _COPY_LINE = re.compile(r"\bCOPY \S+, line (\d+)")
+# A btree entry holds at most about a third of a page (2,704 bytes with 8 kB pages): a key
+# past this many characters may not fit in the key column's index (unless it compresses).
+_LONG_KEY_CHARS = 1_000
 _JSON_TYPES = frozenset({114, 3802})  # json, jsonb
 
 Getter = Callable[[Record], Any]
@@ -399,8 +402,13 @@ class PostgresSink:
             "keys": batch.deletes,
         }
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                refused = await self._apply(conn, batch, params)
+            if _suspect(batch, records):
+                # Likely refused (a NUL, a key too long for its index): one transaction that
+                # names the bad rows costs less than a failed one first.
+                refused = await self._write_isolating(batch, params, records)
+            else:
+                async with self._pool.connection() as conn, conn.transaction():
+                    refused = await self._apply(conn, batch, params)
         except psycopg.Error as exc:
             translated = dependency_error(exc, self._label)
             if translated is not None:
@@ -506,9 +514,11 @@ class _Isolation:
 
     Rows are COPYed once, with their position, into a second staging table; a COPY error
     names its line, so that row is set aside and the COPY repeated without it. The merge then
-    runs on sets of positions inside savepoints, halving a set that fails until each refusal
-    is pinned on one row, so a batch with one bad row costs about 2 log2(n) small statements
-    in the same transaction. Deletes are split the same way (a foreign key may refuse one).
+    runs on sets of positions inside savepoints: rows with a key long enough to overflow an
+    index entry are tried alone first (the usual culprit, and one statement each), then the
+    rest, halving a set that fails until each refusal is pinned on one row, so a batch with
+    one bad row costs a few statements (about 2 log2(n) at worst) in the same transaction.
+    Deletes are split the same way (a foreign key may refuse one).
     """
 
     def __init__(
@@ -530,11 +540,20 @@ class _Isolation:
         if self.batch.rows:
             await conn.execute(self.statements.isolate_stage)
             staged = await self._copy(conn, list(range(len(self.batch.rows))))
+            suspects = [p for p in staged if self._long_key(p)]
+            if suspects:
+                staged = [p for p in staged if not self._long_key(p)]
+                for position in suspects:
+                    refused += await self._upsert(conn, [position])
             if staged:
                 refused += await self._upsert(conn, staged)
         if self.batch.deletes:
             refused += await self._delete(conn, list(range(len(self.batch.deletes))))
         return refused
+
+    def _long_key(self, position: int) -> bool:
+        key = self.records[self.batch.row_records[position]].key
+        return len(key) > _LONG_KEY_CHARS
 
     def _refuse(self, record_index: int, exc: psycopg.Error) -> None:
         self.batch.failed[record_index] = self.sink.refusal(self.records[record_index], exc)
@@ -610,6 +629,19 @@ class _Isolation:
             return await self._delete(conn, positions[:middle]) + await self._delete(
                 conn, positions[middle:]
             )
+
+
+def _suspect(batch: PreparedBatch, records: Sequence[Record]) -> bool:
+    """True when a row holds what PostgreSQL usually refuses: a NUL character (text and jsonb
+    cannot hold one) or a key long enough to overflow its index entry. Only a hint for which
+    path to take first: a row the table accepts after all is written like any other."""
+    for position, row in enumerate(batch.rows):
+        if len(records[batch.row_records[position]].key) > _LONG_KEY_CHARS:
+            return True
+        for value in row:
+            if type(value) is str and ("\x00" in value or "\\u0000" in value):
+                return True
+    return False
 
 
 def _copy_line(exc: psycopg.Error) -> int | None:
