@@ -738,7 +738,10 @@ def _describe(error: Any, full: Loc, check: _Check) -> str:
     )
     origin = f" (from {sources})" if sources else ""
     shown = "true" if got is True else "false" if got is False else repr(got)
-    said = ", got " in message or shown in message or redact_url(shown) in message
+    # A validator that quotes the value already said it (short values like 0 are not
+    # searched for: "greater than 0" does not quote the 0 it got).
+    quoted = len(shown) > 2 and (shown in message or redact_url(shown) in message)
+    said = ", got " in message or quoted
     if said or secret or isinstance(got, dict | list) or got is None:
         return f"{message}{origin}"  # the validator said what it got, or it is not shown
     if len(origins) == 1 and origins[0][1] == got:

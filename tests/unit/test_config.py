@@ -348,3 +348,9 @@ def test_a_redis_source_url_with_an_impossible_port_is_refused(tmp_path: Path) -
     [line] = all_lines(tmp_path, text)
     assert line.startswith(f"{tmp_path}/syncworker.yaml:4: pipelines.chat.source.url: ")
     assert "Port out of range" in line and line.count("99999") == 1
+
+
+def test_a_short_value_is_shown_even_when_the_message_has_its_digits(tmp_path: Path) -> None:
+    text = GOOD.format(tmp=tmp_path).replace('size: "${SYNC_BATCH_SIZE:-100}"', "size: 0")
+    [line] = all_lines(tmp_path, text)
+    assert line.endswith("batch.size: input should be greater than or equal to 1, got 0")
