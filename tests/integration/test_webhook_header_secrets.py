@@ -65,6 +65,11 @@ async def syncworker(*args: str) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
+def state_bytes(root: Path) -> bytes:
+    """The state database as stored: the file and its WAL."""
+    return b"".join(p.read_bytes() for p in sorted(root.glob("state.db*")))
+
+
 async def test_echoed_header_values_never_leave_the_sink(
     tmp_path: Path, receiver: WebhookServer
 ) -> None:
@@ -83,7 +88,7 @@ async def test_echoed_header_values_never_leave_the_sink(
     _, shown = await syncworker("dlq", "show", "1", "--config", str(config))
     assert "rejected: field 'text' is invalid (echo:" in shown, shown
 
-    stored = b"".join(p.read_bytes() for p in tmp_path.glob("state.db*"))
+    stored = await asyncio.to_thread(state_bytes, tmp_path)
     for value in SECRETS.values():
         assert value not in run_log
         assert value not in shown
