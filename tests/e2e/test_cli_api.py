@@ -8,13 +8,14 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import httpx
 import orjson
 import pytest
+
+from tests.waiting import wait_for, wait_until_serving
 
 TOKEN = "cli-parity-token"
 CONFIG = """\
@@ -66,14 +67,8 @@ def engine(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
     try:
+        wait_until_serving(url, worker)  # /ready: the pipeline runs, not only the API
         yield config, url
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -86,14 +81,13 @@ def test_cli_drives_a_running_engine(engine: tuple[Path, str]) -> None:
     messages = [orjson.dumps({"id": f"k{i}", "text": "ok"}).decode() for i in range(5)]
     messages.append(orjson.dumps({"id": "long", "text": "much too long"}).decode())
     cli("enqueue", "--config", str(config), *messages)
-    deadline = time.monotonic() + 30
-    status: dict[str, object] = {}
-    while time.monotonic() < deadline:
-        status = orjson.loads(cli("status", "--api", url, "--json").stdout)
-        if status["pipelines"]["chat"]["totals"]["processed"] == 6:  # type: ignore[index]
-            break
-        time.sleep(0.1)
-    chat = status["pipelines"]["chat"]  # type: ignore[index]
+
+    def processed_all() -> dict[str, Any] | None:
+        status: dict[str, Any] = orjson.loads(cli("status", "--api", url, "--json").stdout)
+        return status if status["pipelines"]["chat"]["totals"]["processed"] == 6 else None
+
+    status = wait_for(processed_all, "six records processed")
+    chat = status["pipelines"]["chat"]
     assert status["source"] == "engine" and chat["totals"]["dead_lettered"] == 1
     assert "chat" in cli("status", "--api", url).stdout
 
@@ -108,12 +102,15 @@ def test_cli_drives_a_running_engine(engine: tuple[Path, str]) -> None:
     assert shown["data"]["text"] == "much too long"
     assert "requeued 1" in cli("dlq", "requeue", "--all", "--api", url).stdout
     # the table still refuses it: it comes back as a new dead letter, which we purge
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        letters = orjson.loads(cli("dlq", "list", "--api", url, "--json").stdout)
-        if letters and letters[0]["status"] == "dead" and letters[0]["id"] != letter["id"]:
-            break
-        time.sleep(0.1)
+
+    def dead_again() -> list[dict[str, Any]] | None:
+        letters: list[dict[str, Any]] = orjson.loads(
+            cli("dlq", "list", "--api", url, "--json").stdout
+        )
+        fresh = letters and letters[0]["status"] == "dead" and letters[0]["id"] != letter["id"]
+        return letters if fresh else None
+
+    letters = wait_for(dead_again, "the requeued record dead-lettered again")
     assert letters[0]["attempts"] == 2
     assert "purged 1" in cli("dlq", "purge", "--all", "--yes", "--api", url).stdout
     assert orjson.loads(cli("dlq", "list", "--api", url, "--json").stdout) == []
@@ -144,11 +141,9 @@ def test_dlq_errors_over_the_api_match_the_state_store(engine: tuple[Path, str])
         str(config),
         orjson.dumps({"id": "l", "text": "far too long"}).decode(),
     )
-    deadline = time.monotonic() + 30
-    letters: list[dict[str, object]] = []
-    while time.monotonic() < deadline and not letters:
-        letters = orjson.loads(cli("dlq", "list", "--api", url, "--json").stdout)
-        time.sleep(0.05)
+    letters: list[dict[str, object]] = wait_for(
+        lambda: orjson.loads(cli("dlq", "list", "--api", url, "--json").stdout), "a dead letter"
+    )
     letter_id = str(letters[0]["id"])
     purge = cli("dlq", "purge", "999", "--api", url, check=False)
     assert purge.returncode == 1 and purge.stderr.strip() == "error: no dead letter with id 999"
