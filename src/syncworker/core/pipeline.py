@@ -960,6 +960,7 @@ class Pipeline:
             status=run.status,
             processed=run.processed,
             dead_lettered=run.dead_lettered,
+            kept_by_source=stats.kept_by_source,
             duration_ms=round(run.duration_ms, 1),
             paused_ms=round(run.paused_ms, 1),
             streams=run.streams,
