@@ -15,12 +15,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +26,7 @@ from schemathesis.checks import not_a_server_error
 
 from syncworker.connectors.sqlite.queue import SqliteQueue
 from tests.e2e.conftest import CONFIG, TOKEN
+from tests.waiting import wait_until_serving
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "25"))
 # /shutdown would end the engine half-way through the run; it has its own test.
@@ -61,12 +60,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_serving(url, worker)  # /ready: the pipeline runs, not only the API
         yield Served(url)
     finally:
         worker.send_signal(signal.SIGTERM)
