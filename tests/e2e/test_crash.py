@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from syncworker.connectors.sqlite.queue import SqliteQueue
+from tests.waiting import wait_for
 
 MESSAGES = 100_000
 KILLS = int(os.environ.get("SYNCWORKER_CHAOS_ROUNDS", "3"))
@@ -54,15 +55,6 @@ def start(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def wait_for(predicate: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 @pytest.mark.timeout(600)
 def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     config = tmp_path / "syncworker.yaml"
@@ -83,8 +75,8 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         worker = start(config, log_path)
         wait_for(
             lambda t=threshold, w=worker: sink_count(tmp_path) >= t or w.poll() is not None,
-            120,
             f"{threshold} rows",
+            timeout_s=120,
         )
         assert worker.poll() is None, log_path.read_text()[-2000:]
         worker.send_signal(signal.SIGKILL)
@@ -92,7 +84,9 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     worker = start(config, log_path)
     with SqliteQueue(tmp_path / "queue.db") as queue:
         wait_for(
-            lambda: queue.backlog() == 0 and _queue_rows(tmp_path) == 0, 180, "the queue to drain"
+            lambda: queue.backlog() == 0 and _queue_rows(tmp_path) == 0,
+            "the queue to drain",
+            timeout_s=180,
         )
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 0, log_path.read_text()[-2000:]
