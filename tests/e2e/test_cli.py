@@ -7,11 +7,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
 import pytest
+
+from tests.waiting import wait_for
 
 CONFIG = """\
 state: "sqlite:///{root}/state.db"
@@ -334,9 +335,7 @@ def test_sigterm_stops_cleanly_with_final_stats(config: Path, tmp_path: Path) ->
             str(config),
             *(orjson.dumps({"id": f"k{i}", "text": "t"}).decode() for i in range(30)),
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _rows(tmp_path) < 30:
-            time.sleep(0.05)
+        wait_for(lambda: _rows(tmp_path) >= 30, "30 rows in the sink")
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=60)
     finally:
