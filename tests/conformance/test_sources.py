@@ -16,10 +16,13 @@ from typing import Any
 
 import pytest
 
+from syncworker.core.pipeline import Pipeline, PipelineSettings
+from syncworker.core.policies import BreakerPolicy, RetryPolicy
 from syncworker.core.protocols import Countable, Source
 from syncworker.core.record import Batch, Record
 from syncworker.errors import is_transient
 from syncworker.observe.logging import is_secret_name
+from syncworker.testing import MemorySink
 from tests.conformance.conftest import Logs
 from tests.conformance.exact import (
     Payload,
@@ -377,3 +380,36 @@ async def test_secrets_never_reach_logs_or_errors(source: SourceHarness, logs: L
         text = "".join(traceback.format_exception(exc)) + repr(exc)
         assert secret not in text, text
     assert secret not in logs.text, logs.text
+
+
+async def test_poison_flows_through_a_pipeline(source: SourceHarness, state: Any) -> None:
+    """The runtime over the real source: every record settles (written, dead-lettered with its
+    reason, or failed by the source), nothing stays claimed, the run succeeds."""
+    poison = poison_payloads()
+    payloads = [good_payload(0), *poison, good_payload(1)]
+    await source.produce(payloads)
+    sink = MemorySink(name="memory", report_keys={"p-big_int"})  # refuses one record
+    settings = PipelineSettings(
+        batch_size=100,
+        max_wait_s=0.05,
+        retry=RetryPolicy(attempts=2, delay_s=0.01, jitter=0),
+        breaker=BreakerPolicy(delay_s=0.05, max_delay_s=0.2),
+    )
+    run = Pipeline("conformance", source.build(), [sink], settings=settings, state=state)
+    try:
+        result = await run.run_once()
+    finally:
+        await run.close()
+    assert result.status == "success", result
+    assert {"g-0", "g-1"} <= set(sink.rows)
+    letters = await state.dead_letters()
+    assert [letter.key for letter in letters] == ["p-big_int"]
+    assert letters[0].error.strip()
+    failed = await source.failed_by_source()
+    assert result.processed + len(failed) == len(payloads), (result, failed)
+    src = source.build()
+    await src.open()
+    try:
+        await nothing_left(src)
+    finally:
+        await src.close()
