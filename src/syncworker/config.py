@@ -364,7 +364,7 @@ def build_pipeline(
         own.add(getattr(exc, "reason", str(exc)), (*base, "lock"))
     if check is None:
         own.raise_if_any()
-    if own.errors:
+    if any(c is None for c in (source, *sinks, *processors)):
         return None
     return Pipeline(
         spec.name,
@@ -384,7 +384,7 @@ def _build(
         return _construct(kind, config, name, pipeline)
     except ConfigError as exc:
         check.add_error(exc, loc)
-    except (ValueError, TypeError) as exc:  # a constructor refusing a value it was given
+    except ValueError as exc:  # a constructor (or its client library) refusing a value
         check.add(str(exc), loc)
     return None
 

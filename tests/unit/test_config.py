@@ -354,3 +354,28 @@ def test_a_short_value_is_shown_even_when_the_message_has_its_digits(tmp_path: P
     text = GOOD.format(tmp=tmp_path).replace('size: "${SYNC_BATCH_SIZE:-100}"', "size: 0")
     [line] = all_lines(tmp_path, text)
     assert line.endswith("batch.size: input should be greater than or equal to 1, got 0")
+
+
+def test_build_reports_every_connector_that_refuses_with_its_line(tmp_path: Path) -> None:
+    from syncworker.state import SqliteStateStore
+
+    pipeline = (
+        "  {name}:\n"
+        "    source: {{type: sqlite_queue, path: ROOT/q.db}}\n"
+        "    sinks:\n"
+        "      - type: algolia\n"
+        "        app_id: app\n"
+        "        api_key: key\n"
+        "        indexes: {{products: {{index: p, transform: 'missing_{name}:f'}}}}\n"
+    )
+    text = "pipelines:\n" + pipeline.format(name="one") + pipeline.format(name="two")
+    text = text.replace("ROOT", str(tmp_path))
+    config = load_config(write(tmp_path, text), environ={})
+    with pytest.raises(ConfigError) as caught:
+        config.build(SqliteStateStore(tmp_path / "s.db"))
+    assert [str(e) for e in every_error(caught.value)] == [
+        f"{tmp_path}/syncworker.yaml:{line}: pipelines.{name}.sinks[0].indexes.products."
+        f"transform: transform 'missing_{name}:f' cannot be loaded: No module named "
+        f"'missing_{name}'"
+        for line, name in ((8, "one"), (15, "two"))
+    ]
