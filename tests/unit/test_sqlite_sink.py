@@ -148,7 +148,7 @@ async def test_columns_map_fields_paths_and_special_values(db: Path) -> None:
     assert row[10].endswith("+00:00")
 
 
-async def test_existing_table_constraint_fails_the_whole_batch(db: Path) -> None:
+async def test_a_row_the_table_refuses_is_named_and_the_rest_is_written(db: Path) -> None:
     with sqlite3.connect(db) as conn:
         conn.execute(
             "CREATE TABLE messages (key TEXT PRIMARY KEY, text TEXT CHECK (length(text) <= 5))"
@@ -157,22 +157,19 @@ async def test_existing_table_constraint_fails_the_whole_batch(db: Path) -> None
     sink = make_sink(db, table="messages", columns={"text": "text"})
     await sink.open()
     try:
-        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
-            await sink.write(
-                [
-                    upsert("a", text="ok"),
-                    upsert("old", text="new"),
-                    upsert("b", text="far too long"),
-                    delete("old"),
-                ]
-            )
-        # The connection is still usable after the rollback: the good half goes in.
-        result = await sink.write([upsert("a", text="ok")])
+        result = await sink.write(
+            [upsert("a", text="ok"), upsert("b", text="far too long"), upsert("c", text="fine")]
+        )
+        again = await sink.write([upsert("old", text="new"), delete("old")])
     finally:
         await sink.close()
 
-    assert result.failed == {}
-    assert rows(db, "SELECT key, text FROM messages ORDER BY key") == [("a", "ok"), ("old", "keep")]
+    assert set(result.failed) == {1}
+    refused = result.failed[1]
+    assert isinstance(refused, PermanentError) and "'b'" in str(refused) and "CHECK" in str(refused)
+    assert isinstance(refused.__cause__, sqlite3.IntegrityError)
+    assert again.failed == {}
+    assert rows(db, "SELECT key, text FROM messages ORDER BY key") == [("a", "ok"), ("c", "fine")]
 
 
 async def test_integer_beyond_64_bits_in_a_mapped_column_refuses_that_record(db: Path) -> None:

@@ -261,15 +261,26 @@ class _Bisection:
 
 
 def rejection_stack(exc: BaseException) -> str:
-    """One stack for one rejection: the error's own traceback, and of the errors it wraps
-    (``raise ... from``) only their one-line reason. Not the implicit context: during
-    bisection and retries that is the previous attempt's failure, one more block each time."""
-    lines = traceback.format_exception(exc, chain=False)
-    cause, seen = exc.__cause__, {id(exc)}
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        lines.append(f"caused by: {type(cause).__name__}: {cause}\n")
-        cause = cause.__cause__
+    """One stack for one rejection: the traceback of the outermost error of the explicit
+    chain (``raise ... from``) that was raised, and one line for each other error of that
+    chain. Not the implicit context: during bisection and retries that is the previous
+    attempt's failure, one more block each time."""
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and all(link is not seen for seen in chain):
+        chain.append(link)
+        link = link.__cause__
+    raised = next((i for i, e in enumerate(chain) if e.__traceback__ is not None), None)
+    if raised is None:
+        lines = traceback.format_exception_only(exc)
+        rest = chain[1:]
+    else:
+        lines = traceback.format_exception(chain[raised], chain=False)
+        rest = chain[:raised] + chain[raised + 1 :]
+    for position, other in enumerate(rest):
+        how = "reported as" if raised is not None and position < raised else "caused by"
+        text = " ".join(str(other).split())
+        lines.append(f"{how}: {type(other).__name__}: {text}\n")
     return "".join(lines)
 
 
