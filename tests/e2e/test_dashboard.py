@@ -303,7 +303,8 @@ async def test_dashboard_shows_the_engines_history_on_load(api: RunningApi, page
     await expect(page.locator("#error-count")).to_have_text("1 kind, 2 in all")
     last_error = chat.locator('[data-field="last-error"]')
     await expect(last_error).not_to_have_text("none")
-    await expect(last_error).to_contain_text("CHECK constraint failed")
+    await expect(last_error).to_contain_text("dead_letter")
+    await expect(last_error).to_have_attribute("title", re.compile("CHECK constraint failed"))
 
 
 OUTBOX_CONFIG = """\
