@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.waiting import eventually
 
 from syncworker.core import Pipeline, PipelineSettings, Record, RetryPolicy, Schedule
 from syncworker.core.policies import BreakerPolicy
+from syncworker.core.protocols import WriteResult
 from syncworker.errors import ConfigRefused, ConnectionFailed
 from syncworker.state import SqliteStateStore
 from syncworker.testing import MemoryQueue, MemorySink, MemorySource
@@ -53,30 +57,46 @@ async def test_batches_by_size_and_acks_after_every_sink_wrote() -> None:
     assert queue.in_flight == 0 and queue.ready == 0
 
 
+@dataclass
+class GatedSink(MemorySink):
+    """A sink whose writes wait until the test opens ``gate``: slow for as long as needed."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def write(self, records: Sequence[Record]) -> WriteResult | None:
+        self.concurrent += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.concurrent -= 1
+        return await super().write(records)
+
+
 async def test_ack_waits_for_the_slowest_sink() -> None:
     queue = MemoryQueue()
     queue.put_many(3)
-    fast, slow = MemorySink(name="fast"), MemorySink(name="slow", write_delay_s=0.2)
+    fast, slow = MemorySink(name="fast"), GatedSink(name="slow")
     pipeline, source = make(queue, fast, slow)
     await pipeline.start()
-    await asyncio.sleep(0.1)
-    assert fast.rows and not slow.rows
+    await eventually(lambda: fast.rows and slow.concurrent, "fast written, slow writing")
+    assert not slow.rows
     assert source.acked == []
-    await asyncio.sleep(0.3)
-    assert len(source.acked) == 3
+    slow.gate.set()
+    await eventually(lambda: len(source.acked) == 3, "the ack after the slow write")
     await pipeline.stop()
 
 
 async def test_stream_mode_fills_a_batch_within_max_wait() -> None:
     queue = MemoryQueue()
     sink = MemorySink()
-    pipeline, _ = make(queue, sink, batch_size=10, max_wait_s=0.3)
+    # max_wait far above the 50 ms between the two puts, which a busy machine may stretch
+    pipeline, _ = make(queue, sink, batch_size=10, max_wait_s=2.0)
     await pipeline.start()
-    await asyncio.sleep(0.05)
+    await eventually(lambda: pipeline.status()["state"] == "running", "the pipeline to run")
     queue.put_many(4)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # the rest arrives later, within max_wait: the scenario itself
     queue.put_many(6, start=4)
-    await asyncio.sleep(0.5)
+    await eventually(lambda: sink.writes, "a write")
     await pipeline.stop()
     assert sink.writes[0] == [str(i) for i in range(10)]
 
@@ -87,7 +107,7 @@ async def test_stream_mode_flushes_a_partial_batch_after_max_wait() -> None:
     pipeline, _ = make(queue, sink, batch_size=100, max_wait_s=0.1)
     await pipeline.start()
     queue.put_many(3)
-    await asyncio.sleep(0.5)
+    await eventually(lambda: sink.writes, "the partial batch written")
     await pipeline.stop()
     assert sink.writes == [["0", "1", "2"]]
 
@@ -97,10 +117,12 @@ async def test_a_steady_trickle_does_not_hold_a_batch_past_max_wait() -> None:
     sink = MemorySink()
     pipeline, _ = make(queue, sink, batch_size=100, max_wait_s=0.05)
     await pipeline.start()
+    # A pipeline still opening would find a backlog, not a trickle.
+    await eventually(lambda: pipeline.status()["state"] == "running", "the pipeline to run")
     for n in range(100):  # one record every 10 ms: never an empty claim for 1 s
         queue.put_many(1, start=n)
         await asyncio.sleep(0.01)
-    await asyncio.sleep(0.3)
+    await eventually(lambda: sum(len(keys) for keys in sink.writes) == 100, "every record")
     await pipeline.stop()
     assert sum(len(keys) for keys in sink.writes) == 100
     assert len(sink.writes[0]) < 50  # cut at max_wait, not filled to 100
@@ -166,13 +188,7 @@ async def test_stop_hands_in_flight_batches_back_without_an_error() -> None:
     pipeline, source = make(queue, sink)
     await pipeline.start()
 
-    async def writing() -> None:
-        while True:  # the in-memory sink exposes a plain counter, not an event
-            if sink.concurrent:
-                return
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(writing(), timeout=10)
+    await eventually(lambda: sink.concurrent, "a write in flight")
     await pipeline.stop(timeout_s=0.1)
     assert len(source.nacked) == 5 and source.nack_errors == [None]
     assert queue.ready == 5
@@ -212,15 +228,13 @@ async def test_circuit_breaker_pauses_and_resumes_when_the_sink_returns() -> Non
     errors: list[dict[str, Any]] = []
     pipeline.on("sync_error", errors.append)
     await pipeline.start()
-    await asyncio.sleep(0.4)
-    status = pipeline.status()
-    assert status["circuit"]["open"] and status["circuit"]["consecutive_failures"] >= 2
+    await eventually(lambda: _tripped(pipeline, 2), "the breaker open after two failures")
     attempts_while_down = len(sink.writes)
-    # backoff: far fewer attempts than a hot loop would make in 0.4 s
+    # backoff: far fewer attempts than a hot loop would make
     assert attempts_while_down < 20
     assert errors and "unavailable" in errors[0]["error"]
     sink.down = False
-    await asyncio.sleep(0.6)
+    await eventually(lambda: len(source.acked) == 30, "every record once the sink is back")
     await pipeline.stop()
     assert set(sink.rows) == {str(i) for i in range(30)}
     assert not pipeline.status()["circuit"]["open"]
@@ -234,10 +248,15 @@ async def test_source_failure_pauses_then_recovers() -> None:
     pipeline, source = make(queue, sink)
     source.fail_claims = 2
     await pipeline.start()
-    await asyncio.sleep(0.5)
+    await eventually(lambda: len(sink.rows) == 5, "every record after the failed claims")
     await pipeline.stop()
     assert set(sink.rows) == {str(i) for i in range(5)}
     assert pipeline.status()["last_error"]["type"] == "source_unavailable"
+
+
+def _tripped(pipeline: Pipeline, failures: int) -> bool:
+    circuit = pipeline.status()["circuit"]
+    return bool(circuit["open"] and circuit["consecutive_failures"] >= failures)
 
 
 async def test_in_flight_batches_are_bounded() -> None:
@@ -311,7 +330,7 @@ async def test_events_and_status_after_a_run() -> None:
     for name in ("worker_started", "sync_success", "worker_stopped"):
         pipeline.on(name, lambda payload, name=name: seen.append((name, payload)))
     await pipeline.start()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: len(seen) == 2, "worker_started and sync_success")
     await pipeline.stop()
     names = [name for name, _ in seen]
     assert names == ["worker_started", "sync_success", "worker_stopped"]
