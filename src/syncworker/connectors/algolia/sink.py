@@ -14,10 +14,13 @@ What the answer means:
 - 2xx: written (after the task is published, with ``wait_for_task``).
 - 429: ``RetryableError`` with ``delay_s`` from ``Retry-After``; the runtime backs off.
 - 5xx, timeouts: ``RetryableError``; connection refused or reset: ``ConnectionFailed``.
-- 401, 403: ``ConnectionFailed`` (wrong app id or key: every record would fail alike).
-- another 4xx: the data is refused. A call of one object reports its record in
-  ``WriteResult.failed`` with Algolia's message; a call of several raises ``PermanentError``
-  so the runtime bisects the batch down to the refused record.
+- 401, 403: ``ConfigRefused`` (wrong app id or key, or a key without the right: every
+  record would fail alike, so the pipeline stops and says so).
+- another 4xx: the data is refused. When the answer names the object (a call of one, or
+  Algolia's ``objectID=...`` / ``position n``), its record is reported in
+  ``WriteResult.failed`` with Algolia's message and the rest of the call is sent again; a
+  refusal of several objects that names none raises ``PermanentError`` so the runtime
+  bisects the batch down to the refused record.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -49,6 +54,7 @@ from syncworker.core.protocols import ConnectorConfig, WriteResult
 from syncworker.core.record import Record, key_text
 from syncworker.errors import (
     ConfigError,
+    ConfigRefused,
     ConnectionClosed,
     ConnectionFailed,
     PermanentError,
@@ -271,9 +277,10 @@ class AlgoliaSink:
         """Send ``records`` as one batch call per index and action (more past the limits).
 
         Raises ``RetryableError`` on 429 (with ``delay_s``), 5xx and timeouts,
-        ``ConnectionFailed`` on 401/403 and connection errors, and ``PermanentError`` when a
-        call of several objects is refused. Records of unknown streams, records whose transform
-        fails and objects too large on their own are reported in ``WriteResult.failed``.
+        ``ConfigRefused`` on 401/403, ``ConnectionFailed`` on connection errors, and
+        ``PermanentError`` when a call of several objects is refused without naming one.
+        Records of unknown streams, records whose transform fails, objects too large on
+        their own and objects Algolia's answer names are reported in ``WriteResult.failed``.
         """
         client = self._client
         if client is None:
@@ -400,6 +407,7 @@ class AlgoliaSink:
     ) -> None:
         """Send ``requests``; when Algolia refuses the call, send each half on its own until
         the refused objects are alone (what the runtime's bisection does for ``write``)."""
+        refused_before = len(failed)
         try:
             task_id = await self._send(client, group, requests, failed)
         except PermanentError:
@@ -409,7 +417,7 @@ class AlgoliaSink:
             return
         if task_id is not None:
             await self._wait(client, group.index_name, task_id)
-            result.written += len(requests)
+            result.written += len(requests) - (len(failed) - refused_before)
 
     # -- planning the calls ---------------------------------------------------------------
 
@@ -523,26 +531,37 @@ class AlgoliaSink:
         chunk: list[_Request],
         failed: dict[int, BaseException],
     ) -> int | None:
-        """One batch call; its task ID, or ``None`` when its single object was refused."""
-        params = {"requests": [request.body for request in chunk]}
-        try:
-            response = await self._call(lambda: client.batch(group.index_name, params))
-        except RequestException as exc:
-            where = f"index {group.index_name!r}, {len(chunk)} x {group.action}"
-            error = self._permanent(f"{where}: HTTP {exc.status_code}: {self._message(exc)}")
-            log.warning(
-                "algolia_rejected",
-                sink=self.name,
-                index=group.index_name,
-                action=group.action,
-                status=exc.status_code,
-                objects=len(chunk),
-            )
-            if len(chunk) > 1:
-                raise error from None  # the runtime bisects to the refused record
-            failed[chunk[0].index] = error
-            return None
-        return int(response.task_id)
+        """One batch call; its task ID, or ``None`` when every object of it was refused.
+
+        When Algolia refuses the call and its message names the object (``objectID=...``,
+        ``Record <id> ...``, ``position <n>``), that record is reported in ``failed`` and
+        the call sent again without it; a refusal naming no object of a call of several
+        raises ``PermanentError`` (the runtime bisects).
+        """
+        while chunk:
+            params = {"requests": [request.body for request in chunk]}
+            try:
+                response = await self._call(partial(client.batch, group.index_name, params))
+            except RequestException as exc:
+                where = f"index {group.index_name!r}, {len(chunk)} x {group.action}"
+                error = self._permanent(f"{where}: HTTP {exc.status_code}: {self._message(exc)}")
+                named = chunk[0] if len(chunk) == 1 else _named_request(chunk, self._message(exc))
+                log.warning(
+                    "algolia_rejected",
+                    sink=self.name,
+                    index=group.index_name,
+                    action=group.action,
+                    status=exc.status_code,
+                    objects=len(chunk),
+                    named=named is not None,
+                )
+                if named is None:
+                    raise error from None  # the runtime bisects to the refused record
+                failed[named.index] = error
+                chunk = [request for request in chunk if request is not named]
+                continue
+            return int(response.task_id)
+        return None
 
     async def _call(self, call: Callable[[], Any]) -> Any:
         """Run one client call, turning what went wrong into the runtime's error classes.
@@ -562,7 +581,7 @@ class AlgoliaSink:
                     f"{what}: rate limited: {self._message(exc)}", delay_s=delay_s
                 ) from None
             if status in _AUTH_STATUSES:
-                raise ConnectionFailed(
+                raise ConfigRefused(
                     f"{what}: Algolia refused the credentials; check app_id and api_key"
                 ) from None
             if status is None or status >= 500:
@@ -603,6 +622,28 @@ class AlgoliaSink:
         error = PermanentError(f"{self._where}: {message}")
         error.__cause__ = cause
         return error
+
+
+_NAMED_OBJECT = (
+    re.compile(
+        r"objectID\s*[=:]\s*\"?([^\s\",]+)"
+    ),  # "Record at the position 3 objectID=x is too big"
+    re.compile(r"\bRecord (\S+) is\b"),
+)
+_NAMED_POSITION = re.compile(r"\bposition (\d+)\b")
+
+
+def _named_request(chunk: list[_Request], message: str) -> _Request | None:
+    """The request of ``chunk`` that Algolia's refusal ``message`` names, if it names one."""
+    for pattern in _NAMED_OBJECT:
+        for found in pattern.findall(message):
+            for request in chunk:
+                if request.object_id == found:
+                    return request
+    position = _NAMED_POSITION.search(message)
+    if position is not None and int(position.group(1)) < len(chunk):
+        return chunk[int(position.group(1))]
+    return None
 
 
 def _request(position: int, object_id: str, body: dict[str, Any]) -> _Request:
