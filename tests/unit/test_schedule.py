@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import structlog
+from tests.waiting import eventually
 
 from syncworker.core import Pipeline, PipelineSettings, Schedule
 from syncworker.core.schedule import Schedule as ScheduleType
@@ -38,7 +39,7 @@ async def test_every_never_overlaps_and_waits_the_interval_after_each_run() -> N
 
     pipeline.on("sync_success", on_success)
     await pipeline.start()
-    await asyncio.sleep(1.0)
+    await eventually(lambda: len(runs) >= 3, "three runs")
     await pipeline.stop()
     assert len(runs) >= 3
     for (_, previous_end), (next_start, _) in itertools.pairwise(runs):
@@ -52,10 +53,18 @@ async def test_every_warns_when_a_run_takes_most_of_its_interval() -> None:
     pipeline, _ = make(queue, MemorySink(write_delay_s=0.2), Schedule.every(0.25))
     with structlog.testing.capture_logs() as logs:
         await pipeline.start()
-        await asyncio.sleep(0.3)
+        await eventually(lambda: _logged(logs, "run_near_interval"), "the warning")
         await pipeline.stop()
     warnings = [e for e in logs if e["event"] == "run_near_interval"]
     assert warnings and "raise the interval or the batch size" in warnings[0]["recommendation"]
+
+
+def _logged(logs: list[dict[str, Any]], event: str) -> bool:
+    return any(e["event"] == event for e in logs)
+
+
+def _running(pipeline: Pipeline) -> bool:
+    return bool(pipeline.status()["state"] == "running")
 
 
 def test_cron_next_delay_follows_the_expression() -> None:
@@ -73,7 +82,8 @@ async def test_cron_schedule_does_not_run_at_start() -> None:
     sink = MemorySink()
     pipeline, _ = make(queue, sink, Schedule.at("0 0 1 1 *"))
     await pipeline.start()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: _running(pipeline), "the pipeline to run")
+    await asyncio.sleep(0.2)  # a window for a run at start, which must not happen
     assert sink.rows == {}
     run = await pipeline.sync_now()
     await pipeline.stop()
@@ -86,7 +96,8 @@ async def test_manual_schedule_runs_only_on_sync_now() -> None:
     sink = MemorySink()
     pipeline, _ = make(queue, sink, Schedule.manual())
     await pipeline.start()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: _running(pipeline), "the pipeline to run")
+    await asyncio.sleep(0.2)  # a window for a run at start, which must not happen
     assert sink.writes == []
     first = await pipeline.sync_now()
     queue.put_many(2, start=10)
@@ -124,7 +135,7 @@ async def test_shutdown_finishes_in_flight_batches_within_the_timeout() -> None:
     sink = MemorySink(write_delay_s=0.3)
     pipeline, source = make(queue, sink, Schedule.stream())
     await pipeline.start()
-    await asyncio.sleep(0.1)  # two batches in flight, mid-write
+    await eventually(lambda: sink.concurrent, "batches in flight, mid-write")
     await pipeline.stop(timeout_s=5)
     assert len(source.acked) == 20 or queue.ready + len(source.acked) == 20
     assert queue.in_flight == 0
@@ -138,7 +149,7 @@ async def test_shutdown_past_the_timeout_returns_in_flight_batches() -> None:
     sink = MemorySink(write_delay_s=10)
     pipeline, source = make(queue, sink, Schedule.stream())
     await pipeline.start()
-    await asyncio.sleep(0.1)
+    await eventually(lambda: sink.concurrent, "a batch in flight")
     # the sink would take 10 s: stop() must give up on it after its 0.2 s timeout
     await asyncio.wait_for(pipeline.stop(timeout_s=0.2), timeout=5)
     assert source.acked == []
@@ -157,7 +168,7 @@ async def test_stop_interrupts_retry_backoff_and_rolls_back() -> None:
         queue, sink, Schedule.stream(), retry=RetryPolicy(attempts=5, delay_s=30, jitter=0)
     )
     await pipeline.start()
-    await asyncio.sleep(0.1)
+    await eventually(lambda: sink.writes, "a failed write, then the backoff")
     # the backoff would sleep 30 s: stop() must interrupt it, not wait for it
     await asyncio.wait_for(pipeline.stop(timeout_s=10), timeout=5)
     assert queue.ready == 3 and source.acked == []
