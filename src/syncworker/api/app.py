@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 from syncworker import __version__
 from syncworker.api import models
 from syncworker.api.guard import MAX_BODY_BYTES, RequestGuard
+from syncworker.core import jsonvalue
 from syncworker.core.engine import Engine
 from syncworker.core.pipeline import Pipeline
 from syncworker.errors import UnsupportedOperation
@@ -444,9 +445,12 @@ def _dead_letter_routes(router: APIRouter, c: Controller) -> None:
         tags=["dead letters"],
         responses=NOT_FOUND,
     )
-    async def dead_letter(letter_id: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
+    async def dead_letter(letter_id: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
         """One dead letter whole: record, error, stack."""
-        return redact_value((await c.dead_letter(letter_id)).to_dict(full=True))  # type: ignore[no-any-return]
+        letter = redact_value((await c.dead_letter(letter_id)).to_dict(full=True))
+        # Encoded here, not by FastAPI: its encoder turns a Decimal into a string and the
+        # record must read exactly as it was kept (integers past 64 bits, long decimals).
+        return Response(jsonvalue.dumps(letter), media_type="application/json")
 
     @router.post(
         "/dead-letters/{letter_id}/requeue",
