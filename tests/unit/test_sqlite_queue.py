@@ -21,6 +21,7 @@ import pytest
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 from tests.poison_payloads import PAYLOADS, assert_wrapping_logged, check
+from tests.waiting import eventually
 
 from syncworker.connectors.sqlite.queue import AsyncSqliteQueue, SqliteQueue
 from syncworker.connectors.sqlite.source_queue import SqliteQueueSource, SqliteQueueSourceConfig
@@ -179,8 +180,7 @@ async def test_expired_lease_is_reclaimed_and_the_stale_ack_deletes_nothing(db: 
     try:
         stale = await slow.claim(10)
         assert await fast.claim(10) is None  # still leased
-        await asyncio.sleep(0.1)
-        fresh = await fast.claim(10)
+        fresh = await eventually(lambda: fast.claim(10), "the 50 ms lease to run out")
 
         assert queue_ids(fresh) == queue_ids(stale) == [1, 2, 3]
         assert fresh is not None
