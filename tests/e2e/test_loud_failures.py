@@ -14,6 +14,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -33,7 +34,6 @@ pytestmark = pytest.mark.integration
 PASSWORD = "pw-s3cret-never-shown"
 CLOSED_PG_PORT = 17150
 CLOSED_REDIS_PORT = 17151
-PRIVATE_REDIS_PORT = 17152
 REPORT_S = 5.0
 
 CONFIG = """\
@@ -223,15 +223,19 @@ def test_redis_down_warns_and_run_once_exits_non_zero(run_worker) -> None:  # ty
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[str]:
-    """A redis-server with a password, on this file's own port."""
+    """A redis-server with a password, on a free port: a fixed one would be shared with
+    another run of this suite on the same machine (its server answers the same password)."""
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
     process = subprocess.Popen(
         [
             server,
             "--bind",
             "127.0.0.1",
             "--port",
-            str(PRIVATE_REDIS_PORT),
+            str(port),
             "--requirepass",
             "the-right-one",
             "--save",
@@ -244,7 +248,7 @@ def private_redis(tmp_path: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    client = redis.Redis(port=PRIVATE_REDIS_PORT, password="the-right-one")
+    client = redis.Redis(port=port, password="the-right-one")
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -256,7 +260,7 @@ def private_redis(tmp_path: Path) -> Iterator[str]:
                 pytest.fail("the private redis-server did not start")
             time.sleep(0.05)
     try:
-        yield f"127.0.0.1:{PRIVATE_REDIS_PORT}"
+        yield f"127.0.0.1:{port}"
     finally:
         client.close()
         process.terminate()
