@@ -132,7 +132,7 @@ class Worker:
 def run_worker(tmp_path: Path) -> Iterator[object]:
     workers: list[Worker] = []
 
-    def start(source: str, sink: str, *flags: str) -> Worker:
+    def start(source: str, sink: str, *flags: str, extra: str = "") -> Worker:
         path = tmp_path / "syncworker.yaml"
         path.write_text(
             CONFIG.format(
@@ -140,6 +140,7 @@ def run_worker(tmp_path: Path) -> Iterator[object]:
                 source=source.replace("{root}", str(tmp_path)),
                 sink=sink.replace("{root}", str(tmp_path)),
             )
+            + extra
         )
         worker = Worker(path, *flags, str(path))
         workers.append(worker)
@@ -277,4 +278,17 @@ def test_a_wrong_redis_password_stops_the_pipeline(run_worker, private_redis: st
     assert "invalid" in str(refused["error"]).lower() or "WRONGPASS" in str(refused["error"])
     assert worker.finish(30) != 0, worker.output()
     assert not [e for e in worker.events() if e.get("event") == "connect_failed"]
+    assert_no_password(worker)
+
+
+@pytest.mark.timeout(60)
+def test_a_wrong_password_for_the_lock_stops_the_pipeline(  # type: ignore[no-untyped-def]
+    run_worker, private_redis: str, tmp_path: Path
+) -> None:
+    lock = f'    lock: {{url: "redis://:{PASSWORD}@{private_redis}/0", key: "sw:lock"}}\n'
+    worker = run_worker(QUEUE, JSONL, "--once", extra=lock)
+    failed = worker.wait_for("pipeline_failed", REPORT_S)
+    assert_names_the_failure(failed, "lock")
+    assert worker.finish(30) != 0, worker.output()
+    assert not [e for e in worker.events() if e.get("event") == "lock_unavailable"]
     assert_no_password(worker)

@@ -10,8 +10,9 @@ from typing import Any
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
+from syncworker.connectors.redis.client import is_refusal
 from syncworker.coord.base import holder_id
-from syncworker.errors import ConnectionFailed
+from syncworker.errors import ConfigRefused, ConnectionFailed
 from syncworker.observe.logging import Identifiers, redact_url
 
 
@@ -86,8 +87,10 @@ class RedisLock:
         except RedisError as exc:
             raise self._failed(exc) from exc
 
-    def _failed(self, exc: Exception) -> ConnectionFailed:
-        return ConnectionFailed(
+    def _failed(self, exc: Exception) -> ConnectionFailed | ConfigRefused:
+        # A wrong password or a missing ACL right will not pass by retrying: stop the pipeline.
+        error_class = ConfigRefused if is_refusal(exc) else ConnectionFailed
+        return error_class(
             f"lock {self.key!r} on {redact_url(self._url)}: "
             f"{type(exc).__name__}: {redact_url(str(exc))}"
         )
