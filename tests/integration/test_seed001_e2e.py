@@ -213,6 +213,9 @@ async def test_three_workers_sync_100k_changes_once_each_and_split_the_work(
     async with example_run(pg_url, tmp_path, BATCH_SIZE="500") as run:
         for _ in range(3):
             await run.worker()
+        # The shares are compared below: a worker still starting when the changes come would
+        # find most of them taken (a busy machine starts a process in seconds, not ms).
+        await until(lambda: _listeners(pg_url, 3), 60, "three workers listening")
         for statement in CHANGES:
             await sql(pg_url, statement)
             await asyncio.sleep(0.2)  # the workers are syncing while changes keep coming
@@ -309,6 +312,15 @@ async def test_a_worker_killed_mid_batch_leaves_its_rows_to_another_after_the_le
             (list(orphaned),),
         )
         assert [worker_pid(w) for (w,) in takers] == [second.pid]
+
+
+async def _listeners(pg_url: str, count: int) -> bool:
+    rows = await sql(
+        pg_url,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'syncworker:algolia_sync.source:listen'",
+    )
+    return int(rows[0][0]) >= count
 
 
 async def listener_pid(pg_url: str) -> int | None:
