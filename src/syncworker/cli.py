@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import orjson
 from rich.console import Console
 from rich.table import Table
 
 from syncworker import __version__
 from syncworker.config import Config, every_error, load_config, load_sources, parse_listen
 from syncworker.control import Control, Needs, open_control
+from syncworker.core import jsonvalue
 from syncworker.core.engine import Engine
 from syncworker.errors import ConfigError, SyncWorkerError
 from syncworker.observe.logging import configure_logging, redact_value
@@ -287,7 +287,7 @@ def status(as_json: bool, **target: Any) -> None:
     """Pipelines: state, health, counters (--api), or last runs and dead letters (state store)."""
     report = _control(target, lambda c: c.status())
     if as_json:
-        click.echo(orjson.dumps(redact_value(report), option=orjson.OPT_INDENT_2).decode())
+        click.echo(_json(redact_value(report)))
         return
     if report["source"] == "engine":
         _print_engine_status(report)
@@ -345,7 +345,7 @@ def _status_row(name: str, item: dict[str, Any]) -> list[str]:
 def sync(pipeline: str, mode: str, no_wait: bool, **target: Any) -> None:
     """Run one sync of PIPELINE now: in the running engine (--api) or here (--config)."""
     result = _control(target, lambda c: c.sync(pipeline, mode, not no_wait), needs="config")
-    click.echo(orjson.dumps(redact_value(result), option=orjson.OPT_INDENT_2).decode())
+    click.echo(_json(redact_value(result)))
     if result.get("status") not in (None, "success"):
         sys.exit(EXIT_FAILURE)
 
@@ -366,6 +366,11 @@ def stop(pipeline: str, **target: Any) -> None:
     """Stop PIPELINE in the running engine (--api); in-flight batches finish first."""
     result = _control(target, lambda c: c.stop(pipeline), needs="engine")
     click.echo(f"{result['pipeline']}: {result['state']}")
+
+
+def _json(value: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """``value`` indented for people, numbers exactly as kept (``core.jsonvalue``)."""
+    return jsonvalue.dumps(value, indent=True, default=default).decode()
 
 
 def _console() -> Console:
@@ -404,7 +409,7 @@ def dlq_list(
     """List dead letters, oldest first."""
     letters = _control(target, lambda c: c.dead_letters(pipeline, status_, limit))
     if as_json:
-        click.echo(orjson.dumps(redact_value(letters), option=orjson.OPT_INDENT_2).decode())
+        click.echo(_json(redact_value(letters)))
         return
     table = Table(
         "id",
@@ -438,7 +443,7 @@ def dlq_show(letter_id: int, **target: Any) -> None:
     if letter is None:
         click.echo(f"error: no dead letter with id {letter_id}", err=True)
         sys.exit(EXIT_FAILURE)
-    click.echo(orjson.dumps(redact_value(letter), option=orjson.OPT_INDENT_2).decode())
+    click.echo(_json(redact_value(letter)))
 
 
 @dlq.command("requeue")
@@ -593,7 +598,7 @@ def outbox_stats(
         url, queue, _, _ = _outbox_target(url, queue, config_file, pipeline)
         with _postgres_errors(url, queue):
             figures = asyncio.run(outbox.stats(url, queue))
-    click.echo(orjson.dumps(figures, default=str, option=orjson.OPT_INDENT_2).decode())
+    click.echo(_json(figures, default=str))
 
 
 @outbox_group.command("retry-failed")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from syncworker.config import load_config, load_outline
+from syncworker.core import jsonvalue
 from syncworker.errors import ConfigError, SyncWorkerError
 from syncworker.observe.logging import redact_url
 from syncworker.state import StateStore, sqlite_path, state_store_from_url
@@ -163,7 +164,8 @@ class RemoteControl:
             except ValueError:
                 error = answer.text[:200]
             raise SyncWorkerError(f"api {method} {path}: {answer.status_code}: {error}")
-        body: dict[str, Any] = answer.json()
+        # Not answer.json(): Python's parser rounds a long decimal to a float.
+        body: dict[str, Any] = jsonvalue.loads(answer.content)
         return body
 
     async def status(self) -> dict[str, Any]:

@@ -381,3 +381,15 @@ def test_run_stops_with_one_line_when_a_sink_refuses_its_config(config: Path) ->
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("config error:") and "body" in last
+
+
+def test_dlq_show_prints_numbers_beyond_a_double_exactly(config: Path) -> None:
+    big, dec = "123456789012345678901234567890", "0.1000000000000000000000001"
+    message = f'{{"id": "exact", "text": "far too long for the table", "big": {big}, "dec": {dec}}}'
+    cli("enqueue", "--config", str(config), "--stream", "in", stdin=message + "\n")
+    cli("run", "--once", str(config))
+    listed = orjson.loads(cli("dlq", "list", "--config", str(config), "--json").stdout)
+    assert [d["record_key"] for d in listed] == ["exact"]
+    shown = cli("dlq", "show", str(listed[0]["id"]), "--config", str(config))
+    compact = shown.stdout.replace(" ", "")
+    assert f'"big":{big}' in compact and f'"dec":{dec}' in compact, shown.stdout

@@ -188,3 +188,26 @@ def test_status_from_the_state_store_and_from_the_engine_agree(engine: tuple[Pat
 def _table_row(table: str, name: str) -> list[str]:
     [row] = [line for line in table.splitlines() if line.startswith(f"│ {name} ")]
     return [cell.strip() for cell in row.strip("│").split("│")]
+
+
+def test_dlq_show_over_the_api_prints_numbers_beyond_a_double_exactly(
+    engine: tuple[Path, str],
+) -> None:
+    config, url = engine
+    big, dec = "123456789012345678901234567890", "0.1000000000000000000000001"
+    cli(
+        "enqueue",
+        "--config",
+        str(config),
+        f'{{"id": "x", "text": "much too long", "big": {big}, "dec": {dec}}}',
+    )
+
+    def dead() -> list[dict[str, Any]] | None:
+        letters: list[dict[str, Any]] = orjson.loads(
+            cli("dlq", "list", "--api", url, "--json").stdout
+        )
+        return letters or None
+
+    [letter] = wait_for(dead, "the record dead-lettered")
+    shown = cli("dlq", "show", str(letter["id"]), "--api", url).stdout.replace(" ", "")
+    assert f'"big":{big}' in shown and f'"dec":{dec}' in shown, shown
