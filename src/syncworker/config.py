@@ -191,7 +191,9 @@ class ApiConfig(_Strict):
     @field_validator("token")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
-        return value or None
+        # A blank or whitespace-only token (an unset "${VAR:-}") is no token, as the server
+        # treats it: loopback only, not a password anyone could send.
+        return (value or "").strip() or None
 
 
 class AppConfig(_Strict):

@@ -379,3 +379,10 @@ def test_build_reports_every_connector_that_refuses_with_its_line(tmp_path: Path
         f"'missing_{name}'"
         for line, name in ((8, "one"), (15, "two"))
     ]
+
+
+@pytest.mark.parametrize("token", ['""', '"   "', '"${SYNCWORKER_API_TOKEN:-}"', '"\\t"'])
+def test_a_blank_api_token_is_no_token(tmp_path: Path, token: str) -> None:
+    text = GOOD.format(tmp=tmp_path) + f'api: {{listen: "127.0.0.1:0", token: {token}}}\n'
+    config = load_config(write(tmp_path, text), environ={"SYNCWORKER_API_TOKEN": " "})
+    assert config.app.api is not None and config.app.api.token is None
