@@ -297,11 +297,15 @@ def status(as_json: bool, **target: Any) -> None:
 
 def _print_engine_status(report: dict[str, Any]) -> None:
     """The state store's columns, as ``status --config`` prints them, then the engine's."""
-    extra = ("state", "health", "backlog")
+    extra = ("state", "health", "backlog", "failed in source")
     table = _status_table("syncworker engine status", extra)
     for name, p in report["pipelines"].items():
         backlog = "-" if p["backlog"] is None else str(p["backlog"])
-        table.add_row(*_status_row(name, p), p["state"], p["health"]["status"], backlog)
+        # Records a ``store: source`` pipeline handed back, kept failed by the source: not
+        # dead letters, so they get their own column ("-": the source keeps none).
+        failed = p.get("source_failed")
+        kept = "-" if failed is None else str(failed)
+        table.add_row(*_status_row(name, p), p["state"], p["health"]["status"], backlog, kept)
     console = _console()
     console.print(table)
     for name, p in report["pipelines"].items():

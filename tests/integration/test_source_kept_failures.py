@@ -4,7 +4,10 @@ status 'failed') count as what they are (issue 9 point 9): in /status, health, /
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -122,6 +125,29 @@ async def test_failed_outbox_rows_show_in_status_health_metrics_and_history(
     history = (await api.get("/history")).json()["pipelines"]["outbox"]
     assert history["sinks"]["sqlite"] == {"written": 3, "refused": 2}
     assert sum(p["records"] for p in history["points"]) == 5
+
+    # The CLI's engine view shows them in their own column, not as dead letters. The command
+    # runs as a child process while this loop keeps serving the API it asks.
+    env = {k: v for k, v in os.environ.items() if k != "SYNCWORKER_API_TOKEN"}
+    env["COLUMNS"] = "250"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "syncworker.cli",
+        "status",
+        "--api",
+        str(api.base_url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(child.communicate(), timeout=60)
+    assert child.returncode == 0, err.decode()
+    table = out.decode()
+    assert "failed in source" in table
+    [row] = [line for line in table.splitlines() if line.startswith("│ outbox")]
+    cells = [cell.strip() for cell in row.strip("│").split("│")]
+    assert cells[5] == "0" and cells[-1] == "2", table  # dead letters 0, failed in source 2
 
 
 async def test_the_oldest_waiting_row_has_an_age(api: httpx.AsyncClient, pg_url: str) -> None:
