@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,9 @@ import orjson
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_embedded import cpu_s, peak_rss_mb
 
-REDIS_URL = "redis://127.0.0.1:6379/9"
+# The seed's list names are fixed and each case starts from FLUSHDB: a database of its own,
+# or (the smoke test, so two suites on one machine never share it) a private server.
+REDIS_URL = os.environ.get("SYNCWORKER_BENCH_REDIS", "redis://127.0.0.1:6379/9")
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BATCH = 5_000
 CASES = [

@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.private_redis import private_redis
+
 BENCH = Path(__file__).parents[2] / "bench"
 
 
@@ -39,11 +43,15 @@ def test_pipeline_embedded_bench_runs(tmp_path: Path) -> None:
         assert result["records_per_s"] > 0 and result["peak_rss_mb"] > 0
 
 
-def test_redis_to_postgres_bench_runs(tmp_path: Path) -> None:
-    results = {
-        r["case"]: r
-        for r in run_bench("redis_to_postgres.py", tmp_path, "--messages", "5000", timeout_s=300)
-    }
+def test_redis_to_postgres_bench_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with private_redis() as redis_url:  # the bench flushes its database, fixed list names
+        monkeypatch.setenv("SYNCWORKER_BENCH_REDIS", redis_url)
+        results = {
+            r["case"]: r
+            for r in run_bench(
+                "redis_to_postgres.py", tmp_path, "--messages", "5000", timeout_s=300
+            )
+        }
     assert set(results) == {
         "syncworker redis_list -> postgres",
         "syncworker redis_list -> jsonl",
