@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from syncworker import __version__
 from syncworker.config import Config, every_error, load_config, load_sources, parse_listen
@@ -322,8 +322,14 @@ def _print_stored_status(report: dict[str, Any]) -> None:
 
 
 def _status_table(title: str, extra: tuple[str, ...] = ()) -> Table:
+    # Figures and times never fold (a folded "UTC" reads as another row); the error text may.
     columns = ("pipeline", "last run", "result", "processed", "duration", "dead letters")
-    return Table(*columns, "last error", *extra, title=title)
+    return Table(
+        *(Column(name, no_wrap=True) for name in columns),
+        Column("last error", overflow="fold"),
+        *(Column(name, no_wrap=True) for name in extra),
+        title=title,
+    )
 
 
 def _status_row(name: str, item: dict[str, Any]) -> list[str]:

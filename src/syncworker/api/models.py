@@ -102,7 +102,8 @@ class RunSummary(BaseModel):
     status: Literal["success", "partial", "error", "skipped"]
     started_at: float
     finished_at: float
-    duration_ms: float
+    duration_ms: float = Field(description="the run's work: wall time less paused_ms")
+    paused_ms: float = Field(0.0, description="time the circuit breaker held the run paused")
     processed: int
     written: int
     dead_lettered: int
