@@ -24,10 +24,12 @@ from syncworker.core import Pipeline, PipelineSettings, Record, RetryPolicy, reg
 from syncworker.core.policies import BreakerPolicy
 from syncworker.errors import (
     ConfigError,
+    ConfigRefused,
     ConnectionFailed,
     PermanentError,
     RetryableError,
     is_transient,
+    stops_pipeline,
 )
 from syncworker.state import SqliteStateStore
 from syncworker.testing import MemoryQueue, MemorySource
@@ -329,14 +331,16 @@ async def test_errors_never_quote_secrets(server: WebhookServer, make_sink: Sink
     assert "whsec_never_shown" not in message
 
 
-async def test_401_means_the_sink_is_misconfigured(
-    server: WebhookServer, make_sink: SinkFactory
+@pytest.mark.parametrize("status", [401, 403, 407])
+async def test_a_refused_credential_is_a_refused_configuration(
+    server: WebhookServer, make_sink: SinkFactory, status: int
 ) -> None:
-    server.auth_status = 401
+    server.auth_status = status
     sink = await make_sink(headers={"Authorization": f"Bearer {TOKEN}"})
-    with pytest.raises(ConnectionFailed, match="HTTP 401") as caught:
+    with pytest.raises(ConfigRefused, match=f"HTTP {status}") as caught:
         await sink.write([rec("1")])
-    assert is_transient(caught.value)
+    assert not is_transient(caught.value) and stops_pipeline(caught.value)
+    assert "invalid credentials" in str(caught.value)  # the receiver's reason, quoted
     assert TOKEN not in str(caught.value)
 
 

@@ -11,8 +11,11 @@ What the answer means:
 - 2xx: written.
 - timeout, connection error, 408, 425, 429, 5xx: ``RetryableError`` (``delay_s`` from
   ``Retry-After``); the runtime retries the whole batch, then rolls it back and pauses.
-- 401, 403, 407, 404, 405, 410, 3xx: ``ConnectionFailed``; the sink is misconfigured (wrong
-  credentials or address), not the data.
+- 401, 403, 407: ``ConfigRefused``; the receiver refuses our credentials, which retrying
+  cannot fix: the pipeline stops and says why (its batch goes back to the source).
+- 404, 405, 410, 3xx: ``ConnectionFailed``; the address is wrong or not there yet (a
+  receiver being deployed answers 404 for a while), not the data: the pipeline pauses and
+  tries again.
 - any other 4xx: the data is refused. A POST of one record reports it in
   ``WriteResult.failed`` with a ``PermanentError`` quoting the status and the start of the
   response (it is dead-lettered with them); a POST of several raises that ``PermanentError``,
@@ -44,7 +47,13 @@ from syncworker.core import jsonvalue
 from syncworker.core.durations import DurationS
 from syncworker.core.protocols import ConnectorConfig, WriteResult
 from syncworker.core.record import Record
-from syncworker.errors import ConnectionClosed, ConnectionFailed, PermanentError, RetryableError
+from syncworker.errors import (
+    ConfigRefused,
+    ConnectionClosed,
+    ConnectionFailed,
+    PermanentError,
+    RetryableError,
+)
 from syncworker.observe.logging import MASK, redact_url
 
 log = structlog.get_logger(__name__)
@@ -67,11 +76,14 @@ _RESERVED_HEADERS = frozenset(
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _PLACEHOLDER_LIKE = re.compile(r"^\$[A-Za-z_]+$")
 _RETRYABLE_STATUSES = frozenset({408, 425, 429})
-# 401/403/407 say our credentials are wrong: every record would be refused the same way, so
-# the sink is unusable until someone fixes the config. Raising ConnectionFailed rolls the batch
-# back and pauses the pipeline (circuit breaker) instead of dead-lettering the whole stream.
+# 401/403/407 say our credentials are wrong: every record would be refused the same way and
+# no retry can fix it, so ConfigRefused stops the pipeline with the reason (its batch goes back
+# to the source untouched) instead of pausing and retrying for ever (issue 9 point 1).
 _AUTH_STATUSES = frozenset({401, 403, 407})
-# A wrong path or method answers every POST the same way: misconfiguration, not bad data.
+# A wrong path or method answers every POST the same way: not bad data. Kept as an outage
+# (ConnectionFailed: pause, retry) rather than a refusal: a 404 is also what a receiver answers
+# while it is being deployed or behind a proxy whose route is not up yet, and it resolves
+# itself. 5xx and 429 are the receiver's own trouble or load: transient by definition.
 _ADDRESS_STATUSES = frozenset({404, 405, 410})
 
 
@@ -226,8 +238,9 @@ class WebhookSink:
         """POST ``records`` (one POST per stream in the seed and template bodies, more when a
         body would exceed ``max_batch_bytes``), one after the other.
 
-        Raises ``RetryableError`` on a timeout, a connection error, 408/425/429 or 5xx, and
-        ``ConnectionFailed`` on 401/403/407 or a redirect; the POSTs already accepted are sent
+        Raises ``RetryableError`` on a timeout, a connection error, 408/425/429 or 5xx,
+        ``ConfigRefused`` on 401/403/407 (the pipeline stops), and ``ConnectionFailed`` on
+        404/405/410 or a redirect; the POSTs already accepted are sent
         again with the retry, under the same Idempotency-Key. Records of a POST answered with
         another 4xx, and records that cannot be serialized or alone exceed
         ``max_batch_bytes``, are reported in ``WriteResult.failed``.
@@ -394,7 +407,8 @@ class WebhookSink:
         if status >= 500 or status in _RETRYABLE_STATUSES:
             raise RetryableError(quoted, delay_s=retry_after_s(headers.get("retry-after")))
         if status in _AUTH_STATUSES:
-            raise ConnectionFailed(f"{what}: the receiver refused the credentials; check headers")
+            # The reason is the receiver's answer, scrubbed of every configured secret.
+            raise ConfigRefused(f"{quoted}: the receiver refused the credentials; check headers")
         if status in _ADDRESS_STATUSES:
             raise ConnectionFailed(f"{what}: nothing to POST to at this address; check url")
         if 300 <= status < 400:
