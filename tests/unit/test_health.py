@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import pytest
 
-from syncworker.core import Pipeline, PipelineSettings, RetryPolicy, Schedule
+from syncworker.core import Pipeline, PipelineSettings, Record, RetryPolicy, Schedule
 from syncworker.core.policies import BreakerPolicy
+from syncworker.core.protocols import WriteResult
+from syncworker.errors import ConfigRefused
 from syncworker.observe.health import ALL_OPERATIONAL, Check, Health, evaluate
 from syncworker.state import SqliteStateStore
 from syncworker.state.base import RunRecord
@@ -174,6 +177,34 @@ async def test_a_pipeline_that_cannot_open_is_unhealthy(state: SqliteStateStore)
     assert "pipelines.users" in connection.recommendation
     assert "syncworker start users" in connection.recommendation
     assert health.status == "UNHEALTHY"
+
+
+async def test_a_pipeline_stopped_by_a_refused_configuration_is_unhealthy(
+    state: SqliteStateStore,
+) -> None:
+    class RefusingSink(MemorySink):
+        async def write(self, records: Sequence[Record]) -> WriteResult | None:
+            raise ConfigRefused("webhook 'chat': HTTP 401: the receiver refused the credentials")
+
+    queue = MemoryQueue()
+    queue.put_many(3)
+    pipeline = make(queue, RefusingSink(name="chat"), state, schedule=Schedule.stream())
+    await pipeline.start()
+    assert pipeline.task is not None
+    await asyncio.gather(pipeline.task, return_exceptions=True)
+    health = await health_of(pipeline, state)
+    await pipeline.stop()
+    assert pipeline.status()["last_error"]["type"] == "config_refused"
+    connection = health.check("connection")
+    assert connection.status == "fail"
+    assert "refused its settings" in connection.detail
+    assert "HTTP 401: the receiver refused the credentials" in connection.detail
+    assert connection.recommendation is not None
+    assert "pipelines.users" in connection.recommendation
+    assert "credentials" in connection.recommendation
+    assert "syncworker start users" in connection.recommendation
+    assert health.status == "UNHEALTHY"
+    assert connection.recommendation in health.recommendations
 
 
 async def test_a_sink_down_warns_then_fails_naming_the_sink(state: SqliteStateStore) -> None:

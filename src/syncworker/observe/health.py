@@ -502,6 +502,17 @@ def _connection(v: _View) -> Check:
             f"pipeline stopped: its connectors refused to open ({message})",
             f"fix the source and sink settings of pipelines.{v.name} in the config, then {start}",
         )
+    if v.state == "stopped" and (v.last_error or {}).get("type") == "config_refused":
+        # Stopped mid-run: a dependency answered and refused the settings (credentials, role,
+        # database, table, grant). Starting it again as it is would only be refused again.
+        message = _message(str((v.last_error or {}).get("message", "")))
+        return Check(
+            "connection",
+            "fail",
+            f"pipeline stopped: a dependency refused its settings ({message})",
+            f"fix what was refused (credentials, user or role, database, table, grants) in "
+            f"pipelines.{v.name} of the config or on the dependency, then {start}",
+        )
     if v.state == "stopped":
         return Check("connection", "warn", "pipeline is stopped", f"pipeline is stopped: {start}")
     if v.state == "created":
