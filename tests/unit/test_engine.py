@@ -370,3 +370,24 @@ async def test_run_once_stops_claiming_on_request_and_returns_the_rest(rig: Rig)
     assert len(sink.rows) == run.processed
     assert queue.ready == 200 - run.processed and queue.in_flight == 0
     assert rig.sources["p"].closed
+
+
+@pytest.mark.parametrize("schedule", [Schedule.stream(), Schedule.every(0.01)])
+async def test_a_pipeline_closed_for_runs_ends_quietly_instead_of_failing(
+    rig: Rig, schedule: Schedule
+) -> None:
+    # engine.stop() closes every pipeline for runs before it stops them one by one: a loop
+    # that wakes up in between ends its work, it does not fail with "no new sync starts".
+    engine = rig.engine("p", schedule=schedule)
+    pipeline = engine.pipeline("p")
+    await engine.start()
+    await until(lambda: pipeline.status()["state"] == "running", "the pipeline running")
+    task = pipeline.task
+    assert task is not None
+    pipeline.close_for_runs("the engine is stopping: no new sync starts")
+    rig.queues["p"].put_many(3, stream="p")  # wakes the loop up
+    await asyncio.wait_for(asyncio.shield(task), timeout=GUARD_S)
+    assert task.exception() is None
+    await engine.stop()
+    # A run already under way when the pipeline was closed may have taken them; none is lost.
+    assert rig.queues["p"].ready + len(rig.sinks["p"].rows) == 3

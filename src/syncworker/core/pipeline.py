@@ -483,8 +483,15 @@ class Pipeline:
         else:
             await self._scheduled_loop()
 
+    @property
+    def _working(self) -> bool:
+        """The loops go on: not stopping, and not closed for runs. The engine closes every
+        pipeline for runs before it stops them one by one; a loop that wakes up in between
+        ends its work quietly instead of failing with "no new sync starts"."""
+        return not self._stopping.is_set() and self._closed_reason is None
+
     async def _stream_loop(self) -> None:
-        while not self._stopping.is_set():
+        while self._working:
             run = await self._run(self._take_mode(), stream=True, force_record=False)
             if run is None and not self._trigger.is_set():
                 await self._wait_for_work()
@@ -492,9 +499,9 @@ class Pipeline:
     async def _scheduled_loop(self) -> None:
         schedule = self.settings.schedule
         delay_s = 0.0 if schedule.run_at_start else schedule.delay_until_next_s()
-        while not self._stopping.is_set():
+        while self._working:
             await self._wait_trigger(delay_s)
-            if self._stopping.is_set():
+            if not self._working:
                 return
             run = await self._run(self._take_mode(), stream=False, force_record=True)
             self._warn_if_near_interval(run)
