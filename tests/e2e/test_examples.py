@@ -109,3 +109,21 @@ def test_readme_demo_commands_work_as_written(tmp_path: Path) -> None:
     letter = orjson.loads(outputs[1])
     assert letter["id"] == 1 and letter["error"] and letter["stack"]
     assert "chat" in outputs[2]
+
+
+def test_readme_python_example_runs_as_written(tmp_path: Path) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme[readme.index("## In Python") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    code = code[: code.index("```\n")]
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == ["synced 1 {'in': 1}", "success 1"]
+    [written] = (tmp_path / "out").glob("messages_in_*.jsonl")
+    assert orjson.loads(written.read_text())["id"] == 1
