@@ -42,8 +42,10 @@ class Source(Protocol):
         Claimed records are invisible to other consumers until acked or nacked, and recoverable
         by another worker if this one dies (lease, processing list, unacked delivery).
         Returns ``None`` (or an empty batch) when nothing is available. A payload the source
-        cannot decode is wrapped, never dropped and never raised. Raises ``ConnectorError`` when
-        the dependency fails; nothing is claimed then.
+        cannot decode never fails the claim and is never dropped: it is delivered wrapped
+        (``core.record.wrap``), or, by a source that keeps failures (pg_outbox), marked
+        failed alone with its reason while the rest is delivered. Raises ``ConnectorError``
+        when the dependency fails; nothing is claimed then.
         """
 
     async def wait(self, timeout_s: float) -> None:
