@@ -53,6 +53,7 @@ CONFLICT: Responses = {
     409: {"model": models.ErrorBody, "description": "not possible in this state"}
 }
 NOT_IMPLEMENTED: Responses = {501: {"model": models.ErrorBody, "description": "not supported here"}}
+STOPPING: Responses = {503: {"model": models.ErrorBody, "description": "the engine is stopping"}}
 PipelineName = Annotated[str, Path(description="pipeline name")]
 
 
@@ -133,20 +134,46 @@ class Controller:
                 reasons.append(f"pipeline {name!r} is paused after failures: {last}")
         return reasons
 
+    def _refused(self, name: str, exc: UnsupportedOperation) -> ApiError:
+        """What an ``UnsupportedOperation`` means to a client: 503 when the engine is
+        stopping (the pipeline could, but nothing new starts now), else 501 (it cannot)."""
+        if self.engine.stopping:
+            return self._stopping(name)
+        return ApiError(501, str(exc))
+
+    def _stopping(self, name: str) -> ApiError:
+        # No Retry-After: this engine will not take it again; when the one replacing it
+        # (a restart, another worker) is up is not this engine's to say.
+        return ApiError(503, "the engine is stopping", {"pipeline": name})
+
+    async def start(self, name: str) -> None:
+        self.pipeline(name)
+        if self.engine.stopping:
+            raise self._stopping(name)
+        try:
+            await self.engine.start_pipeline(name)
+        except UnsupportedOperation as exc:
+            raise self._refused(name, exc) from None
+
     async def sync(self, name: str, request: models.SyncRequest) -> dict[str, Any] | None:
         pipeline = self.pipeline(name)
+        if self.engine.stopping:
+            raise self._stopping(name)
         if pipeline.task is None:
             raise ApiError(409, f"pipeline {name!r} is stopped: start it first")
         try:
             pipeline.check_mode(request.mode)
         except UnsupportedOperation as exc:
-            raise ApiError(501, str(exc)) from None
+            raise self._refused(name, exc) from None
         if not request.wait:
             task = asyncio.create_task(pipeline.sync_now(request.mode), name=f"api-sync:{name}")
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return None
-        return (await pipeline.sync_now(request.mode)).to_dict()
+        try:
+            return (await pipeline.sync_now(request.mode)).to_dict()
+        except UnsupportedOperation as exc:  # the engine began stopping meanwhile
+            raise self._refused(name, exc) from None
 
     async def dead_letter(self, letter_id: int) -> DeadLetter:
         letter = await self.engine.state.dead_letter(letter_id)
@@ -354,12 +381,11 @@ def _control_routes(router: APIRouter, c: Controller) -> None:
         "/pipelines/{name}/start",
         response_model=models.PipelineState,
         tags=["control"],
-        responses=NOT_FOUND,
+        responses={**NOT_FOUND, **STOPPING},
     )
     async def start(name: PipelineName) -> dict[str, Any]:
         """Start a stopped pipeline (a running one is left as it is)."""
-        c.pipeline(name)
-        await c.engine.start_pipeline(name)
+        await c.start(name)
         return {"pipeline": name, "state": c.engine.pipeline(name).status()["state"]}
 
     @router.post(
@@ -378,7 +404,13 @@ def _control_routes(router: APIRouter, c: Controller) -> None:
         "/pipelines/{name}/sync",
         tags=["control"],
         response_model=models.RunSummary,
-        responses={**NOT_FOUND, **CONFLICT, **NOT_IMPLEMENTED, 202: {"model": models.SyncAccepted}},
+        responses={
+            **NOT_FOUND,
+            **CONFLICT,
+            **NOT_IMPLEMENTED,
+            **STOPPING,
+            202: {"model": models.SyncAccepted},
+        },
     )
     async def sync(name: PipelineName, request: models.SyncRequest | None = None) -> Any:
         """Run a sync now; with ``wait`` (default) answer with the finished run."""
@@ -531,10 +563,15 @@ def _legacy_routes(router: APIRouter, c: Controller) -> None:
             }
         )
 
-    @router.post(f"{prefix}/start", response_model=models.LegacyControl, tags=["seed 002"])
+    @router.post(
+        f"{prefix}/start",
+        response_model=models.LegacyControl,
+        tags=["seed 002"],
+        responses=STOPPING,
+    )
     async def legacy_start() -> dict[str, Any]:
         for name in c.engine.pipelines:
-            await c.engine.start_pipeline(name)
+            await c.start(name)
         return {"success": True, "pipelines": _states(c)}
 
     @router.post(f"{prefix}/stop", response_model=models.LegacyControl, tags=["seed 002"])
@@ -547,7 +584,7 @@ def _legacy_routes(router: APIRouter, c: Controller) -> None:
         f"{prefix}/full-sync",
         response_model=models.LegacySyncResult,
         tags=["seed 002"],
-        responses={**CONFLICT, **NOT_IMPLEMENTED},
+        responses={**CONFLICT, **NOT_IMPLEMENTED, **STOPPING},
     )
     async def legacy_full() -> dict[str, Any]:
         return await _sync_all(c, "full")
@@ -556,7 +593,7 @@ def _legacy_routes(router: APIRouter, c: Controller) -> None:
         f"{prefix}/incremental-sync",
         response_model=models.LegacySyncResult,
         tags=["seed 002"],
-        responses=CONFLICT,
+        responses={**CONFLICT, **STOPPING},
     )
     async def legacy_incremental() -> dict[str, Any]:
         return await _sync_all(c, "incremental")
