@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -575,3 +577,104 @@ async def test_probe_answers_while_the_table_is_there(pg_url: str) -> None:
         await execute(pg_url, "DROP TABLE records")
         with pytest.raises(psycopg.errors.UndefinedTable):
             await sink.probe()
+
+
+# -- values a float column cannot hold -------------------------------------------------------
+
+BIG = 2**53 + 1  # the first integer a double cannot hold
+
+
+@pytest.mark.parametrize(
+    ("column_type", "value", "stored_as"),
+    [
+        ("double precision", BIG, "9007199254740992"),
+        ("double precision", -BIG, "-9007199254740992"),
+        ("double precision", 10**400, "out of the range of double precision"),
+        ("double precision", Decimal("0.1000000000000000000000001"), "0.1"),
+        ("double precision", Decimal("3.14159265358979323846"), "3.141592653589793"),
+        ("real", 2**24 + 1, "16777216"),
+        ("real", Decimal("0.123456789"), "0.12345679"),
+        ("real", 0.123456789, "0.12345679"),
+        ("real", 1e39, "out of the range of real"),
+    ],
+    ids=[
+        "int-past-2**53",
+        "negative-int-past-2**53",
+        "int-past-double-range",
+        "long-decimal",
+        "pi-decimal",
+        "int-past-2**24-in-real",
+        "decimal-in-real",
+        "float-in-real",
+        "float-past-real-range",
+    ],
+)
+async def test_a_float_column_refuses_what_it_would_round(
+    pg_url: str, column_type: str, value: Any, stored_as: str
+) -> None:
+    await execute(pg_url, f"CREATE TABLE scores (key text PRIMARY KEY, v {column_type})")
+    async with open_sink(pg_url, table="scores", columns={"v": "v"}) as sink:
+        result = await sink.write([up("ok", v=1.5), up("rounded", v=value), up("also", v=2)])
+        assert set(result.failed) == {1}
+        refused = result.failed[1]
+        assert isinstance(refused, PermanentError) and not is_transient(refused)
+        message = str(refused)
+        assert "'rounded'" in message and "column 'v'" in message and column_type in message
+        assert stored_as in message, message
+        rows = await query(pg_url, "SELECT key, v FROM scores ORDER BY key")
+    assert rows == [("also", 2.0), ("ok", 1.5)]
+
+
+@pytest.mark.parametrize(
+    ("column_type", "value"),
+    [
+        ("double precision", 0.1),  # a Python float is a double: exact by definition
+        ("double precision", 2**53),
+        ("double precision", -(2**60)),  # a power of two: a double holds it
+        ("double precision", Decimal("0.1")),  # reads back as written
+        ("double precision", Decimal("1E+300")),
+        ("double precision", 1e308),
+        ("double precision", float("inf")),
+        ("double precision", Decimal("-Infinity")),
+        ("real", 0.5),
+        ("real", 0.1),  # PostgreSQL prints a real as its shortest digits: 0.1 reads back
+        ("real", 2**24),
+        ("real", 100_000_000),
+        ("real", Decimal("1.25")),
+    ],
+)
+async def test_a_float_column_takes_what_it_holds_exactly(
+    pg_url: str, column_type: str, value: Any
+) -> None:
+    await execute(pg_url, f"CREATE TABLE scores (key text PRIMARY KEY, v {column_type})")
+    async with open_sink(pg_url, table="scores", columns={"v": "v"}) as sink:
+        result = await sink.write([up("k", v=value)])
+        assert result.failed == {}
+    [(read,)] = await query(pg_url, "SELECT v FROM scores")
+    assert reads_back_as_sent(read, value), read
+
+
+def reads_back_as_sent(read: float, sent: Any) -> bool:
+    """The float psycopg reads is the number sent: the same value, or (a decimal sent) the
+    same digits, as PostgreSQL prints them."""
+    if not math.isfinite(read):
+        return read == float(sent)
+    if isinstance(sent, Decimal):
+        return Decimal(repr(read)) == sent
+    return read == sent
+
+
+async def test_a_float_domain_and_a_nested_field_are_checked_too(pg_url: str) -> None:
+    await execute(
+        pg_url,
+        "CREATE DOMAIN score AS double precision CHECK (VALUE >= 0)",
+        "CREATE TABLE scores (key text PRIMARY KEY, v score, w real)",
+    )
+    async with open_sink(pg_url, table="scores", columns={"v": "v", "w": "m.w"}) as sink:
+        result = await sink.write(
+            [up("a", v=BIG, m={"w": 1}), up("b", v=1, m={"w": 2**25 + 1}), up("c", v=3)]
+        )
+        assert set(result.failed) == {0, 1}
+        assert "column 'v'" in str(result.failed[0]) and "column 'w'" in str(result.failed[1])
+        rows = await query(pg_url, "SELECT key, v, w FROM scores")
+    assert rows == [("c", 3.0, None)]

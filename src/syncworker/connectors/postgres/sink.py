@@ -12,11 +12,14 @@ statement parameters, not copied per row.
 
 from __future__ import annotations
 
+import math
 import re
+import struct
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from operator import attrgetter
 from typing import Any, ClassVar, Literal
 
@@ -70,9 +73,12 @@ _COPY_LINE = re.compile(r"\bCOPY \S+, line (\d+)")
 # past this many characters may not fit in the key column's index (unless it compresses).
 _LONG_KEY_CHARS = 1_000
 _JSON_TYPES = frozenset({114, 3802})  # json, jsonb
+_FLOAT_TYPES: dict[int, ValueKind] = {700: "float4", 701: "float8"}  # real, double precision
+_FLOAT_TYPE_NAMES = {"float4": "real", "float8": "double precision"}
+_FLOAT4 = struct.Struct("f")
 
 Getter = Callable[[Record], Any]
-ValueKind = Literal["json", "array", "scalar"]
+ValueKind = Literal["json", "array", "scalar", "float4", "float8"]
 
 
 class PostgresSinkConfig(PostgresConnectionConfig):
@@ -323,7 +329,7 @@ class PostgresSink:
             if self.config.columns is None
             else _row_builder(
                 [
-                    value_getter(c.source, kind)
+                    value_getter(c.source, kind, column=c.name)
                     for c, kind in zip(self._per_record(), kinds, strict=True)
                 ]
             )
@@ -498,6 +504,9 @@ class PostgresSink:
             try:
                 rows.append(build(record))
                 batch.row_records.append(index)
+            except NotHeldExactly as exc:  # PostgreSQL would round it, silently
+                error = PermanentError(f"{self._label}: record {record.key!r} refused: {exc}")
+                batch.failed[index] = error
             except TypeError as exc:  # jsonvalue.JSONValueError: no exact JSON form
                 batch.failed[index] = _not_serializable(self._label, record, exc)
         return batch
@@ -660,18 +669,25 @@ async def _value_kinds(conn: Connection) -> list[ValueKind]:
     )
     kinds: list[ValueKind] = []
     for is_array, base_oid in await cursor.fetchall():
-        kinds.append("json" if base_oid in _JSON_TYPES else "array" if is_array else "scalar")
+        if base_oid in _JSON_TYPES:
+            kinds.append("json")
+        else:
+            kinds.append("array" if is_array else _FLOAT_TYPES.get(base_oid, "scalar"))
     return kinds
 
 
-def value_getter(source: str, kind: ValueKind) -> Getter:
+def value_getter(source: str, kind: ValueKind, *, column: str = "") -> Getter:
     """How one staged column's value is read from a record (``source`` as in ``columns``)."""
     if source == "$data":
         return _data_json
     if source in ("$key", "$stream"):
         attribute = attrgetter(source[1:])
         return attribute if kind != "json" else lambda record: _to_json(attribute(record))
-    convert = {"json": _to_json, "array": _to_array, "scalar": _to_scalar}[kind]
+    convert: Callable[[Any], Any]
+    if kind in _FLOAT_TYPES.values():
+        convert = _float_converter(kind, column)
+    else:
+        convert = {"json": _to_json, "array": _to_array, "scalar": _to_scalar}[kind]
     parts = source.split(".")
     if len(parts) == 1:
         return lambda record: convert(record.data.get(source))
@@ -725,6 +741,77 @@ def _to_scalar(value: Any) -> Any:
     if isinstance(value, dict | list | tuple):
         return jsonvalue.dumps_text(value)
     return value
+
+
+class NotHeldExactly(ValueError):
+    """A number the column's type would round (DESIGN.md guarantee 8: refused, not rounded)."""
+
+
+def _float_converter(kind: ValueKind, column: str) -> Callable[[Any], Any]:
+    """The value for a ``real`` or ``double precision`` column, or ``NotHeldExactly`` for an
+    integer or ``Decimal`` (or, in a ``real``, a float) that the column would store rounded:
+    PostgreSQL casts whatever it is given, silently. Strings are PostgreSQL's to parse.
+
+    Held exactly means read back as the same number: the stored binary value equals it, or
+    PostgreSQL's output of it (the shortest digits that read back as that value, as
+    core.jsonvalue and Python's repr write floats) does. So 2**60 and Decimal("0.1") fit a
+    double, 0.1 fits a real, 2**53 + 1 and Decimal("0.1000000000000000000000001") do not.
+    Hand-written: no library checks a value against IEEE single and double precision."""
+    single = kind == "float4"
+    type_name = _FLOAT_TYPE_NAMES[kind]
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+            return _to_scalar(value)
+        if type(value) is float and not single:
+            return value  # a Python float is a double already
+        stored: float | None
+        try:
+            stored = float(value)
+            if single:
+                stored = _FLOAT4.unpack(_FLOAT4.pack(stored))[0]
+        except (OverflowError, ValueError):  # past the type's range; a signaling NaN
+            stored = None
+        if stored is not None and _held(value, stored, single):
+            return stored
+        if stored is None or math.isinf(stored):
+            shown = f"it is out of the range of {type_name}"
+        else:
+            shown = f"it would be stored as {_shortest(stored, single)}"
+        raise NotHeldExactly(
+            f"column {column!r} ({type_name}) cannot hold {_quote_number(value)} exactly: "
+            f"{shown}; map it to a numeric column to keep every digit"
+        )
+
+    return convert
+
+
+def _held(value: int | float | Decimal, stored: float, single: bool) -> bool:
+    if not math.isfinite(stored):
+        # inf/nan in, inf/nan out; a finite value that overflowed to inf is not held.
+        return not (isinstance(value, Decimal | float) and math.isfinite(value))
+    sent = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    return Decimal(stored) == sent or Decimal(_shortest(stored, single)) == sent
+
+
+def _shortest(stored: float, single: bool) -> str:
+    """What PostgreSQL prints for ``stored`` (extra_float_digits 1, the default since 12):
+    the fewest digits that read back as the same value."""
+    if not single or not math.isfinite(stored):
+        return repr(stored)
+    for digits in range(1, 10):  # 9 significant digits always identify a single
+        text = f"{stored:.{digits}g}"
+        if _FLOAT4.unpack(_FLOAT4.pack(float(text)))[0] == stored:
+            return text
+    return repr(stored)
+
+
+def _quote_number(value: int | float | Decimal) -> str:
+    try:
+        text = str(value)
+    except ValueError:  # an int past Python's digit limit for str()
+        return f"an integer of {value.bit_length()} bits"  # type: ignore[union-attr]
+    return text if len(text) <= 60 else f"{text[:30]}...({len(text)} characters)"
 
 
 def _not_serializable(label: str, record: Record, exc: Exception) -> PermanentError:
