@@ -32,6 +32,9 @@ class ConfigError(SyncWorkerError):
         self.path = path
         self.line = line
         self.reason = message
+        # The connector that refused (a sink's name), when the runtime knows it: set by the
+        # delivery step, read when the pipeline says who stopped it.
+        self.connector: str | None = None
         where = ""
         if file:
             where = f"{file}:{line}: " if line else f"{file}: "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 from tests.waiting import eventually
 
 from syncworker.core import Pipeline, PipelineSettings, Record, RetryPolicy, Schedule
@@ -490,13 +491,16 @@ async def test_a_refused_configuration_stops_the_pipeline_and_hands_the_batch_ba
 
     queue = MemoryQueue()
     queue.put_many(10)
-    sink = RefusingSink()
+    sink = RefusingSink(name="warehouse")
     pipeline, source = make(queue, sink, state=state)
-    await pipeline.start()
-    task = pipeline.task
-    assert task is not None
-    with pytest.raises(ConfigRefused):
-        await asyncio.wait_for(task, timeout=30)
+    with capture_logs() as logs:
+        await pipeline.start()
+        task = pipeline.task
+        assert task is not None
+        with pytest.raises(ConfigRefused):
+            await asyncio.wait_for(task, timeout=30)
+    [failed] = [e for e in logs if e["event"] == "pipeline_failed"]
+    assert failed["connector"] == "warehouse"  # the sink that refused, by its name
     assert len(sink.writes) == 1  # not retried, not bisected
     assert queue.ready == 10 and source.nack_errors == [None]  # handed back, not failed
     status = pipeline.status()

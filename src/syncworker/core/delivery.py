@@ -18,6 +18,7 @@ from syncworker.core.policies import RetryPolicy
 from syncworker.core.protocols import Probes, Processor, Sink, WriteResult
 from syncworker.core.record import Record
 from syncworker.errors import (
+    ConfigError,
     LockLost,
     RetryableError,
     SinkUnavailable,
@@ -299,8 +300,10 @@ async def deliver(
         return delivery
     writes = (w.write(processed.kept) for w in writers)
     results = await asyncio.gather(*writes, return_exceptions=True)
-    for result in results:
+    for writer, result in zip(writers, results, strict=True):
         if isinstance(result, BaseException):
+            if isinstance(result, ConfigError) and result.connector is None:
+                result.connector = writer.sink.name  # so the stop names the sink
             raise result
     by_record: dict[int, Rejection] = {}
     delivery.kept = processed.kept

@@ -39,6 +39,7 @@ from syncworker.core.record import Batch, Record
 from syncworker.core.replay import DeadLetterReplay
 from syncworker.core.schedule import Schedule
 from syncworker.errors import (
+    ConfigError,
     ConnectorError,
     SinkUnavailable,
     UnsupportedOperation,
@@ -768,7 +769,8 @@ class Pipeline:
                 await self._nack(source, parts)
                 stats.failed_batches += 1
                 stats.error = _reason(exc)
-                await self._halt(exc, getattr(exc, "sink", None) or "sink")
+                connector = exc.connector if isinstance(exc, ConfigError) else None
+                await self._halt(exc, connector or getattr(exc, "sink", None) or "sink")
                 return
             await self._rollback(source, parts, stats, exc)
             if self.events.has("batch_failed"):
