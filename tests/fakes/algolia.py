@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from syncworker.core import jsonvalue
 from tests.fakes.local_server import LocalServer
 
 Outcome = int | Literal["429", "hang", "garbage"]
@@ -60,7 +60,7 @@ class Received:
 
     @property
     def json(self) -> Any:
-        return orjson.loads(self.body) if self.body else None
+        return jsonvalue.loads(self.body) if self.body else None
 
 
 @dataclass(slots=True)
@@ -152,7 +152,7 @@ class AlgoliaServer(LocalServer):
         if isinstance(outcome, int) and 200 <= outcome < 300:
             return None  # the endpoint answers as usual
         if outcome == "garbage":
-            return JSONResponse({"unexpected": True})
+            return _json({"unexpected": True})
         if outcome == "429":
             headers = {} if self.retry_after is None else {"Retry-After": self.retry_after}
             return _error(429, "Too many requests", headers)
@@ -162,7 +162,7 @@ class AlgoliaServer(LocalServer):
 
     async def _batch(self, request: Request) -> Response:
         name = request.path_params["index"]
-        payload = orjson.loads(await request.body())
+        payload = jsonvalue.loads(await request.body())
         operations = payload.get("requests")
         if not isinstance(operations, list):
             return _error(400, "requests must be an array")
@@ -178,7 +178,7 @@ class AlgoliaServer(LocalServer):
         index = self.indexes.setdefault(name, _Index())
         object_ids = [self._apply(name, index, operation) for operation in operations]
         index.updated_at = _now()
-        return JSONResponse({"taskID": self._new_task(), "objectIDs": object_ids})
+        return _json({"taskID": self._new_task(), "objectIDs": object_ids})
 
     def _apply(self, name: str, index: _Index, operation: dict[str, Any]) -> str:
         action = operation["action"]
@@ -206,12 +206,12 @@ class AlgoliaServer(LocalServer):
             return _error(404, "Task does not exist")
         if self._tasks[task_id] > 0:
             self._tasks[task_id] -= 1
-            return JSONResponse({"status": "notPublished"})
-        return JSONResponse({"status": "published"})
+            return _json({"status": "notPublished"})
+        return _json({"status": "published"})
 
     async def _operation(self, request: Request) -> Response:
         name = request.path_params["index"]
-        payload = orjson.loads(await request.body())
+        payload = jsonvalue.loads(await request.body())
         kind, destination = payload.get("operation"), payload.get("destination")
         if kind not in ("move", "copy") or not destination:
             return _error(400, "operation must be move or copy, with a destination")
@@ -227,26 +227,26 @@ class AlgoliaServer(LocalServer):
                 target.settings = copy.deepcopy(source.settings)
             if scope is None:
                 target.objects = copy.deepcopy(source.objects)
-        return JSONResponse({"taskID": self._new_task(), "updatedAt": _now()})
+        return _json({"taskID": self._new_task(), "updatedAt": _now()})
 
     async def _get_object(self, request: Request) -> Response:
         found = self.objects(request.path_params["index"]).get(request.path_params["object_id"])
         if found is None:
             return _error(404, "ObjectID does not exist")
-        return JSONResponse(found)
+        return _json(found)
 
     async def _get_objects(self, request: Request) -> Response:
-        payload = orjson.loads(await request.body())
+        payload = jsonvalue.loads(await request.body())
         results = [
             self.objects(item["indexName"]).get(str(item["objectID"]))
             for item in payload.get("requests", [])
         ]
-        return JSONResponse({"results": results})
+        return _json({"results": results})
 
     async def _browse(self, request: Request) -> Response:
         name = request.path_params["index"]
         body = await request.body()
-        payload = orjson.loads(body) if body else {}
+        payload = jsonvalue.loads(body) if body else {}
         hits_per_page = int(payload.get("hitsPerPage") or BROWSE_PAGE)
         start = int(payload.get("cursor") or 0)
         ordered = sorted(self.objects(name).values(), key=lambda o: o["objectID"])
@@ -263,21 +263,21 @@ class AlgoliaServer(LocalServer):
         }
         if start + hits_per_page < len(ordered):
             answer["cursor"] = str(start + hits_per_page)
-        return JSONResponse(answer)
+        return _json(answer)
 
     async def _settings(self, request: Request) -> Response:
         name = request.path_params["index"]
         if request.method == "GET":
             if name not in self.indexes:
                 return _error(404, "Index does not exist")
-            return JSONResponse(self.indexes[name].settings)
+            return _json(self.indexes[name].settings)
         index = self.indexes.setdefault(name, _Index())
-        index.settings.update(orjson.loads(await request.body()))
-        return JSONResponse({"taskID": self._new_task(), "updatedAt": _now()})
+        index.settings.update(jsonvalue.loads(await request.body()))
+        return _json({"taskID": self._new_task(), "updatedAt": _now()})
 
     async def _delete_index(self, request: Request) -> Response:
         self.indexes.pop(request.path_params["index"], None)
-        return JSONResponse({"taskID": self._new_task(), "deletedAt": _now()})
+        return _json({"taskID": self._new_task(), "deletedAt": _now()})
 
     async def _list_indices(self, request: Request) -> Response:
         items = [
@@ -286,15 +286,15 @@ class AlgoliaServer(LocalServer):
                 "createdAt": index.created_at,
                 "updatedAt": index.updated_at,
                 "entries": len(index.objects),
-                "dataSize": len(orjson.dumps(index.objects)),
-                "fileSize": len(orjson.dumps(index.objects)),
+                "dataSize": len(jsonvalue.dumps(index.objects)),
+                "fileSize": len(jsonvalue.dumps(index.objects)),
                 "lastBuildTimeS": 0,
                 "numberOfPendingTasks": 0,
                 "pendingTask": False,
             }
             for name, index in sorted(self.indexes.items())
         ]
-        return JSONResponse({"items": items, "nbPages": 1})
+        return _json({"items": items, "nbPages": 1})
 
     def _new_task(self) -> int:
         task_id = next(self._task_ids)
@@ -347,8 +347,15 @@ _ACTIONS = frozenset(
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"message": message, "status": status}, status_code=status, headers=headers)
+    return _json({"message": message, "status": status}, status_code=status, headers=headers)
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json(value: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer with numbers exactly as stored: the fake keeps what the client sent, so
+    a test sees what the sink wrote, not what a parser rounded."""
+    body = jsonvalue.dumps(value)
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")
