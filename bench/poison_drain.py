@@ -49,11 +49,21 @@ import orjson
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_embedded import cpu_s, peak_rss_mb
 
-SOURCES = ["redis_list", "redis_stream"]
+SOURCES = ["redis_list", "redis_stream", "pg_outbox"]
 KINDS = ["clean", "poison"]
 POISON = 24
 BATCH = 100
 TARGET_RATIO = 1.5
+QUEUE = "algolia_sync_queue"
+OUTBOX_SCHEMA = """
+CREATE TABLE chat (
+    id text PRIMARY KEY, "from" text NOT NULL, "to" text NOT NULL, text text NOT NULL,
+    ts bigint NOT NULL);
+CREATE TABLE messages (
+    key text PRIMARY KEY, sender text, recipient text, body varchar(200),
+    ts bigint CHECK (ts >= 0));
+"""
+OUTBOX_COLUMNS = {"sender": "from", "recipient": "to", "body": "text", "ts": "ts"}
 
 
 def message(n: int) -> dict[str, Any]:
@@ -71,7 +81,9 @@ def backlog(count: int, kind: str) -> tuple[list[bytes], set[str], set[str]]:
     poison_at = (
         set(range(count // (2 * POISON), count, count // POISON)) if kind == "poison" else set()
     )
-    payloads, clean, poison = [], set(), set()
+    payloads: list[bytes] = []
+    clean: set[str] = set()
+    poison: set[str] = set()
     for n in range(count):
         data = message(n)
         if n in poison_at:
@@ -84,6 +96,73 @@ def backlog(count: int, kind: str) -> tuple[list[bytes], set[str], set[str]]:
             clean.add(data["id"])
         payloads.append(orjson.dumps(data))
     return payloads, clean, poison
+
+
+def outbox_backlog(count: int, kind: str) -> tuple[list[dict[str, Any]], set[str], set[str]]:
+    """``backlog`` for ``pg_outbox``: rows of the source table ``chat``. A poison row is one
+    the target table refuses: half a ``body`` over its ``varchar(200)`` (22001, string data
+    right truncation), half a negative ``ts`` against its ``CHECK (ts >= 0)`` (23514). The
+    other two kinds cannot come from a PostgreSQL source: the source's own primary key refuses
+    a 10 kB key and a text column refuses NUL."""
+    poison_at = (
+        set(range(count // (2 * POISON), count, count // POISON)) if kind == "poison" else set()
+    )
+    rows: list[dict[str, Any]] = []
+    clean: set[str] = set()
+    poison: set[str] = set()
+    for n in range(count):
+        data = message(n)
+        if n in poison_at:
+            if len(poison) % 2 == 0:
+                data["text"] = "too long for varchar(200) " * 12
+            else:
+                data["ts"] = -1
+            poison.add(data["id"])
+        else:
+            clean.add(data["id"])
+        rows.append(data)
+    return rows, clean, poison
+
+
+def fill_outbox(pg_url: str, rows: list[dict[str, Any]]) -> None:
+    """The tables, the outbox (seed 001's queue name) with its trigger on ``chat``, then the
+    rows by COPY: the trigger queues one change per row."""
+    import psycopg
+
+    from syncworker.connectors.postgres import outbox
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(OUTBOX_SCHEMA)
+    asyncio.run(outbox.install(pg_url, QUEUE, ["chat"]))
+    with psycopg.connect(pg_url) as conn:
+        with conn.cursor().copy('COPY chat (id, "from", "to", text, ts) FROM STDIN') as copy:
+            for data in rows:
+                copy.write_row((data["id"], data["from"], data["to"], data["text"], data["ts"]))
+        conn.execute(f"ANALYZE chat, {QUEUE}")
+
+
+def outbox_left(pg_url: str, clean: set[str], poison: set[str]) -> list[str]:
+    """What the queue must hold after the drain (``dead_letter: {store: source}``, one
+    attempt): every clean row ``completed``, every poison row ``failed`` after one attempt
+    with the refusal in ``last_error``."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute(
+            f"SELECT record_id, status, attempts, last_error FROM {QUEUE}"
+        ).fetchall()
+    problems = []
+    done = {key for key, status, *_ in rows if status == "completed"}
+    failed = {
+        key
+        for key, status, attempts, error in rows
+        if status == "failed" and attempts == 1 and error
+    }
+    if done != clean:
+        problems.append(f"outbox: {len(clean - done)} clean rows not completed")
+    if failed != poison or len(rows) != len(clean) + len(poison):
+        problems.append(f"outbox: {len(failed)} poison rows failed (1 attempt), of {len(poison)}")
+    return problems
 
 
 def source_config(source: str, redis_url: str, prefix: str) -> dict[str, Any]:
@@ -210,27 +289,56 @@ def run_case(source: str, kind: str, args: argparse.Namespace) -> dict[str, Any]
     tag = uuid.uuid4().hex[:10]
     prefix = f"bench:poison:{tag}:"
     database = f"{args.db_prefix}_{tag}"
-    payloads, clean, poison = backlog(args.messages, kind)
     pg_url = create_database(args.pg_dsn, database)
     try:
         with tempfile.TemporaryDirectory(prefix="sw-poison-") as tmp:
             root = Path(tmp)
-            fill(source, args.redis_url, prefix, payloads)
-            config = {
-                "state": f"sqlite:///{root}/state.db",
-                "pipelines": {
-                    "bench": {
-                        "source": source_config(source, args.redis_url, prefix),
-                        "sinks": [
-                            {"type": "postgres", "url": pg_url, "table": "messages"},
-                            {"type": "jsonl", "path": str(root / "out")},
-                        ],
-                        "batch": {"size": BATCH, "max_wait": "10ms", "max_in_flight": 2},
-                        "retry": {"attempts": 3, "delay": "1s"},
-                        "schedule": {"manual": True},
-                    }
-                },
-            }
+            pipeline: dict[str, Any]
+            if source == "pg_outbox":
+                rows, clean, poison = outbox_backlog(args.messages, kind)
+                fill_outbox(pg_url, rows)
+                pipeline = {
+                    # seed 001's dead_letter: {store: source} (examples/postgres_to_algolia):
+                    # a refused record stays in the queue. One attempt, so a poison row ends
+                    # 'failed' within the drain as a dead letter does for Redis; with the
+                    # seed's 5 attempts and 1 s backoff a drain longer than 1 s claims it
+                    # again, and each retry is another refusal to isolate.
+                    "source": {
+                        "type": "pg_outbox",
+                        "url": pg_url,
+                        "queue_table": QUEUE,
+                        "tables": ["chat"],
+                        "max_retries": 1,
+                    },
+                    "sinks": [
+                        {
+                            "type": "postgres",
+                            "url": pg_url,
+                            "table": "messages",
+                            "columns": OUTBOX_COLUMNS,
+                        },
+                        {"type": "jsonl", "path": str(root / "out")},
+                    ],
+                    "dead_letter": {"store": "source"},
+                }
+            else:
+                payloads, clean, poison = backlog(args.messages, kind)
+                fill(source, args.redis_url, prefix, payloads)
+                pipeline = {
+                    "source": source_config(source, args.redis_url, prefix),
+                    "sinks": [
+                        {"type": "postgres", "url": pg_url, "table": "messages"},
+                        {"type": "jsonl", "path": str(root / "out")},
+                    ],
+                }
+            pipeline.update(
+                {
+                    "batch": {"size": BATCH, "max_wait": "10ms", "max_in_flight": 2},
+                    "retry": {"attempts": 3, "delay": "1s"},
+                    "schedule": {"manual": True},
+                }
+            )
+            config = {"state": f"sqlite:///{root}/state.db", "pipelines": {"bench": pipeline}}
             done = subprocess.run(
                 [sys.executable, __file__, "--child", orjson.dumps(config).decode()],
                 capture_output=True,
@@ -240,10 +348,16 @@ def run_case(source: str, kind: str, args: argparse.Namespace) -> dict[str, Any]
             if done.returncode != 0:
                 raise RuntimeError(f"{source} {kind}: child failed: {done.stderr.decode()[-2000:]}")
             result: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
-            problems = check(result, clean, poison, pg_keys(pg_url), jsonl_keys(root))
-            left = redis_left(source, args.redis_url, prefix)
-            if left:
-                problems.append(f"{left} message(s) left in Redis")
+            # with dead_letter: {store: source} the poison stays in the outbox, not in dead
+            # letters
+            letters = set() if source == "pg_outbox" else poison
+            problems = check(result, clean, poison, letters, pg_keys(pg_url), jsonl_keys(root))
+            if source == "pg_outbox":
+                problems += outbox_left(pg_url, clean, poison)
+            else:
+                left = redis_left(source, args.redis_url, prefix)
+                if left:
+                    problems.append(f"{left} message(s) left in Redis")
     finally:
         remove_keys(args.redis_url, prefix)
         drop_database(args.pg_dsn, database)
@@ -260,7 +374,12 @@ def run_case(source: str, kind: str, args: argparse.Namespace) -> dict[str, Any]
 
 
 def check(
-    result: dict[str, Any], clean: set[str], poison: set[str], rows: set[str], lines: list[str]
+    result: dict[str, Any],
+    clean: set[str],
+    poison: set[str],
+    letters: set[str],
+    rows: set[str],
+    lines: list[str],
 ) -> list[str]:
     problems = []
     if result["status"] != "success":
@@ -269,8 +388,8 @@ def check(
         problems.append(f"PostgreSQL: {len(clean - rows)} missing, {len(rows - clean)} unexpected")
     if sorted(lines) != sorted(clean | poison):
         problems.append(f"JSONL: {len(lines)} lines for {len(clean | poison)} messages")
-    if sorted(result["dead_letter_keys"]) != sorted(poison):
-        problems.append(f"dead letters: {len(result['dead_letter_keys'])} for {len(poison)} poison")
+    if sorted(result["dead_letter_keys"]) != sorted(letters):
+        problems.append(f"dead letters: {len(result['dead_letter_keys'])}, expected {len(letters)}")
     return problems
 
 
@@ -328,7 +447,7 @@ def main() -> int:
         "--pg-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin DSN"
     )
     parser.add_argument("--db-prefix", default="sw_bench_poison", help="databases made here")
-    parser.add_argument("--source", choices=SOURCES, action="append", help="default: both")
+    parser.add_argument("--source", choices=SOURCES, action="append", help="default: all")
     parser.add_argument("--limit-s", type=float, default=300.0, help="longest one drain may take")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", type=Path, help="also write the results here")
