@@ -1,12 +1,22 @@
 """What poison records cost a drain: 10,000 messages with and without 24 records PostgreSQL
-refuses, from Redis into PostgreSQL and JSONL (issue 9 point E).
+refuses, from Redis or a PostgreSQL outbox into PostgreSQL and JSONL (issue 9 point E).
 
 The poison: 12 keys of 10 kB of random text (over the btree index limit of the table's
 primary key: ``ProgramLimitExceeded``) and 12 payloads with a NUL character (``\\u0000``,
 which jsonb refuses: ``UntranslatableCharacter``), spread evenly through the backlog. Every
 other message is a plain chat message of about 200 bytes.
 
-Cases, per source (``redis_list`` and ``redis_stream``):
+``pg_outbox`` (seed 001's source) reads the messages as rows of a table ``chat`` whose
+trigger fills ``algolia_sync_queue``; the sink maps them into a table ``messages`` with
+``columns``. A PostgreSQL text column can hold neither of the two poisons above (the source's
+own primary key refuses the 10 kB key, text refuses NUL), so its 24 are rows the target
+refuses: 12 bodies over ``varchar(200)`` (``StringDataRightTruncation``) and 12 negative
+``ts`` against ``CHECK (ts >= 0)`` (``CheckViolation``). It runs with seed 001's
+``dead_letter: {store: source}``: a refused record stays in the queue, ``failed`` with its
+error (``max_retries: 1``, so it settles within the drain as a dead letter does for Redis;
+with the seed's 5 attempts and 1 s backoff a drain longer than 1 s claims it again).
+
+Cases, per source (``redis_list``, ``redis_stream`` and ``pg_outbox``):
 
 - ``clean``: the 10,000 messages, none refused;
 - ``poison``: the same backlog with 24 of them replaced by poison.
@@ -16,17 +26,19 @@ in flight, the seed's retry policy (3 attempts, 1 s delay: what an outage would 
 fresh child process, a fresh database and fresh Redis keys per run. The clock runs from the
 start of the run to its end. Afterwards the run is checked: every clean message is a row in
 PostgreSQL and one line in the JSONL file (poison too: JSONL takes them), each poison record
-is one dead letter, nothing is left in Redis.
+is one dead letter, nothing is left in Redis; for ``pg_outbox`` no dead letter, every clean
+queue row ``completed`` and every poison row ``failed`` after one attempt, with its error.
 
 Cases are interleaved (clean, poison, clean, poison, ...) so the machine's drift falls on
 both; median and min-max of ``--repeat`` runs. The target: poison <= 1.5x clean (``--check``
 exits 1 when a source misses it).
 
 Services come from the options and only what this script creates is removed afterwards: its
-own databases (``--db-prefix``) and its own Redis keys (a random prefix).
+own databases (``--db-prefix``, one per run, the outbox inside) and its own Redis keys (a
+random prefix).
 
     python bench/poison_drain.py                          # 10,000 messages, 5 runs per case
-    python bench/poison_drain.py --messages 2000 --repeat 1   # the smoke run in the suite
+    python bench/poison_drain.py --messages 2000 --repeat 1   # a short run (the suite's: 1000)
 """
 
 from __future__ import annotations
