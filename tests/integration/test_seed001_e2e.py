@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -354,6 +355,11 @@ def private_cluster() -> Iterator[PrivatePostgres]:
     """A PostgreSQL cluster of this test's own: it restarts it, and the shared one is not ours
     to restart (other tests, other suites on this machine, use it meanwhile)."""
     cluster = PrivatePostgres()
+    # Any free port, not the lowest free one of a shared range: two runs starting together
+    # (the conformance suite, another clone) would both pick that one.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        cluster.port = int(sock.getsockname()[1])
     cluster.init()
     cluster.start()
     try:
