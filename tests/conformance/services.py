@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -27,7 +28,9 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def free_port(ports: range) -> int:
-    for port in ports:
+    # In random order: two runs starting at once (two suites on one machine) would both
+    # pick the lowest free port and the second server would fail to bind.
+    for port in random.sample(ports, len(ports)):
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
