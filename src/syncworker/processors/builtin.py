@@ -1,5 +1,6 @@
-"""``map`` (pick and rename fields), ``filter`` (keep records matching a condition) and
-``python`` (any callable, imported by ``module:function``)."""
+"""``map`` (pick and rename fields), ``filter`` (keep records matching a condition),
+``set`` (constant fields), ``compute`` (fields computed by Python callables) and ``python``
+(any callable, imported by ``module:function``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from syncworker.core import jsonvalue
 from syncworker.core.protocols import ConnectorConfig
 from syncworker.core.record import Record
 
@@ -119,6 +121,12 @@ class PythonConfig(ConnectorConfig):
 
 
 def load_function(target: str) -> Callable[[Record], Record | None]:
+    """The callable named ``'module:function'``; ValueError saying why it cannot be had."""
+    return load_callable(target)
+
+
+def load_callable(target: str) -> Callable[..., Any]:
+    """Any callable named ``'module:function'``; ValueError saying why it cannot be had."""
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise ValueError(f"expected 'module:function', got {target!r}")
@@ -142,3 +150,114 @@ class PythonProcessor:
 
     def process(self, record: Record) -> Record | None:
         return self._function(record)
+
+
+_FIELD_NAME_HELP = "output field names are top-level names in record.data, not dotted paths"
+
+
+def _field_names(fields: dict[str, Any]) -> None:
+    if not fields:
+        raise ValueError("expected at least one field")
+    for name in fields:
+        if not name or "." in name:
+            raise ValueError(f"field {name!r}: {_FIELD_NAME_HELP}")
+
+
+class SetConfig(ConnectorConfig):
+    type: Literal["set"] = "set"
+    fields: dict[str, Any] = Field(
+        description="output field -> constant value (any YAML value: text, number, boolean, "
+        "null, list, mapping), written into every record's data, replacing a field of that "
+        "name; e.g. {source_system: myusta}"
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _valid(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _field_names(value)
+        for name, constant in value.items():
+            if not jsonvalue.encodable(constant):
+                raise ValueError(f"field {name!r}: the value has no exact JSON form")
+        return value
+
+
+class SetProcessor:
+    """Writes the same constant fields into every record (upserts and deletes alike)."""
+
+    config_model: ClassVar[type[ConnectorConfig]] = SetConfig
+
+    def __init__(self, config: SetConfig, *, name: str = "set") -> None:
+        self.name = name
+        self._fields = dict(config.fields)
+
+    def process(self, record: Record) -> Record | None:
+        # A fresh copy of mutable constants per record: a later processor or sink that
+        # edits one record's list must not edit every other record's.
+        record.data.update(
+            (k, v if not isinstance(v, dict | list) else _copy(v)) for k, v in self._fields.items()
+        )
+        return record
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+class ComputeConfig(ConnectorConfig):
+    type: Literal["compute"] = "compute"
+    fields: dict[str, str] = Field(
+        description="output field -> 'module:function' called with the record's data (a "
+        "dict, as it reached this processor) and returning the field's value (text, number, "
+        "boolean, null, date/time, list, mapping: anything with an exact JSON form); a "
+        "function that raises dead-letters that record with the error. Every function sees "
+        "the data before any of this processor's fields are set, so their order does not "
+        "matter. Declared here, so verify knows which target columns it cannot compute in SQL"
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _importable(cls, value: dict[str, str]) -> dict[str, str]:
+        _field_names(value)
+        for name, target in value.items():
+            try:
+                load_callable(target)
+            except ValueError as exc:
+                raise ValueError(f"field {name!r}: {exc}") from None
+        return value
+
+
+class ComputeError(ValueError):
+    """A computed field's function returned a value with no exact JSON form."""
+
+
+class ComputeProcessor:
+    """Sets each declared field to its function's result on the record's data."""
+
+    config_model: ClassVar[type[ConnectorConfig]] = ComputeConfig
+
+    def __init__(self, config: ComputeConfig, *, name: str = "compute") -> None:
+        self.name = name
+        self._fields = [
+            (field, target, load_callable(target)) for field, target in config.fields.items()
+        ]
+
+    def process(self, record: Record) -> Record | None:
+        """Raises what a function raises (the record is dead-lettered with it), or
+        ``ComputeError`` for a result that cannot be written exactly."""
+        computed: dict[str, Any] = {}
+        for field, target, function in self._fields:
+            # Each call gets its own shallow copy: a function editing its argument changes
+            # neither the record nor what the next function sees.
+            value = function(dict(record.data))
+            if not jsonvalue.encodable(value):
+                raise ComputeError(
+                    f"field {field!r}: {target} returned a {type(value).__name__} that has "
+                    "no exact JSON form"
+                )
+            computed[field] = value
+        record.data.update(computed)
+        return record
