@@ -4,4 +4,6 @@ CONNECTORS = {
     "processor:map": "syncworker.processors.builtin:MapProcessor",
     "processor:filter": "syncworker.processors.builtin:FilterProcessor",
     "processor:python": "syncworker.processors.builtin:PythonProcessor",
+    "processor:set": "syncworker.processors.builtin:SetProcessor",
+    "processor:compute": "syncworker.processors.builtin:ComputeProcessor",
 }
