@@ -47,6 +47,7 @@ from syncworker.core.protocols import ConnectorConfig
 from syncworker.core.schedule import Schedule
 from syncworker.errors import ConfigError
 from syncworker.observe.logging import is_secret_name, redact_url
+from syncworker.reconcile.config import VerifyConfig
 from syncworker.state import DEFAULT_STATE_URL, StateStore, sqlite_path
 
 Loc = tuple[str | int, ...]
@@ -162,6 +163,9 @@ class PipelineConfig(_Strict):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
     lock: LockConfig | None = Field(None, description="one worker at a time runs this pipeline")
+    verify: VerifyConfig | None = Field(
+        None, description="scheduled exact comparison of source and target (reconcile/)"
+    )
     enabled: bool = Field(True, description="false: validated but not run")
 
 
