@@ -1,0 +1,46 @@
+"""The ``syncworker`` command: the ``main`` group and its global options.
+
+Each command family is a module of this package that adds its commands to ``main`` when it is
+imported; the import list at the end of this file is where every family registers.
+"""
+
+from __future__ import annotations
+
+import click
+
+from syncworker import __version__
+from syncworker.observe.logging import configure_logging
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="syncworker")
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default="console",
+    show_default=True,
+    help="Log lines for people (console) or machines (json).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    envvar=["SYNCWORKER_LOG_LEVEL", "LOG_LEVEL"],
+    show_envvar=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+def main(log_format: str, log_level: str) -> None:
+    """Keeps data moving between queues, databases, APIs, search indexes and files."""
+    configure_logging(log_format, log_level)  # type: ignore[arg-type]
+
+
+# -- command families: importing a module registers its commands on `main`. A new family is
+# one more line in this list (`    verify,`), nothing else.
+from syncworker.cli import (  # noqa: E402, F401 - imported for their commands
+    algolia,
+    dead_letters,
+    outbox,
+    pg,
+    pipelines,
+    queue,
+)

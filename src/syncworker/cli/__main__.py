@@ -1,0 +1,5 @@
+"""``python -m syncworker.cli``: the ``syncworker`` command."""
+
+from syncworker.cli import main
+
+main()

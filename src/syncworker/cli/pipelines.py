@@ -1,0 +1,242 @@
+"""Pipelines: run, validate, demo; status, sync, start, stop (here or in a running engine)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Column, Table
+
+from syncworker.cli import main
+from syncworker.cli.common import (
+    EXIT_FAILURE,
+    _console,
+    _control,
+    _json,
+    _ms,
+    _state_options,
+    _user_errors,
+    _when,
+)
+from syncworker.config import Config, load_config, parse_listen
+from syncworker.core.engine import Engine
+from syncworker.errors import ConfigError
+from syncworker.observe.logging import redact_value
+from syncworker.state import state_store_from_url
+
+API_EXTRA_HINT = "install the api extra: pip install -e '.[api]' in the checkout (or make install)"
+
+
+# -- run / validate -----------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--once", is_flag=True, help="Run one sync of every pipeline, then exit.")
+@click.option("--pipeline", "only", multiple=True, help="Run only this pipeline (repeatable).")
+@click.option(
+    "--api",
+    "api_listen",
+    metavar="HOST:PORT",
+    help="Serve the control API and dashboard here (overrides api.listen).",
+)
+def run(file: Path, once: bool, only: tuple[str, ...], api_listen: str | None) -> None:
+    """Run the pipelines of FILE until SIGTERM/SIGINT."""
+    with _user_errors():
+        config = load_config(file)
+        sys.exit(
+            asyncio.run(_run(config, once=once, only=list(only) or None, api_listen=api_listen))
+        )
+
+
+async def _run(
+    config: Config, *, once: bool, only: list[str] | None, api_listen: str | None = None
+) -> int:
+    state = state_store_from_url(config.app.state)
+    engine = Engine(
+        config.build(state, only), state, shutdown_timeout_s=config.app.shutdown_timeout
+    )
+    if not once:
+        _add_api(engine, config, api_listen)
+    try:
+        if once:
+            runs = await engine.run_once(install_signal_handlers=True)
+            return 0 if all(r.status == "success" for r in runs) else EXIT_FAILURE
+        return await engine.run()
+    except ConfigError as exc:
+        if exc.file is not None:
+            raise
+        # A connector refused its settings when it connected: name the file it came from.
+        raise ConfigError(exc.reason, file=str(config.path), path=exc.path) from exc
+
+
+def _add_api(engine: Engine, config: Config, api_listen: str | None) -> None:
+    api = config.app.api
+    if api is None and api_listen is None:
+        return
+    try:
+        host, port = parse_listen(api_listen or (api.listen if api else ""))
+    except ValueError as exc:
+        raise ConfigError(str(exc), path="--api") from None
+    try:
+        from syncworker.api.server import ApiServer
+    except ImportError as exc:
+        raise ConfigError(
+            f"the API needs a package that is not installed ({exc.name}); {API_EXTRA_HINT}"
+        ) from None
+    engine.services.append(
+        ApiServer(engine, host=host, port=port, token=api.token if api else None)
+    )
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def validate(file: Path) -> None:
+    """Check FILE without starting anything: every setting, and every connector built as
+    `run` builds it (a transform's module imported, a lock's URL parsed), without connecting."""
+    with _user_errors():
+        config = load_config(file)
+        config.build(state_store_from_url(config.app.state), list(config.pipelines))
+        if config.app.api is not None:
+            _check_api_installed(config)
+    names = ", ".join(config.pipelines)
+    click.echo(f"{file}: ok ({len(config.pipelines)} pipeline(s): {names})")
+
+
+def _check_api_installed(config: Config) -> None:
+    """What `run` refuses when the file has an `api` section and the api extra is missing."""
+    try:
+        import syncworker.api.server  # noqa: F401 - importing it is the check
+    except ImportError as exc:
+        raise ConfigError(
+            f"the API needs a package that is not installed ({exc.name}); {API_EXTRA_HINT}",
+            file=str(config.path),
+            path="api",
+            line=config.lines.get(("api",)),
+        ) from None
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("syncworker-demo"),
+    show_default=True,
+    help="Workspace for the queue, the state store and the output files.",
+)
+@click.option("--messages", default=10_000, show_default=True, help="Sample messages to queue.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def demo(workdir: Path, messages: int, progress: bool) -> None:
+    """Run the embedded demo: SQLite queue -> JSONL files + SQLite table, no services."""
+    from syncworker.demo import run_demo
+
+    with _user_errors():
+        sys.exit(asyncio.run(run_demo(workdir, messages, progress=progress)))
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+@main.command()
+@_state_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(as_json: bool, **target: Any) -> None:
+    """Pipelines: state, health, counters (--api), or last runs and dead letters (state store)."""
+    report = _control(target, lambda c: c.status())
+    if as_json:
+        click.echo(_json(redact_value(report)))
+        return
+    if report["source"] == "engine":
+        _print_engine_status(report)
+    else:
+        _print_stored_status(report)
+
+
+def _print_engine_status(report: dict[str, Any]) -> None:
+    """The state store's columns, as ``status --config`` prints them, then the engine's."""
+    extra = ("state", "health", "backlog", "failed in source")
+    table = _status_table("syncworker engine status", extra)
+    for name, p in report["pipelines"].items():
+        backlog = "-" if p["backlog"] is None else str(p["backlog"])
+        # Records a ``store: source`` pipeline handed back, kept failed by the source: not
+        # dead letters, so they get their own column ("-": the source keeps none).
+        failed = p.get("source_failed")
+        kept = "-" if failed is None else str(failed)
+        table.add_row(*_status_row(name, p), p["state"], p["health"]["status"], backlog, kept)
+    console = _console()
+    console.print(table)
+    for name, p in report["pipelines"].items():
+        if p["health"]["status"] != "HEALTHY":
+            for line in p["health"]["recommendations"]:
+                console.print(f"{name}: {line}")
+
+
+def _print_stored_status(report: dict[str, Any]) -> None:
+    table = _status_table("syncworker status (state store)")
+    for name, item in report["pipelines"].items():
+        table.add_row(*_status_row(name, item))
+    _console().print(table)
+
+
+def _status_table(title: str, extra: tuple[str, ...] = ()) -> Table:
+    # Figures and times never fold (a folded "UTC" reads as another row); the error text may.
+    columns = ("pipeline", "last run", "result", "processed", "duration", "dead letters")
+    return Table(
+        *(Column(name, no_wrap=True) for name in columns),
+        Column("last error", overflow="fold"),
+        *(Column(name, no_wrap=True) for name in extra),
+        title=title,
+    )
+
+
+def _status_row(name: str, item: dict[str, Any]) -> list[str]:
+    last = item["last_run"] or {}
+    return [
+        name,
+        _when(last.get("finished_at")),
+        last.get("status", "-"),
+        str(last.get("processed", "-")),
+        _ms(last.get("duration_ms")),
+        str(item["dead_letters"].get("dead", 0)),
+        ((item["last_error"] or {}).get("message") or "-")[:60],
+    ]
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option(
+    "--mode", type=click.Choice(["incremental", "full"]), default="incremental", show_default=True
+)
+@click.option("--no-wait", is_flag=True, help="With --api: return once the run is accepted.")
+@_state_options
+def sync(pipeline: str, mode: str, no_wait: bool, **target: Any) -> None:
+    """Run one sync of PIPELINE now: in the running engine (--api) or here (--config)."""
+    result = _control(target, lambda c: c.sync(pipeline, mode, not no_wait), needs="config")
+    click.echo(_json(redact_value(result)))
+    if result.get("status") not in (None, "success"):
+        sys.exit(EXIT_FAILURE)
+
+
+@main.command()
+@click.argument("pipeline")
+@_state_options
+def start(pipeline: str, **target: Any) -> None:
+    """Start PIPELINE in the running engine (--api)."""
+    result = _control(target, lambda c: c.start(pipeline), needs="engine")
+    click.echo(f"{result['pipeline']}: {result['state']}")
+
+
+@main.command()
+@click.argument("pipeline")
+@_state_options
+def stop(pipeline: str, **target: Any) -> None:
+    """Stop PIPELINE in the running engine (--api); in-flight batches finish first."""
+    result = _control(target, lambda c: c.stop(pipeline), needs="engine")
+    click.echo(f"{result['pipeline']}: {result['state']}")
