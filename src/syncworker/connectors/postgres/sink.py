@@ -8,6 +8,13 @@ the merge is a single statement whatever the batch size. Deletes are one ``DELET
 
 Values that are the same for the whole batch (``$synced_at``, ``$op``, the fencing token) are
 statement parameters, not copied per row.
+
+Two guards can hold a change back, ANDed in the merge's ``DO UPDATE ... WHERE``: fencing (a
+worker that lost its lock cannot overwrite a newer holder's rows) and the stale-write guard
+(``version_column``: an older state of a row never overwrites a newer one). A change held back
+by the version guard is skipped, counted and logged (``postgres_rows_stale``), never refused:
+the row already holds something newer. Only changes held back by fencing count towards
+``LockLost``.
 """
 
 from __future__ import annotations
@@ -115,6 +122,21 @@ class PostgresSinkConfig(PostgresConnectionConfig):
         "worker that lost its lock cannot overwrite a newer holder's rows; a batch refused "
         "entirely raises LockLost. Added to the default layout; must exist with `columns`.",
     )
+    version_column: str | None = Field(
+        None,
+        description="Column keeping each row's source version (e.g. source_updated_at), for "
+        "the stale-write guard: an upsert applies only where the stored version is NULL or "
+        "<= the record's, so an older state of a row never overwrites a newer one (skipped "
+        "and logged as postgres_rows_stale, not refused). A record whose version is NULL "
+        "applies only over a NULL one. Deletes are not guarded. Needs `version`; any type "
+        "with an order (timestamptz, bigint, numeric, text...); added to the default layout "
+        "as timestamptz; must exist with `columns`.",
+    )
+    version: str | None = Field(
+        None,
+        description="Dotted path in record.data of the record's version, written into "
+        "version_column (e.g. updated_at). Needs version_column.",
+    )
 
     @field_validator("table")
     @classmethod
@@ -122,10 +144,17 @@ class PostgresSinkConfig(PostgresConnectionConfig):
         split_table(value)
         return value
 
-    @field_validator("key_column", "fencing_column")
+    @field_validator("key_column", "fencing_column", "version_column")
     @classmethod
     def _identifier(cls, value: str | None) -> str | None:
         return None if value is None else check_identifier(value)
+
+    @field_validator("version")
+    @classmethod
+    def _version_path(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("$") or not all(value.split("."))):
+            raise ValueError(f"expected a dotted field path in record.data, got {value!r}")
+        return value
 
     @field_validator("columns")
     @classmethod
@@ -134,13 +163,20 @@ class PostgresSinkConfig(PostgresConnectionConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> PostgresSinkConfig:
+        if (self.version_column is None) != (self.version is None):
+            raise ValueError(
+                "version_column and version go together: the column keeping each row's "
+                "version, and the field of record.data it is read from"
+            )
         names = [self.key_column, *(self.columns or {})]
-        if self.fencing_column is not None:
-            names.append(self.fencing_column)
+        for guard in (self.fencing_column, self.version_column):
+            if guard is not None:
+                names.append(guard)
         if len(set(names)) != len(names):
             raise ValueError(
-                "column names must be distinct from each other, from key_column and from "
-                "fencing_column (key_column always holds Record.key)"
+                "column names must be distinct from each other, from key_column, "
+                "fencing_column and version_column (key_column always holds Record.key, "
+                "version_column is written from `version`)"
             )
         return self
 
@@ -163,6 +199,38 @@ DEFAULT_LAYOUT = (
 )
 
 _PARAMETERS = {"$op": "op", "$synced_at": "synced_at", "$fencing_token": "token"}
+VERSION_TYPE = "timestamptz"  # of version_column in the default layout
+
+
+@dataclass(frozen=True, slots=True)
+class Guards:
+    """The columns that can hold a change back: fencing token and source version."""
+
+    fencing_column: str | None = None
+    version_column: str | None = None
+
+    def conditions(self) -> list[sql.Composable]:
+        """When a change applies over the stored row ``t`` (``EXCLUDED``: the change)."""
+        return [
+            sql.SQL("({0} IS NULL OR {0} <= EXCLUDED.{1})").format(
+                sql.Identifier("t", name), sql.Identifier(name)
+            )
+            for name in (self.fencing_column, self.version_column)
+            if name is not None
+        ]
+
+
+@dataclass(slots=True)
+class Held:
+    """Changes the guards held back: by fencing (a newer lock holder's rows) and by the
+    version guard (the row holds a newer version already)."""
+
+    fenced: int = 0
+    stale: int = 0
+
+    def add(self, other: Held) -> None:
+        self.fenced += other.fenced
+        self.stale += other.stale
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,11 +249,16 @@ class SinkStatements:
     isolate_copy: sql.Composed
     isolate_upsert: sql.Composed
     probe: sql.Composed
+    # With both guards: of the staged rows the merge skipped, how many fencing held back and
+    # how many only the version guard did (the skipped rows are still as they were).
+    held: sql.Composed
+    isolate_held: sql.Composed
 
     @classmethod
     def build(
-        cls, table: str, key_column: str, columns: Sequence[Column], fencing_column: str | None
+        cls, table: str, key_column: str, columns: Sequence[Column], guards: Guards
     ) -> SinkStatements:
+        fencing_column = guards.fencing_column
         target, key = table_identifier(table), sql.Identifier(key_column)
         staged = [key, *(sql.Identifier(c.name) for c in columns if c.per_record)]
         written = [c for c in columns if not c.per_record]
@@ -195,24 +268,32 @@ class SinkStatements:
         definitions += [
             sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type)) for c in columns
         ]
-        fence_applies: sql.Composable = sql.SQL("")
         delete_fence: sql.Composable = sql.SQL("")
         if fencing_column is not None:
             fence = sql.Identifier(fencing_column)
             inserted.append(fence)
             selected.append(sql.Placeholder("token"))
             definitions.append(sql.SQL("{} bigint").format(fence))
-            fence_applies = sql.SQL(" WHERE t.{0} IS NULL OR t.{0} <= EXCLUDED.{0}").format(fence)
             delete_fence = sql.SQL(" AND ({0} IS NULL OR {0} <= {1})").format(
                 fence, sql.Placeholder("token")
             )
+        conditions = guards.conditions()
+        applies: sql.Composable = (
+            sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(conditions))
+            if conditions
+            else sql.SQL("")
+        )
         updates = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(name) for name in inserted[1:]
         )
+
         upsert_from = sql.SQL(
             "INSERT INTO {} AS t ({}) SELECT {} FROM {}{} ON CONFLICT ({}) DO UPDATE SET {}{}"
         )
         by_position = sql.SQL(" WHERE {} = ANY({})").format(ROW_NUMBER, sql.Placeholder("rows"))
+        by_position_of_s = sql.SQL(" WHERE s.{} = ANY({})").format(
+            ROW_NUMBER, sql.Placeholder("rows")
+        )
         return cls(
             create=sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
                 target, sql.SQL(", ").join(definitions)
@@ -230,7 +311,7 @@ class SinkStatements:
                 sql.SQL(""),
                 key,
                 updates,
-                fence_applies,
+                applies,
             ),
             delete=sql.SQL("DELETE FROM {} WHERE {} = ANY({}){}").format(
                 target, key, sql.Placeholder("keys"), delete_fence
@@ -254,9 +335,43 @@ class SinkStatements:
                 by_position,
                 key,
                 updates,
-                fence_applies,
+                applies,
             ),
+            held=_held_counts(STAGING, sql.SQL(""), target, key, guards),
+            isolate_held=_held_counts(ISOLATION, by_position_of_s, target, key, guards),
         )
+
+
+def _held_counts(
+    staging: sql.Identifier,
+    where: sql.Composable,
+    target: sql.Composable,
+    key: sql.Identifier,
+    guards: Guards,
+) -> sql.Composed:
+    """``SELECT fenced, stale`` over the rows of ``staging`` (``where`` filters them).
+
+    Run right after the merge, in its transaction: a row the merge skipped was locked by it
+    and still holds what held the change back; a row it wrote holds the change itself, and a
+    new row too, so both guards pass on them and they are counted in neither."""
+    fence = sql.Identifier(guards.fencing_column or "")
+    version = sql.Identifier(guards.version_column or "")
+    fence_passes = sql.SQL("coalesce(t.{0} IS NULL OR t.{0} <= {1}, false)").format(
+        fence, sql.Placeholder("token")
+    )
+    version_passes = sql.SQL("coalesce(t.{0} IS NULL OR t.{0} <= s.{0}, false)").format(version)
+    return sql.SQL(
+        "SELECT count(*) FILTER (WHERE NOT {fence}), "
+        "count(*) FILTER (WHERE {fence} AND NOT {version}) "
+        "FROM {staging} s JOIN {target} t ON t.{key} = s.{key}{where}"
+    ).format(
+        fence=fence_passes,
+        version=version_passes,
+        staging=staging,
+        target=target,
+        key=key,
+        where=where,
+    )
 
 
 @dataclass(slots=True)
@@ -291,14 +406,20 @@ class PostgresSink:
             config = PostgresSinkConfig.model_validate(config)
         self.name = name
         self.config = config
-        self._columns = (
+        columns = (
             DEFAULT_LAYOUT
             if config.columns is None
             else tuple(Column(column, source) for column, source in config.columns.items())
         )
+        if config.version_column is not None and config.version is not None:
+            columns += (Column(config.version_column, config.version, VERSION_TYPE),)
+        self._columns = columns
+        self._guards = Guards(config.fencing_column, config.version_column)
         self._statements = SinkStatements.build(
-            config.table, config.key_column, self._columns, config.fencing_column
+            config.table, config.key_column, self._columns, self._guards
         )
+        self.rows_stale = 0
+        """Changes skipped by the version guard since the sink was built (never refused)."""
         self._label = f"postgres sink {describe_url(config.url)!r} table {config.table!r}"
         self._settings = ConnectSettings(
             url=config.url,
@@ -326,7 +447,7 @@ class PostgresSink:
                 raise (translated or ConnectorError(f"{self._label}: {describe(exc)}")) from exc
         self._build_row = (
             _default_row
-            if self.config.columns is None
+            if self._columns is DEFAULT_LAYOUT
             else _row_builder(
                 [
                     value_getter(c.source, kind, column=c.name)
@@ -352,6 +473,7 @@ class PostgresSink:
             if self.config.columns is None and self.config.create_table:
                 await self._create_table(conn)
             async with conn.transaction(force_rollback=True):
+                await self._check_version_column(conn)
                 await conn.execute(self._statements.stage)
                 await conn.execute(sql.SQL("EXPLAIN {}").format(self._statements.upsert), params)
                 await conn.execute(sql.SQL("EXPLAIN {}").format(self._statements.delete), params)
@@ -376,6 +498,42 @@ class PostgresSink:
         if not (row and row[0]):
             raise self._key_not_unique()
 
+    async def _check_version_column(self, conn: Connection) -> None:
+        """``version_column`` is a column of the table whose type has an order (``<=``):
+        said with the setting's name, not as the merge's "operator does not exist". A
+        missing table is left to the statements' own check."""
+        column = self.config.version_column
+        if column is None:
+            return
+        target = table_identifier(self.config.table)
+        cursor = await conn.execute(
+            "SELECT c.oid IS NOT NULL, format_type(a.atttypid, a.atttypmod)"
+            " FROM (SELECT to_regclass(%s) AS oid) c LEFT JOIN pg_attribute a"
+            " ON a.attrelid = c.oid AND a.attname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+            (target.as_string(conn), column),
+        )
+        row = await cursor.fetchone()
+        if row is None or not row[0]:
+            return
+        if row[1] is None:
+            raise ConfigError(
+                f"{self._label}: version_column {column!r} is not a column of the table; add "
+                f"it (e.g. {column} {VERSION_TYPE}) or name the one keeping each row's version"
+            )
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    sql.SQL("SELECT t.{0} <= t.{0} FROM {1} t WHERE false").format(
+                        sql.Identifier(column), target
+                    )
+                )
+        except psycopg.errors.UndefinedFunction:
+            raise ConfigError(
+                f"{self._label}: version_column {column!r} is of type {row[1]}, which has no "
+                "order (<=) to compare versions with; use a timestamptz, bigint, numeric or "
+                "text column"
+            ) from None
+
     def _key_not_unique(self) -> ConfigError:
         return ConfigError(
             f"{self._label}: key column {self.config.key_column!r} needs a PRIMARY KEY or a "
@@ -391,45 +549,77 @@ class PostgresSink:
         return [c for c in self._columns if c.per_record]
 
     async def write(self, records: Sequence[Record]) -> WriteResult:
-        """Write ``records`` in one transaction, committed before returning.
+        """Write ``records``, committed before returning: one transaction, or with the
+        version guard and a key more than once in the batch, one per occurrence (the first
+        of each key, then the second...), so the guard orders them as it orders batches.
 
         Raises ``LockLost`` when a fencing column is configured and a newer lock holder's rows
-        refused every change of the batch (nothing is written then).
+        refused every change of the batch (nothing is written then). Changes skipped by the
+        version guard are not refusals: they neither fail a record nor count towards it.
         """
         if self._pool is None or self._build_row is None:
             raise ConnectionClosed(f"{self._label}: not open")
+        token = current_fencing_token()
+        rounds = _occurrences(records) if self.config.version_column is not None else None
+        if rounds is None:
+            failed, held, changes = await self._write_once(records, token)
+        else:
+            failed, held, changes = {}, Held(), 0
+            for indices in rounds:
+                part = await self._write_once([records[i] for i in indices], token)
+                failed.update((indices[i], error) for i, error in part[0].items())
+                held.add(part[1])
+                changes += part[2]
+        self._report(held, changes, token)
+        return WriteResult(failed=failed)
+
+    def _report(self, held: Held, changes: int, token: int | None) -> None:
+        if held.stale:
+            self.rows_stale += held.stale
+            log.info("postgres_rows_stale", sink=self.name, skipped=held.stale, changes=changes)
+        if held.fenced:
+            log.warning("postgres_rows_fenced", sink=self.name, refused=held.fenced, token=token)
+        if held.fenced and held.fenced == changes:
+            raise LockLost(
+                f"{self._label}: every change of the batch was refused: its rows were written "
+                f"under a newer fencing token than this writer's ({token})"
+            )
+
+    async def _write_once(
+        self, records: Sequence[Record], token: int | None
+    ) -> tuple[dict[int, BaseException], Held, int]:
+        """One transaction: the records refused (by index), the changes the guards held
+        back, and how many changes reached the table (refused ones not counted)."""
+        assert self._pool is not None and self._build_row is not None
         batch = self._prepare(records, self._build_row)
         if not batch.rows and not batch.deletes:
-            return WriteResult(failed=batch.failed)
+            return batch.failed, Held(), 0
+        not_built = len(batch.failed)
         params = {
             "synced_at": datetime.now(UTC),
             "op": "upsert",
-            "token": current_fencing_token(),
+            "token": token,
             "keys": batch.deletes,
         }
         try:
             if _suspect(batch, records):
                 # Likely refused (a NUL, a key too long for its index): one transaction that
                 # names the bad rows costs less than a failed one first.
-                refused = await self._write_isolating(batch, params, records)
+                held = await self._write_isolating(batch, params, records)
             else:
                 async with self._pool.connection() as conn, conn.transaction():
-                    refused = await self._apply(conn, batch, params)
+                    held = await self._apply(conn, batch, params)
         except psycopg.Error as exc:
             translated = dependency_error(exc, self._label)
             if translated is not None:
                 raise translated from exc
-            refused = await self._write_isolating(batch, params, records)
-        if refused:
-            log.warning(
-                "postgres_rows_fenced", sink=self.name, refused=refused, token=params["token"]
-            )
-        return WriteResult(failed=batch.failed)
+            held = await self._write_isolating(batch, params, records)
+        refused = len(batch.failed) - not_built
+        return batch.failed, held, len(batch.rows) + len(batch.deletes) - refused
 
-    async def _apply(self, conn: Connection, batch: PreparedBatch, params: dict[str, Any]) -> int:
-        """Run the batch's statements; the number of changes refused by fencing."""
-        refused = 0
-        fenced = self.config.fencing_column is not None
+    async def _apply(self, conn: Connection, batch: PreparedBatch, params: dict[str, Any]) -> Held:
+        """Run the batch's statements; the changes the guards held back."""
+        held = Held()
         if batch.rows:
             await conn.execute(self._statements.stage)
             async with conn.cursor() as cursor:
@@ -437,21 +627,42 @@ class PostgresSink:
                     for row in batch.rows:
                         await copy.write_row(row)
                 await cursor.execute(self._statements.upsert, params, prepare=False)
-                if fenced:
-                    refused += len(batch.rows) - cursor.rowcount
+                skipped = len(batch.rows) - cursor.rowcount
+                if skipped:
+                    held.add(await self.held_back(cursor, skipped, self._statements.held, params))
         if batch.deletes:
             async with conn.cursor() as cursor:
                 await cursor.execute(self._statements.delete, params)
-                if fenced:
-                    await cursor.execute(self._statements.remaining, params)
-                    remaining = await cursor.fetchone()
-                    refused += remaining[0] if remaining else 0
-        if refused and refused == len(batch.rows) + len(batch.deletes):
-            raise LockLost(
-                f"{self._label}: every change of the batch was refused: its rows were written "
-                f"under a newer fencing token than this writer's ({params['token']})"
-            )
-        return refused
+                held.fenced += await self.deletes_fenced(cursor, params)
+        return held
+
+    async def deletes_fenced(self, cursor: psycopg.AsyncCursor[Any], params: dict[str, Any]) -> int:
+        """After the delete of ``params["keys"]``: how many fencing held back (the keys
+        still there: a newer lock holder's rows)."""
+        if self.config.fencing_column is None:
+            return 0
+        await cursor.execute(self._statements.remaining, params)
+        remaining = await cursor.fetchone()
+        return int(remaining[0]) if remaining else 0
+
+    async def held_back(
+        self,
+        cursor: psycopg.AsyncCursor[Any],
+        skipped: int,
+        statement: sql.Composed,
+        params: dict[str, Any],
+    ) -> Held:
+        """Why the merge skipped ``skipped`` staged rows: with one guard configured, that
+        guard; with both, asked of the rows themselves (``statement``, right after it)."""
+        guards = self._guards
+        if guards.fencing_column is None:
+            return Held(stale=skipped)
+        if guards.version_column is None:
+            return Held(fenced=skipped)
+        await cursor.execute(statement, params)
+        counts = await cursor.fetchone()
+        fenced, stale = (int(counts[0]), int(counts[1])) if counts else (skipped, 0)
+        return Held(fenced=fenced, stale=stale)
 
     async def probe(self) -> None:
         """The runtime's check that the database answers (``Probes``): one statement on the
@@ -463,10 +674,10 @@ class PostgresSink:
 
     async def _write_isolating(
         self, batch: PreparedBatch, params: dict[str, Any], records: Sequence[Record]
-    ) -> int:
+    ) -> Held:
         """The batch failed on its data: write it again in one transaction that sets aside
         the rows and deletes the table refuses (``batch.failed``) and commits the rest.
-        Returns the changes refused by fencing."""
+        Returns the changes the guards held back."""
         assert self._pool is not None
         isolation = _Isolation(self, batch, records, params)
         try:
@@ -541,11 +752,10 @@ class _Isolation:
         self.batch = batch
         self.records = records
         self.params = params
-        self.fenced = sink.config.fencing_column is not None
         self.statements = sink._statements
 
-    async def run(self, conn: Connection) -> int:
-        refused = 0
+    async def run(self, conn: Connection) -> Held:
+        held = Held()
         if self.batch.rows:
             await conn.execute(self.statements.isolate_stage)
             staged = await self._copy(conn, list(range(len(self.batch.rows))))
@@ -553,12 +763,12 @@ class _Isolation:
             if suspects:
                 staged = [p for p in staged if not self._long_key(p)]
                 for position in suspects:
-                    refused += await self._upsert(conn, [position])
+                    held.add(await self._upsert(conn, [position]))
             if staged:
-                refused += await self._upsert(conn, staged)
+                held.add(await self._upsert(conn, staged))
         if self.batch.deletes:
-            refused += await self._delete(conn, list(range(len(self.batch.deletes))))
-        return refused
+            held.fenced += await self._delete(conn, list(range(len(self.batch.deletes))))
+        return held
 
     def _long_key(self, position: int) -> bool:
         key = self.records[self.batch.row_records[position]].key
@@ -600,22 +810,26 @@ class _Isolation:
         first = await self._copy(conn, positions[:middle])
         return first + await self._copy(conn, positions[middle:])
 
-    async def _upsert(self, conn: Connection, positions: list[int]) -> int:
+    async def _upsert(self, conn: Connection, positions: list[int]) -> Held:
         try:
             async with conn.transaction(), conn.cursor() as cursor:
                 params = {**self.params, "rows": positions}
                 await cursor.execute(self.statements.isolate_upsert, params, prepare=False)
-                return len(positions) - cursor.rowcount if self.fenced else 0
+                skipped = len(positions) - cursor.rowcount
+                if not skipped:
+                    return Held()
+                statement = self.statements.isolate_held
+                return await self.sink.held_back(cursor, skipped, statement, params)
         except psycopg.Error as exc:
             if not is_data_error(exc):
                 raise
             if len(positions) == 1:
                 self._refuse(self.batch.row_records[positions[0]], exc)
-                return 0
+                return Held()
             middle = len(positions) // 2
-            return await self._upsert(conn, positions[:middle]) + await self._upsert(
-                conn, positions[middle:]
-            )
+            held = await self._upsert(conn, positions[:middle])
+            held.add(await self._upsert(conn, positions[middle:]))
+            return held
 
     async def _delete(self, conn: Connection, positions: list[int]) -> int:
         keys = [self.batch.deletes[p] for p in positions]
@@ -623,11 +837,7 @@ class _Isolation:
             async with conn.transaction(), conn.cursor() as cursor:
                 params = {**self.params, "keys": keys}
                 await cursor.execute(self.statements.delete, params)
-                if not self.fenced:
-                    return 0
-                await cursor.execute(self.statements.remaining, params)
-                remaining = await cursor.fetchone()
-                return remaining[0] if remaining else 0
+                return await self.sink.deletes_fenced(cursor, params)
         except psycopg.Error as exc:
             if not is_data_error(exc):
                 raise
@@ -638,6 +848,20 @@ class _Isolation:
             return await self._delete(conn, positions[:middle]) + await self._delete(
                 conn, positions[middle:]
             )
+
+
+def _occurrences(records: Sequence[Record]) -> list[list[int]] | None:
+    """The batch's indices split by occurrence of their key: every key's first record, then
+    every key's second... in batch order; None when no key occurs twice."""
+    seen: dict[str, int] = {}
+    rounds: list[list[int]] = []
+    for index, record in enumerate(records):
+        occurrence = seen.get(record.key, 0)
+        seen[record.key] = occurrence + 1
+        if occurrence == len(rounds):
+            rounds.append([])
+        rounds[occurrence].append(index)
+    return rounds if len(rounds) > 1 else None
 
 
 def _suspect(batch: PreparedBatch, records: Sequence[Record]) -> bool:
