@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from syncworker.config import parse_config
 from syncworker.core import Pipeline, PipelineSettings, Record, RetryPolicy
 from syncworker.core.policies import BreakerPolicy
+from syncworker.core.protocols import Processor
 from syncworker.core.registry import lookup
 from syncworker.errors import ConfigError
 from syncworker.processors.builtin import (
@@ -86,7 +87,7 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
 
 
 def rec(data: dict[str, Any], key: str = "k", op: str = "upsert") -> Record:
-    return Record(key=key, data=data, op=op)  # type: ignore[arg-type]
+    return Record(key=key, data=data, op=op)
 
 
 def setter(**fields: Any) -> SetProcessor:
@@ -121,7 +122,8 @@ def test_set_gives_each_record_its_own_copy_of_a_list_or_mapping() -> None:
     first.data["tags"].append("b")
     first.data["meta"]["n"].append(2)
     assert second.data == {"tags": ["a"], "meta": {"n": [1]}}
-    assert processor.process(rec({}, "3")).data == {"tags": ["a"], "meta": {"n": [1]}}  # type: ignore[union-attr]
+    third = processor.process(rec({}, "3"))
+    assert third is not None and third.data == {"tags": ["a"], "meta": {"n": [1]}}
 
 
 def test_set_applies_to_deletes_too() -> None:
@@ -256,7 +258,7 @@ async def test_a_raising_compute_dead_letters_only_that_record(
         ]
     )
     sink = MemorySink()
-    processors = [
+    processors: list[Processor] = [
         setter(source_system="myusta"),
         computer(full_name=f"{user_module}:full_name"),
     ]
