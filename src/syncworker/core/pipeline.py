@@ -32,8 +32,11 @@ from syncworker.core.protocols import (
     KeepsFailures,
     MergesBatches,
     Processor,
+    ReportsStatus,
     Sink,
     Source,
+    SourceContext,
+    UsesContext,
 )
 from syncworker.core.record import Batch, Record
 from syncworker.core.replay import DeadLetterReplay
@@ -173,6 +176,7 @@ class Pipeline:
             SinkWriter(s, self.settings.retry, self._sleep, pipeline=name) for s in self.sinks
         ]
         self._replay = DeadLetterReplay(state, name) if state is not None else None
+        self._context = SourceContext(name, state)
         self._keeper = LockKeeper(lock, name, self._on_lock_lost) if lock is not None else None
         self._stopping = asyncio.Event()
         self._aborting = asyncio.Event()
@@ -254,6 +258,8 @@ class Pipeline:
     async def _open_connectors(self) -> None:
         await self._open_state()
         self._opening = self.source.name
+        if isinstance(self.source, UsesContext):
+            self.source.bind(self._context)
         await self.source.open()
         for sink in self.sinks:
             self._opening = sink.name
@@ -416,6 +422,9 @@ class Pipeline:
             "schedule": self.settings.schedule.describe(),
             "source": self.source.name,
             "sinks": [s.name for s in self.sinks],
+            "source_status": (
+                self.source.status() if isinstance(self.source, ReportsStatus) else None
+            ),
             "in_flight": len(self._tasks),
             "totals": {
                 "processed": self.totals.processed,
@@ -558,7 +567,8 @@ class Pipeline:
         """``UnsupportedOperation`` when this pipeline cannot sync in ``mode`` (or at all: the
         engine is stopping)."""
         self._check_open_for_runs()
-        if mode == "full" and not hasattr(self.source, "scan"):
+        full_sync = isinstance(self.source, UsesContext) and self.source.full_sync
+        if mode == "full" and not (full_sync or hasattr(self.source, "scan")):
             raise UnsupportedOperation(
                 f"pipeline {self.name!r}: source {self.source.name!r} cannot do a full sync"
             )
@@ -580,6 +590,8 @@ class Pipeline:
         self.check_mode(mode)
         waiters, self._waiters = self._waiters, []
         stats = RunStats(mode)
+        self._context.mode = mode  # what a UsesContext source reads in claim
+        self._context.run += 1
         if not await self._hold_lock(stats):
             return await self._skipped(stats, waiters, force_record)
         self._current = stats

@@ -10,12 +10,20 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
+import structlog
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from syncworker.core.fields import refuse_bool_for_number
 from syncworker.core.record import Batch, Record
+from syncworker.observe.logging import redact_url
+from syncworker.state.base import ErrorRecord, StateStore
+
+log = structlog.get_logger(__name__)
+
+RunMode = Literal["incremental", "full"]
+"""The mode of a sync run (``core.pipeline.SyncMode``)."""
 
 
 @runtime_checkable
@@ -103,6 +111,104 @@ class KeepsFailures(Protocol):
     async def ack_except(self, batch: Batch, failures: dict[int, str]) -> None:
         """Ack ``batch`` except the records at the indexes of ``failures``, which failed one
         attempt with the given (already redacted) error. One call settles the whole batch."""
+
+
+@dataclass(slots=True)
+class SourceContext:
+    """What the pipeline lends a source that asks for it (``UsesContext``): checkpoints that
+    outlive the process, the error log, and the mode of the run under way.
+
+    ``mode`` and ``run`` are set by the pipeline when a run starts (``run`` counts runs, so
+    a source tells two ``full`` runs in a row apart); a source reads them in ``claim``.
+    Without a state store (a source used on its own) checkpoints live in memory and errors
+    are only logged.
+    """
+
+    pipeline: str
+    state: StateStore | None = None
+    mode: RunMode = "incremental"
+    run: int = 0
+    _memory: dict[str, str] = field(default_factory=dict, repr=False)
+
+    async def get_checkpoint(self, name: str) -> str | None:
+        """The value last stored under ``name`` for this pipeline, or None. Raises what the
+        state store raises when it cannot be read."""
+        if self.state is None:
+            return self._memory.get(name)
+        return await self.state.get_checkpoint(self.pipeline, name)
+
+    async def set_checkpoint(self, name: str, value: str) -> None:
+        """Store ``value`` under ``name`` durably before returning. Raises what the state
+        store raises when it cannot be written; the caller keeps its position and tries
+        again with its next checkpoint."""
+        if self.state is None:
+            self._memory[name] = value
+            return
+        await self.state.set_checkpoint(self.pipeline, name, value)
+
+    async def report_error(
+        self,
+        error_type: str,
+        message: str,
+        *,
+        key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        stack: str | None = None,
+    ) -> None:
+        """Add one entry to the pipeline's error log (the state store's ``record_error``,
+        hence ``sync_errors`` where configured). ``message`` and ``stack`` are redacted
+        here. Never raises: a store that fails is logged (``error_log_failed``)."""
+        if self.state is None:
+            return
+        record = ErrorRecord(
+            type=error_type,
+            pipeline=self.pipeline,
+            message=redact_url(message),
+            record_key=key,
+            stack=None if stack is None else redact_url(stack),
+            metadata=dict(metadata or {}),
+        )
+        try:
+            await self.state.record_error(record)
+        except Exception as exc:
+            log.warning("error_log_failed", pipeline=self.pipeline, error=redact_url(str(exc)))
+
+
+@runtime_checkable
+class UsesContext(Protocol):
+    """Optional: a source that keeps checkpoints, reports errors or follows the run's mode
+    through a ``SourceContext`` (pg_table: its snapshot position, its listener's outages).
+
+    ``full_sync`` says whether a ``full`` run means something to it (it restarts its full
+    read when ``context.mode`` is ``full``); the pipeline refuses ``full`` otherwise."""
+
+    full_sync: bool
+
+    def bind(self, context: SourceContext) -> None:
+        """Called by the pipeline before every ``open``, with the same context each time.
+        Must not do I/O; must not raise."""
+
+
+@runtime_checkable
+class ReportsStatus(Protocol):
+    """Optional: a source with a state worth showing (a snapshot's progress, a listening
+    connection's health), shown under ``source_status`` in the pipeline's status."""
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready picture, from memory (no I/O), cheap enough for every status call.
+        Must not raise."""
+
+
+@runtime_checkable
+class Resyncs(Protocol):
+    """Optional: a source that can be asked to send some records again, by key, with their
+    current state (``verify --repair``)."""
+
+    async def resync(self, keys: list[str]) -> int:
+        """Queue ``keys`` to be read again and delivered through the normal path (in order
+        with the other changes of each key); a key whose record is gone is delivered as a
+        delete. Returns how many were queued. Raises ``ConnectorError`` when the dependency
+        fails (nothing queued then)."""
 
 
 @dataclass(slots=True)
