@@ -17,6 +17,7 @@ from tests.conformance.sinks import (
 )
 from tests.conformance.sources import (
     PgOutboxHarness,
+    PgTableHarness,
     RedisListHarness,
     RedisStreamHarness,
     SqliteQueueHarness,
@@ -27,6 +28,7 @@ SOURCES: list[type[SourceHarness]] = [
     RedisListHarness,
     RedisStreamHarness,
     PgOutboxHarness,
+    PgTableHarness,
 ]
 SINKS: list[type[SinkHarness]] = [
     JsonlHarness,

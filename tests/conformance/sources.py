@@ -1,14 +1,15 @@
-"""The harnesses of the sources: sqlite_queue, redis_list, redis_stream, pg_outbox."""
+"""The harnesses of the sources: sqlite_queue, redis_list, redis_stream, pg_outbox, pg_table."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, ClassVar
 
 import psycopg
 import redis.asyncio as aredis
 
-from syncworker.connectors.postgres import outbox
+from syncworker.connectors.postgres import outbox, table_capture
 from syncworker.connectors.sqlite.queue import SqliteQueue
 from syncworker.core.record import Record
 from tests.conformance.exact import Payload
@@ -273,6 +274,55 @@ class PgOutboxHarness(SourceHarness):
     async def secret_failures(self, secret: str) -> list[BaseException]:
         url = f"postgresql://postgres:{secret}@127.0.0.1:{CLOSED_PORT}/nowhere"
         return await _failed_open(self.build(url=url, connect_timeout="2s"))
+
+
+class PgTableHarness(PgOutboxHarness):
+    """The same ``items`` rows as ``pg_outbox``, read by ``pg_table`` through its change log
+    (``snapshot: never``: the cases produce after the source exists, as changes; the snapshot
+    has its own tests in tests/integration/test_pg_table.py).
+
+    A value nested deeper than sinks write (``deep_2k``) arrives wrapped, column by column,
+    with the text PostgreSQL holds for it: jsonb keeps no producer's bytes, so the bytes the
+    source can keep are those of the stored value (``doc::text``)."""
+
+    type_name = "pg_table"
+    crash_settings: ClassVar[dict[str, Any]] = {}
+    restart_settings: ClassVar[dict[str, Any]] = {
+        "connect_timeout": "2s",
+        "reconnect": {"initial_delay": "100ms", "max_delay": "500ms"},
+    }
+
+    async def prepare(self, target: str | None = None) -> None:
+        self.target = target or self.ctx.pg_url
+        async with await psycopg.AsyncConnection.connect(self.target, autocommit=True) as conn:
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLE} (id text PRIMARY KEY, doc jsonb, raw bytea)"
+            )
+        await table_capture.install(self.target, TABLE)
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        return {
+            "type": "pg_table",
+            "url": self.target,
+            "table": TABLE,
+            "updated_at": None,
+            "snapshot": "never",
+            "poll_interval": "50ms",
+            **overrides,
+        }
+
+    async def _insert(self, conn: psycopg.AsyncConnection[Any], payload: Payload) -> Expected:
+        expected = await super()._insert(conn, payload)
+        if expected.how != "exact" or not payload.facts.get("may_wrap"):
+            return expected
+        cursor = await conn.execute(f"SELECT doc::text FROM {TABLE} WHERE id = %s", (expected.key,))
+        row = await cursor.fetchone()
+        assert row is not None
+        stored = dataclasses.replace(payload, raw=row[0].encode())
+        return dataclasses.replace(expected, payload=stored)
+
+    async def failed_by_source(self) -> dict[str, str]:
+        return {}  # pg_table fails nothing on its own: unreadable values arrive wrapped
 
 
 async def _failed_open(source: Any) -> list[BaseException]:
