@@ -67,6 +67,7 @@ class TableMapping:
     soft_delete: SoftDelete | None = None
     source_updated_at: str | None = None
     change_table: str | None = None  # pg_table's change log: keys in it are in flight
+    channel: str | None = None  # its NOTIFY channel (a resync wakes the source)
     target_version_column: str | None = None
     target_synced_at: str | None = None
     target_where: str | None = None
@@ -93,7 +94,7 @@ def from_spec(spec: Any, sink_name: str | None = None) -> TableMapping:
     fields = _fields(spec, name)
     key_column = getattr(sink, "key_column", "key")
     columns = _columns(sink, fields, source, name, sink_index)
-    change_table = getattr(source, "change_table", None) or _default_change_table(source.table)
+    change_table, channel = _capture(source)
     soft = getattr(source, "soft_delete", None)
     return TableMapping(
         source_url=source.url,
@@ -107,6 +108,7 @@ def from_spec(spec: Any, sink_name: str | None = None) -> TableMapping:
         soft_delete=_soft_delete(soft),
         source_updated_at=getattr(source, "updated_at", None),
         change_table=change_table,
+        channel=channel,
         target_version_column=getattr(sink, "version_column", None),
         target_synced_at=next(
             (c for c, s in (sink.columns or {}).items() if s == "$synced_at"), None
@@ -115,9 +117,15 @@ def from_spec(spec: Any, sink_name: str | None = None) -> TableMapping:
     )
 
 
-def _default_change_table(table: str) -> str:
-    schema, _, bare = table.rpartition(".")
-    return f"{schema + '.' if schema else ''}syncworker_{bare}_changes"
+def _capture(source: Any) -> tuple[str, str | None]:
+    """The source's change log (schema-qualified) and NOTIFY channel."""
+    names = getattr(source, "names", None)
+    if callable(names):
+        found = names()
+        return found.change_table_qualified, found.channel
+    schema, _, bare = source.table.rpartition(".")
+    default = f"{schema + '.' if schema else ''}syncworker_{bare}_changes"
+    return getattr(source, "change_table", None) or default, None
 
 
 def _soft_delete(value: Any) -> SoftDelete | None:

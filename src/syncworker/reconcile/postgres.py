@@ -179,11 +179,11 @@ class PostgresSide:
 
     async def rows(self, keys: Sequence[Key]) -> dict[Key, Mapping[str, object]]:
         p = self.plan
-        if not keys or not p.values:
+        if not keys:
             return {}
-        query = sql.SQL("SELECT {k}, {v} FROM {t} WHERE {f} AND {k} = ANY({keys})").format(
+        query = sql.SQL("SELECT {k}{v} FROM {t} WHERE {f} AND {k} = ANY({keys})").format(
             k=p.key,
-            v=sql.SQL(", ").join(p.values),
+            v=sql.SQL("").join(sql.SQL(", {}").format(v) for v in p.values),
             t=self._table(),
             f=p.filter,
             keys=self._array("keys"),
@@ -376,9 +376,10 @@ class _Pair:
         self.connect_timeout_s = connect_timeout_s
         self.conns: dict[str, Connection] = {}
         self.plans: dict[str, Plan] = {}
+        # Aliased as the pg_table source aliases it: its `where` may say t.column.
         self.tables = {
-            "source": table_identifier(mapping.source_table),
-            "target": table_identifier(mapping.target_table),
+            "source": sql.SQL("{} AS t").format(table_identifier(mapping.source_table)),
+            "target": sql.SQL("{} AS t").format(table_identifier(mapping.target_table)),
         }
         self._lock = asyncio.Lock()
         self._prepared = False
@@ -569,11 +570,11 @@ class _Planner:
             ts = sql.Identifier(m.source_updated_at)
             window = sql.SQL("{} >= now() - %(w)s * interval '1 second'").format(ts)
             source.recent.append(
-                sql.SQL("SELECT {k} FROM {t} WHERE {w}").format(
+                sql.SQL("SELECT {k} FROM {t} AS t WHERE {w}").format(
                     k=source.key, t=table_identifier(m.source_table), w=window
                 )
             )
-            source.count_recent = sql.SQL("SELECT count(*) FROM {t} WHERE {f} AND {w}").format(
+            source.count_recent = sql.SQL("SELECT count(*) FROM {t} AS t WHERE {f} AND {w}").format(
                 t=table_identifier(m.source_table), f=source.filter, w=window
             )
         if m.change_table and await self._exists(m.change_table):
@@ -588,7 +589,7 @@ class _Planner:
             if column and column in self.tgt:
                 target.recent.append(
                     sql.SQL(
-                        "SELECT {k} FROM {t} WHERE {c} >= now() - %(w)s * interval '1 second'"
+                        "SELECT {k} FROM {t} AS t WHERE {c} >= now() - %(w)s * interval '1 second'"
                     ).format(
                         k=target.key, t=table_identifier(m.target_table), c=sql.Identifier(column)
                     )
