@@ -43,4 +43,5 @@ from syncworker.cli import (  # noqa: E402, F401 - imported for their commands
     pg,
     pipelines,
     queue,
+    verify,
 )
