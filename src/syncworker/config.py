@@ -47,6 +47,7 @@ from syncworker.core.protocols import ConnectorConfig
 from syncworker.core.schedule import Schedule
 from syncworker.errors import ConfigError
 from syncworker.observe.logging import is_secret_name, redact_url
+from syncworker.observe.sync_errors import SyncErrorsConfig, SyncErrorsStore
 from syncworker.reconcile.config import VerifyConfig
 from syncworker.state import DEFAULT_STATE_URL, StateStore, sqlite_path
 
@@ -165,6 +166,12 @@ class PipelineConfig(_Strict):
     lock: LockConfig | None = Field(None, description="one worker at a time runs this pipeline")
     verify: VerifyConfig | None = Field(
         None, description="scheduled exact comparison of source and target (reconcile/)"
+    )
+    sync_errors: SyncErrorsConfig | None = Field(
+        None,
+        description="also write every error this pipeline records (dead letters, failed "
+        "batches and runs, the source's reports) to a table, e.g. in the target database "
+        "for seed 004's monitoring queries; the state store keeps them either way",
     )
     enabled: bool = Field(True, description="false: validated but not run")
 
@@ -372,13 +379,16 @@ def build_pipeline(
         own.raise_if_any()
     if any(c is None for c in (source, *sinks, *processors)):
         return None
+    own_state: StateStore = state
+    if spec.config.sync_errors is not None:
+        own_state = SyncErrorsStore(state, spec.name, spec.config.sync_errors)
     return Pipeline(
         spec.name,
         source,
         sinks,
         processors,
         spec.settings(shutdown_timeout_s),
-        state,
+        own_state,
         lock,
     )
 

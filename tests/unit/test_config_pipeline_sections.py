@@ -43,3 +43,15 @@ def test_a_misspelled_verify_setting_is_named(tmp_path: Path) -> None:
     assert str(caught.value) == (
         "<config>: pipelines.users.verify.evry: unknown setting 'evry'; did you mean 'every'?"
     )
+
+
+def test_a_wrong_sync_errors_setting_is_one_line_naming_it(tmp_path: Path) -> None:
+    raw = pipeline(tmp_path, sync_errors={"url": "${TARGET_DB}", "tabel": "x"})
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(raw, environ={"TARGET_DB": "mysql://u:s3cret@h/chat"})
+    lines = str(caught.value).splitlines()
+    assert "pipelines.users.sync_errors.url: expected a postgresql:// URL" in lines[0]
+    assert "s3cret" not in str(caught.value)
+    assert lines[1].endswith(
+        "pipelines.users.sync_errors.tabel: unknown setting 'tabel'; did you mean 'table'?"
+    )

@@ -58,8 +58,32 @@ class Engine:
         """The pipeline called ``name``; KeyError if there is none."""
         return self.pipelines[name]
 
-    async def start(self) -> None:
+    def own_stores(self) -> list[StateStore]:
+        """The pipelines' state stores other than the engine's, once each: a wrapper around
+        it (``sync_errors`` writes a pipeline's errors to a table too). Opened after the
+        engine's store and closed before it, so errors recorded while a pipeline stops (or
+        after it stopped: a refused start) still reach them."""
+        stores: dict[int, StateStore] = {}
+        for pipeline in self.pipelines.values():
+            if pipeline.state is not None and pipeline.state is not self.state:
+                stores.setdefault(id(pipeline.state), pipeline.state)
+        return list(stores.values())
+
+    async def _open_stores(self) -> None:
         await self.state.open()
+        for store in self.own_stores():
+            await store.open()
+
+    async def _close_stores(self) -> None:
+        for store in self.own_stores():
+            try:
+                await store.close()
+            except Exception:
+                log.exception("state_store_close_failed")
+        await self.state.close()
+
+    async def start(self) -> None:
+        await self._open_stores()
         self.started_at = time.time()
         log.info("engine_started", pid=os.getpid(), pipelines=list(self.pipelines))
         for name in self.pipelines:
@@ -133,7 +157,7 @@ class Engine:
         SIGTERM/SIGINT) stops claiming: in-flight batches get the shutdown timeout to finish,
         the rest go back to their source (at once on a second signal), and the runs end.
         """
-        await self.state.open()
+        await self._open_stores()
         self.started_at = time.time()
         if install_signal_handlers:
             self._install_signal_handlers()
@@ -155,7 +179,7 @@ class Engine:
             for pipeline in self.pipelines.values():
                 await pipeline.close()
             self._log_final_stats()
-            await self.state.close()
+            await self._close_stores()
 
     async def _interrupt_once(self, runs: asyncio.Future[Any]) -> None:
         """run_once's shutdown: on request, stop claiming; past the shutdown timeout (or on
@@ -194,7 +218,7 @@ class Engine:
                 log.exception("service_stop_failed", service=service.name)
         await asyncio.gather(*(self._stop_one(p) for p in self.pipelines.values()))
         self._log_final_stats(time.monotonic() - started)
-        await self.state.close()
+        await self._close_stores()
 
     async def _stop_one(self, pipeline: Pipeline) -> None:
         try:
