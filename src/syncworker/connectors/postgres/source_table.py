@@ -1068,11 +1068,12 @@ def _collapse(rows: Sequence[tuple[int, str, str]]) -> dict[str, _Change]:
 
 def _row_json(columns: list[str] | None) -> sql.Composable:
     """The row as jsonb: every column, or only ``columns`` (in a scope of their own, so the
-    ``where`` filter's unqualified names still mean the table's columns)."""
+    ``where`` filter's unqualified names still mean the table's columns). ``t.*``, not ``t``:
+    a column named ``t`` would be taken instead of the row."""
     if columns is None:
-        return sql.SQL("to_jsonb(t)")
+        return sql.SQL("to_jsonb(t.*)")
     listed = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns)
-    return sql.SQL("(SELECT to_jsonb(r) FROM (SELECT {}) AS r)").format(listed)
+    return sql.SQL("(SELECT to_jsonb(r.*) FROM (SELECT {}) AS r)").format(listed)
 
 
 def _not_soft_deleted(soft_delete: SoftDeleteConfig | None) -> sql.Composable:
