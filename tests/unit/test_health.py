@@ -24,9 +24,12 @@ NOW = 1_750_000_000.0  # a fixed wall clock for the time-based cases
 CHECK_NAMES = [
     "recent_success",
     "error_rate",
+    "record_error_rate",
     "consecutive_failures",
     "run_duration",
     "connection",
+    "realtime",
+    "snapshot",
     "dead_letters",
     "source_failed",
 ]
@@ -217,6 +220,8 @@ async def test_a_sink_down_warns_then_fails_naming_the_sink(state: SqliteStateSt
         for _ in range(4):
             await pipeline.run_once()
         fifth = await health_of(pipeline, state)
+        await pipeline.run_once()
+        sixth = await health_of(pipeline, state)
 
     failures = first.check("consecutive_failures")
     assert failures.status == "warn"
@@ -224,9 +229,10 @@ async def test_a_sink_down_warns_then_fails_naming_the_sink(state: SqliteStateSt
         "sink 'chat' unavailable for 1 attempt: check its connectivity; "
         "the pipeline resumes by itself"
     )
-    assert fifth.check("consecutive_failures").status == "fail"
-    assert fifth.check("consecutive_failures").recommendation == (
-        "sink 'chat' unavailable for 5 attempts: check its connectivity; "
+    assert fifth.check("consecutive_failures").status == "warn"  # seed 004: fails past 5
+    assert sixth.check("consecutive_failures").status == "fail"
+    assert sixth.check("consecutive_failures").recommendation == (
+        "sink 'chat' unavailable for 6 attempts: check its connectivity; "
         "the pipeline resumes by itself"
     )
     error_rate = fifth.check("error_rate")
@@ -253,8 +259,12 @@ async def test_dead_letters_warn_with_the_commands(state: SqliteStateStore) -> N
         "2 dead letters waiting: inspect with syncworker dlq list --pipeline users, "
         "requeue with syncworker dlq requeue --all --pipeline users"
     )
-    assert health.status == "DEGRADED"
-    assert health.recommendations == [dead.recommendation]
+    # 2 of 5 records refused is also seed 004's error rate far past its 1 %.
+    rate = health.check("record_error_rate")
+    assert rate.status == "fail"
+    assert rate.detail == "2 of the 5 records of the last 1 run(s) dead-lettered (40%)"
+    assert health.status == "UNHEALTHY"
+    assert health.recommendations == [rate.recommendation, dead.recommendation]
 
 
 def test_one_dead_letter_is_singular_and_none_passes() -> None:
@@ -423,7 +433,7 @@ def test_error_rate_names_the_last_error_and_masks_secrets() -> None:
 
 
 @pytest.mark.parametrize(
-    ("failures", "expected"), [(0, "pass"), (1, "warn"), (4, "warn"), (5, "fail")]
+    ("failures", "expected"), [(0, "pass"), (1, "warn"), (5, "warn"), (6, "fail")]
 )
 def test_consecutive_failures_thresholds(failures: int, expected: str) -> None:
     circuit = {"open": failures > 0, "consecutive_failures": failures, "resumes_in_s": 8.0}

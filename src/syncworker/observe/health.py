@@ -1,4 +1,4 @@
-"""Per-pipeline health: HEALTHY, DEGRADED or UNHEALTHY from six checks (seed 004).
+"""Per-pipeline health: HEALTHY, DEGRADED or UNHEALTHY from ten checks (seed 004).
 
 ``evaluate(status, settings, runs)`` reads what ``Pipeline.status()`` reports, the pipeline's
 settings and its most recent runs (newest first, from the state store), and returns a
@@ -20,20 +20,34 @@ Checks, in the order they are reported, and their thresholds:
     ``status["started_at"]`` when present; with neither, "no run yet" passes.
 ``error_rate``
     Share of the last 20 runs that ended ``error`` or ``partial``: warn at 10 %, fail at 50 %.
+``record_error_rate``
+    Seed 004's error rate: records dead-lettered among the records those 20 runs processed:
+    warn past 1 % (the seed's warning threshold), fail past 10 % (one record in ten refused
+    is a mapping or schema mismatch, not bad luck).
 ``consecutive_failures``
-    The circuit breaker's failures in a row (batch, claim or connect): warn at 1, fail at 5.
+    The circuit breaker's failures in a row (batch, claim or connect): warn at 1, fail past
+    5 (seed 004's threshold, "> 5").
 ``run_duration``
     ``every``: the last run's duration against the interval: warn at
-    ``settings.overlap_warning_ratio`` (0.8 by default, the setting behind the
-    ``run_near_interval`` log line, so the log and health agree), fail at 100 % (runs go
-    back to back). ``cron``: the same against the gap between the ticks around the last
-    run. ``stream`` and ``manual``: n/a.
+    ``settings.overlap_warning_ratio`` (0.8 by default: seed 004's "> 80 % of the interval";
+    the setting behind the ``run_near_interval`` log line, so the log and health agree),
+    fail at 100 % (runs go back to back). ``cron``: the same against the gap between the
+    ticks around the last run. ``stream`` and ``manual``: n/a.
 ``connection``
     The pipeline's lifecycle state: stopped or never started warns; stopped because its
     connectors refused to open fails. A circuit-breaker pause is left to
     ``consecutive_failures`` so one outage is not counted twice.
 ``dead_letters``
     Any dead letter waiting for a person (status ``dead``) warns.
+``realtime``
+    The source's real-time listener, from ``status["source_status"]["listener"]`` (pg_table):
+    connected passes; reconnecting warns (changes still arrive by polling its change log);
+    given up after its ``reconnect.max_attempts`` fails (it keeps retrying every
+    ``max_delay``). n/a for a source without a listener.
+``snapshot``
+    The source's initial snapshot, from ``source_status["snapshot"]``: in progress passes
+    with its progress (rows copied of the estimate, last key); unfinished while the pipeline
+    is stopped warns (it resumes after the last key once started). n/a without one.
 ``source_failed``
     Any record the source keeps as failed (``dead_letter: {store: source}``: pg_outbox rows
     with status ``failed``, its ``failed_count()``) warns, as a dead letter does; n/a for a
@@ -82,10 +96,15 @@ ERROR_RATE_WINDOW = 20
 # its job.
 ERROR_RATE_WARN = 0.10
 ERROR_RATE_FAIL = 0.50
-# One failure already pauses the pipeline. Five in a row is ~31 s of pauses with the
-# default breaker (1 + 2 + 4 + 8 + 16 s): an outage, no longer a blip.
+# Seed 004: an error rate past 1 % of the records synced is a warning (its target is
+# 0.1 %); past one record in ten, records are refused by design (mapping, schema).
+RECORD_ERROR_RATE_WARN = 0.01
+RECORD_ERROR_RATE_FAIL = 0.10
+# One failure already pauses the pipeline. More than five in a row (seed 004's threshold)
+# is over a minute of pauses with the default breaker (1 + 2 + 4 + 8 + 16 + 32 s): an
+# outage, no longer a blip.
 CONSECUTIVE_FAILURES_WARN = 1
-CONSECUTIVE_FAILURES_FAIL = 5
+CONSECUTIVE_FAILURES_FAIL = 5  # failing when past it
 # A run as long as its interval starts the next one at once: the interval paces nothing.
 DURATION_FAIL_RATIO = 1.0
 DEAD_LETTERS_WARN = 1
@@ -177,9 +196,12 @@ def evaluate(
         [
             _recent_success(view),
             _error_rate(view),
+            _record_error_rate(view),
             _consecutive_failures(view),
             _run_duration(view),
             _connection(view),
+            _realtime(view),
+            _snapshot(view),
             _dead_letters(view.name, dead_letters),
             _source_failed(view, source_failed),
         ]
@@ -204,6 +226,7 @@ class _View:
     source: str
     sinks: list[str]
     warn_ratio: float
+    source_status: dict[str, Any]
 
     @classmethod
     def read(
@@ -230,6 +253,7 @@ class _View:
             source=str(status.get("source", "?")),
             sinks=[str(s) for s in status.get("sinks", [])],
             warn_ratio=settings.overlap_warning_ratio,
+            source_status=status.get("source_status") or {},
         )
 
     @property
@@ -390,6 +414,37 @@ def _error_rate(v: _View) -> Check:
     return Check("error_rate", level, detail, advice)
 
 
+def _record_error_rate(v: _View) -> Check:
+    name = "record_error_rate"
+    window = v.runs[:ERROR_RATE_WINDOW]
+    processed = sum(r.processed for r in window)
+    if not processed:
+        return Check(name, "pass", "no records processed in the recorded runs")
+    refused = sum(r.dead_lettered for r in window)
+    share = refused / processed
+    detail = (
+        f"{refused} of the {processed} records of the last {len(window)} run(s) "
+        f"dead-lettered ({_percent(share)})"
+    )
+    if share <= RECORD_ERROR_RATE_WARN:
+        return Check(name, "pass", detail)
+    level: CheckStatus = "fail" if share > RECORD_ERROR_RATE_FAIL else "warn"
+    advice = (
+        f"{_percent(share)} of recent records were refused (over the {RECORD_ERROR_RATE_WARN:.0%} "
+        f"threshold): see why with syncworker dlq list --pipeline {v.name} (and the "
+        "sync_errors table where configured), fix the data, the mapping or the target's "
+        f"schema, then syncworker dlq requeue --all --pipeline {v.name}"
+    )
+    return Check(name, level, detail, advice)
+
+
+def _percent(share: float) -> str:
+    """A share as a percentage that never shows a non-zero share as 0 %."""
+    if share == 0 or share >= 0.1:
+        return f"{share:.0%}"
+    return f"{share:.2%}" if share >= 0.0001 else "<0.01%"
+
+
 def _consecutive_failures(v: _View) -> Check:
     failures = int(v.circuit.get("consecutive_failures") or 0)
     if failures < CONSECUTIVE_FAILURES_WARN:
@@ -399,7 +454,7 @@ def _consecutive_failures(v: _View) -> Check:
     detail = (
         f"{failures} failure(s) in a row, circuit open{next_try} (last: {v.last_error_message()})"
     )
-    level: CheckStatus = "fail" if failures >= CONSECUTIVE_FAILURES_FAIL else "warn"
+    level: CheckStatus = "fail" if failures > CONSECUTIVE_FAILURES_FAIL else "warn"
     return Check("consecutive_failures", level, detail, _failing_part(v, failures))
 
 
@@ -524,6 +579,69 @@ def _connection(v: _View) -> Check:
             "connection", "pass", "paused by the circuit breaker (see consecutive_failures)"
         )
     return Check("connection", "pass", f"pipeline is {v.state}")
+
+
+def _realtime(v: _View) -> Check:
+    name = "realtime"
+    listener = v.source_status.get("listener")
+    if not isinstance(listener, dict) or listener.get("enabled") is False:
+        return Check(name, "pass", "n/a: the source has no real-time listener")
+    attempts = int(listener.get("reconnect_attempts") or 0)
+    last_error = _message(str(listener.get("last_error") or "no error recorded"))
+    down = listener.get("down_since")
+    since = f" since {_ago(v.now, float(down))}" if down else ""
+    if listener.get("gave_up"):
+        return Check(
+            name,
+            "fail",
+            f"listener down{since}: gave up after {attempts} reconnect attempt(s) "
+            f"(last: {last_error})",
+            f"the real-time listener of source {_quote(v.source)} could not reconnect "
+            f"({last_error}): check that the source database is up and accepts this "
+            "connection (URL, credentials, max_connections, pg_hba.conf); it keeps retrying "
+            "every reconnect.max_delay and the change log keeps every change meanwhile, "
+            "polled every poll_interval, so changes arrive late but none is lost",
+        )
+    if listener.get("connected"):
+        return Check(name, "pass", "listener connected")
+    if not attempts:
+        return Check(name, "pass", "listener connecting")
+    limit = listener.get("max_attempts")
+    of = f" of {limit}" if limit else ""
+    return Check(
+        name,
+        "warn",
+        f"listener reconnecting{since}: attempt {attempts}{of} failed (last: {last_error})",
+        f"the real-time listener of source {_quote(v.source)} lost its connection "
+        f"({last_error}) and is reconnecting with backoff: changes arrive by polling the "
+        "change log meanwhile; if it persists, check the source database's availability",
+    )
+
+
+def _snapshot(v: _View) -> Check:
+    name = "snapshot"
+    snapshot = v.source_status.get("snapshot")
+    if not isinstance(snapshot, dict):
+        return Check(name, "pass", "n/a: the source takes no snapshot")
+    rows = int(snapshot.get("rows") or 0)
+    if snapshot.get("done"):
+        return Check(name, "pass", f"snapshot done ({rows:,} rows)")
+    estimate = snapshot.get("rows_estimate")
+    progress = f"{rows:,} rows copied"
+    if estimate:
+        progress += f" of about {int(estimate):,} ({min(1.0, rows / int(estimate)):.0%})"
+    last_key = snapshot.get("last_key")
+    after = f", up to key {_quote(str(last_key))}" if last_key is not None else ""
+    if v.state in _NOT_STARTED:
+        return Check(
+            name,
+            "warn",
+            f"snapshot unfinished: {progress}{after}; the pipeline is {v.state}",
+            f"the snapshot of source {_quote(v.source)} is unfinished ({progress}): the "
+            "target lacks rows until it ends; start the pipeline (syncworker start "
+            f"{v.name}) and it resumes after the last copied key",
+        )
+    return Check(name, "pass", f"snapshot in progress: {progress}{after}")
 
 
 def _source_failed(v: _View, count: int | None) -> Check:
