@@ -509,7 +509,7 @@ def syncworker_config(s: Settings, state: Path) -> dict[str, Any]:
             "users": {
                 "source": {
                     "type": "pg_table",
-                    "url": s.url(s.src_db),
+                    "url": s.uri(s.src_db),
                     "table": "public.users",
                     "key": "id",
                     "updated_at": "updated_at",
@@ -518,7 +518,7 @@ def syncworker_config(s: Settings, state: Path) -> dict[str, Any]:
                 "sinks": [
                     {
                         "type": "postgres",
-                        "url": s.url(s.dst_db),
+                        "url": s.uri(s.dst_db),
                         "table": "sw.users",
                         "key_column": "id",
                         "columns": {c: c for c in COLUMNS[1:]},
@@ -540,16 +540,9 @@ def syncworker_bin() -> str:
 
 def install_capture(s: Settings) -> None:
     """The pg_table change capture on the source table (trigger + change log), once."""
-    config = s.root / "capture.yaml"
-    config.write_text(json.dumps(syncworker_config(s, s.root / "capture-state.db")))
-    done = subprocess.run(
-        [syncworker_bin(), "pg", "install", "--config", str(config), "users"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"syncworker pg install failed: {done.stdout}{done.stderr}")
+    from syncworker.connectors.postgres import table_capture
+
+    asyncio.run(table_capture.install(s.url(s.src_db), "public.users", "id"))
 
 
 def clear_change_log(s: Settings) -> None:
@@ -570,8 +563,8 @@ def cycle_syncworker(s: Settings, rep: int) -> list[Run]:
         verify(s, full, "sw.users")
     mutate(s)
     warm = Run("syncworker-warm", "incr", rep)
-    warm_run(s, warm, config)
-    verify(s, warm, "sw.users")
+    if warm_run(s, warm, config):
+        verify(s, warm, "sw.users")
     # Back to the pristine source through the pipeline (untimed), then the cold incr.
     revert(s)
     subprocess.run(command, check=False, capture_output=True)
@@ -582,7 +575,7 @@ def cycle_syncworker(s: Settings, rep: int) -> list[Run]:
     return [full, warm, cold]
 
 
-def warm_run(s: Settings, run: Run, config: Path) -> None:
+def warm_run(s: Settings, run: Run, config: Path) -> bool:
     """One run in an engine opened beforehand (a child process): timed from "go" to its
     result, RSS of the child's tree, CPU as the child counts it."""
     checkpoint(s)
@@ -599,7 +592,7 @@ def warm_run(s: Settings, run: Run, config: Path) -> None:
                 child.wait(30)
                 run.problem = f"engine did not open: {log.read_text()[-1500:]}"
                 sampler.stop()
-                return
+                return False
             busy0, started = host_busy_s(), time.perf_counter()
             child.stdin.write("go\n")
             child.stdin.flush()
@@ -615,12 +608,14 @@ def warm_run(s: Settings, run: Run, config: Path) -> None:
     rss = sampler.stop()
     if not line:
         run.problem = f"engine failed: {log.read_text()[-1500:]}"
-        return
+        return False
     result = json.loads(line)
     run.figures = {"wall_s": wall, "rss_mb": rss, "cpu_s": result["cpu_s"], "host_busy_s": busy}
     run.figures.update(rc=0, log=str(log), processed=result["processed"])
     if result["status"] != "success":
         run.problem = f"run {result['status']}: {result.get('error')}"
+        return False
+    return True
 
 
 async def child_warm(config_path: Path) -> None:
@@ -733,7 +728,7 @@ def evaluate(rows: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
             (f">= {TARGET_SLING_RATIO}x sling", ratio >= TARGET_SLING_RATIO, f"{ratio:.2f}x")
         )
     full = by.get("syncworker full")
-    if full is None:
+    if full is None or full["correct"] != full["runs"]:
         verdicts.append((f"full peak RSS <= {TARGET_RSS_MB:.0f} MB", None, "did not run"))
     else:
         rss = full["peak_rss_mb"]
