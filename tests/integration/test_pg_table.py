@@ -223,7 +223,8 @@ async def test_updates_during_the_snapshot_never_lose_to_a_stale_snapshot_row(
     gate = asyncio.Event()
     sink = GatedSink(users_sink(target_url), gate)
     source = users_source(pg_url, snapshot_page_rows=50)
-    sync = Pipeline("users", source, [sink], settings=fast_settings(batch_size=50), state=state)
+    settings = fast_settings(batch_size=50, max_in_flight=8)  # every page claimed at once
+    sync = Pipeline("users", source, [sink], settings=settings, state=state)
     await sync.start()
     try:
         # The first pages are read and held at the sink: change their rows and later ones.
@@ -245,6 +246,36 @@ async def test_updates_during_the_snapshot_never_lose_to_a_stale_snapshot_row(
     assert "snapshot" not in phases[first_stream:], "a snapshot row was written after the stream"
     stale = [w for w in sink.written if w[0] == "7"]
     assert stale[0][2] == 10.5 and stale[-1][2] == 1002  # the old state landed, then the new
+
+
+async def test_the_stream_waits_until_every_snapshot_page_is_acked(
+    pg_url: str, target_url: str
+) -> None:
+    await setup_users(pg_url, target_url, rows=10)
+    source = users_source(pg_url, snapshot_page_rows=4)
+    await source.open()
+    try:
+        pages = [await source.claim(100) for _ in range(3)]
+        assert [len(p.records) for p in pages if p is not None] == [4, 4, 2]
+        await sql(pg_url, "UPDATE users SET score = 99 WHERE id IN (1, 10)")
+        assert await source.claim(100) is None  # pages unsettled: changes wait in the log
+        await source.ack(pages[2])  # type: ignore[arg-type]
+        await source.ack(pages[0])  # type: ignore[arg-type]
+        assert await source.claim(100) is None
+        await source.nack(pages[1])  # type: ignore[arg-type]
+        again = await source.claim(100)  # the nacked page is read again, then the rest
+        assert again is not None and [r.key for r in again.records] == ["5", "6", "7", "8"]
+        assert source.status()["snapshot"]["rows"] == 4  # only the acked prefix counts
+        rest = await source.claim(100)
+        assert rest is not None and [r.key for r in rest.records] == ["9", "10"]
+        await source.ack(again)
+        await source.ack(rest)
+        assert source.status()["snapshot"]["done"]
+        changes = await source.claim(100)
+        assert changes is not None and [r.key for r in changes.records] == ["1", "10"]
+        assert all(r.meta["phase"] == "stream" and r.data["score"] == 99 for r in changes.records)
+    finally:
+        await source.close()
 
 
 async def test_a_key_is_never_in_two_batches_in_flight(
