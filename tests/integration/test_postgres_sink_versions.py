@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,7 +63,7 @@ async def stored(url: str) -> dict[int, tuple[str, datetime | None]]:
     return {key: (name, version) for key, name, version in rows}
 
 
-def stale_logs(logs: list[dict[str, Any]]) -> list[int]:
+def stale_logs(logs: Sequence[Mapping[str, Any]]) -> list[int]:
     return [e["skipped"] for e in logs if e["event"] == "postgres_rows_stale"]
 
 

@@ -3,6 +3,7 @@ real PostgreSQL, with seed 004's three monitoring queries run exactly as the see
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def mirror(state: SqliteStateStore, url: str, **settings: Any) -> SyncErrorsStor
     return SyncErrorsStore(state, "users", config, drain_timeout_s=0.5)
 
 
-def failures(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def failures(logs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [e for e in logs if e["event"] == "sync_errors_write_failed"]
 
 

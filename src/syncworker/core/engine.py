@@ -49,6 +49,8 @@ class Engine:
         self.shutdown_timeout_s = shutdown_timeout_s
         self.started_at: float | None = None
         self.services: list[Service] = []
+        # Set when the engine stops: ``final_statistics()`` at that moment.
+        self.final_stats: dict[str, dict[str, Any]] = {}
         self._stop_requested = asyncio.Event()
         self._abort = asyncio.Event()  # a second signal: return in-flight batches now
         self._fatal: BaseException | None = None
@@ -258,7 +260,21 @@ class Engine:
             "pipelines": {name: p.status() for name, p in self.pipelines.items()},
         }
 
+    def final_statistics(self, now: float | None = None) -> dict[str, dict[str, Any]]:
+        """Each pipeline's figures since the engine started (seed 004's final statistics):
+        records processed, synced (written by every sink), filtered, dead-lettered and kept
+        by the source, failed batches and runs, ``errors`` (failed batches plus refused
+        records), the last run's end, duration and result, and the uptime."""
+        now = time.time() if now is None else now
+        return {
+            name: _final_statistics(p.status(), self.started_at, now)
+            for name, p in self.pipelines.items()
+        }
+
     def _log_final_stats(self, stop_duration_s: float | None = None) -> None:
+        self.final_stats = self.final_statistics()
+        for name, figures in self.final_stats.items():
+            log.info("final_statistics", pipeline=name, **figures)
         totals = {name: p.status()["totals"] for name, p in self.pipelines.items()}
         log.info(
             "engine_stopped",
@@ -266,3 +282,26 @@ class Engine:
             pipelines=totals,
             stop_duration_s=round(stop_duration_s, 3) if stop_duration_s else None,
         )
+
+
+def _final_statistics(
+    status: dict[str, Any], engine_started_at: float | None, now: float
+) -> dict[str, Any]:
+    totals = status["totals"]
+    started_at = status.get("started_at") or engine_started_at
+    failed_records = totals["dead_lettered"] + totals.get("kept_by_source", 0)
+    return {
+        "processed": totals["processed"],
+        "synced": totals["written"],
+        "filtered": totals["filtered"],
+        "dead_lettered": totals["dead_lettered"],
+        "kept_by_source": totals.get("kept_by_source", 0),
+        "failed_batches": totals["failed_batches"],
+        "errors": totals["failed_batches"] + failed_records,
+        "runs": totals["runs"],
+        "last_sync_at": status.get("last_sync_at"),
+        "last_duration_ms": status.get("last_duration_ms"),
+        "last_result": status.get("last_result"),
+        "consecutive_failures": (status.get("circuit") or {}).get("consecutive_failures", 0),
+        "uptime_s": None if started_at is None else round(max(0.0, now - started_at), 3),
+    }
