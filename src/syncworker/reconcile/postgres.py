@@ -64,6 +64,7 @@ log = structlog.get_logger(__name__)
 _INT_TYPES = {"smallint": (-(2**15), 2**15 - 1), "integer": (-(2**31), 2**31 - 1)}
 _INT_TYPES["bigint"] = (-(2**63), 2**63 - 1)
 _TEXT_TYPES = {"text", "character varying", "character", "name"}
+_HASH_VIA = {"json": "jsonb", "json[]": "jsonb[]"}
 _UUID_MIN = "00000000-0000-0000-0000-000000000000"
 _UUID_MAX = "ffffffff-ffff-ffff-ffff-ffffffffffff"
 _SESSION = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'"
@@ -141,9 +142,12 @@ class PostgresSide:
     async def key_bounds(self) -> tuple[Key, Key] | None:
         p = self.plan
         key = self._ordered(p.key)
-        query = sql.SQL("SELECT min({k}), max({k}) FROM {t} WHERE {f}").format(
-            k=key, t=self._table(), f=p.filter
-        )
+        # ORDER BY ... LIMIT 1 rather than min/max: uuid has no min(), and the key's index
+        # answers either end at once.
+        query = sql.SQL(
+            "SELECT (SELECT {k} FROM {t} WHERE {f} ORDER BY {o} LIMIT 1),"
+            " (SELECT {k} FROM {t} WHERE {f} ORDER BY {o} DESC LIMIT 1)"
+        ).format(k=p.key, o=key, t=self._table(), f=p.filter)
         row = await self._one(query, p.params)
         if row is None or row[0] is None:
             return None
@@ -153,7 +157,7 @@ class PostgresSide:
         if not ranges:
             return []
         full = ranges[0].lo is None and ranges[-1].hi is None and _contiguous(ranges)
-        if full or not self.plan.indexed:
+        if full or not self._ranged(ranges):
             return await self._summarize_buckets(ranges, exclude)
         return await self._summarize_index(ranges, exclude)
 
@@ -162,11 +166,11 @@ class PostgresSide:
             return {}
         inner = self._hashed(exclude_filter=bool(exclude))
         params = {**self.plan.params, "ex": self._keys_param(exclude)}
-        if self.plan.indexed:
+        if self._ranged(ranges):
             query = sql.SQL(
                 "SELECT s.k, s.h FROM unnest({lo}, {hi}) AS r(lo, hi) "
-                "CROSS JOIN LATERAL ({inner} AND {k} BETWEEN r.lo AND r.hi) s"
-            ).format(lo=self._array("lo"), hi=self._array("hi"), inner=inner, k=self.plan.key)
+                "CROSS JOIN LATERAL ({inner} AND {within}) s"
+            ).format(lo=self._array("lo"), hi=self._array("hi"), inner=inner, within=self._within())
             params.update(self._inclusive(ranges))
         else:
             wanted, bounds = _buckets(ranges)
@@ -283,13 +287,13 @@ class PostgresSide:
         p = self.plan
         query = sql.SQL(
             "SELECT r.i, {agg} FROM unnest({lo}, {hi}) WITH ORDINALITY AS r(lo, hi, i) "
-            "CROSS JOIN LATERAL ({rows} AND {k} BETWEEN r.lo AND r.hi) s GROUP BY r.i"
+            "CROSS JOIN LATERAL ({rows} AND {within}) s GROUP BY r.i"
         ).format(
             agg=self._aggregates(exclude),
             lo=self._array("lo"),
             hi=self._array("hi"),
             rows=self._with_excluded(exclude),
-            k=p.key,
+            within=self._within(),
         )
         params = {**p.params, **self._inclusive(ranges), "ex": self._keys_param(exclude)}
         found = {
@@ -297,12 +301,26 @@ class PostgresSide:
         }
         return [found.get(i + 1, Summary(0, 0, 0)) for i in range(len(ranges))]
 
+    def _ranged(self, ranges: Sequence[KeyRange]) -> bool:
+        """Whether ``ranges`` are read through the key's index, one range scan each. Text
+        has no largest value to stand for an open upper end: such a pass scans the table."""
+        if not self.plan.indexed:
+            return False
+        return self.plan.key_kind != "text" or ranges[-1].hi is not None
+
+    def _within(self) -> sql.Composable:
+        if self.plan.key_kind == "text":
+            return sql.SQL("{k} >= r.lo AND {k} < r.hi").format(k=self.plan.key)
+        return sql.SQL("{k} BETWEEN r.lo AND r.hi").format(k=self.plan.key)
+
     def _inclusive(self, ranges: Sequence[KeyRange]) -> dict[str, list[Any]]:
         """``lo``/``hi`` arrays with inclusive upper bounds (``BETWEEN`` uses the index on
         both ends); unbounded ends become the type's extremes."""
         lows: list[Any] = []
         highs: list[Any] = []
         kind = self.plan.key_kind
+        if kind == "text":  # half open; '' is the smallest text
+            return {"lo": [r.lo or "" for r in ranges], "hi": [r.hi for r in ranges]}
         if kind == "int":
             low, high = _INT_TYPES[self.plan.key_type]
         else:
@@ -552,16 +570,20 @@ class _Planner:
                     )
                     s_type = "text"
         if s_type != "text" and not await self._hashes(s_type):
-            s_expr = sql.SQL("({})::text").format(s_expr)
-            t_expr = sql.SQL("({})::text").format(t_expr)
-            target.notes.append(
-                ColumnNote(tcol.name, f"text ({s_type} has no hash function)", True)
-            )
+            # json keeps its text as written (spaces, key order): compared as jsonb, the
+            # value; other types without a hash function by their text form.
+            via = _HASH_VIA.get(s_type, "text")
+            s_expr = sql.SQL("({})::{}").format(s_expr, sql.SQL(via))
+            t_expr = sql.SQL("({})::{}").format(t_expr, sql.SQL(via))
+            reason = f"{via} ({s_type} has no hash function)"
+            target.notes.append(ColumnNote(tcol.name, reason, True))
         source.values.append(s_expr)
-        source.nullable.append(s_null)
+        # The same ROW shape on both sides: a NULL flag wherever either side may be NULL.
+        nullable = s_null or not tcol.not_null
+        source.nullable.append(nullable)
         source.names.append(tcol.name)
         target.values.append(t_expr)
-        target.nullable.append(not tcol.not_null)
+        target.nullable.append(nullable)
         target.names.append(tcol.name)
 
     async def _recent(self, source: Plan, target: Plan) -> None:
