@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.table import Column, Table
 
 from syncworker.cli import main
@@ -71,6 +72,41 @@ async def _run(
             raise
         # A connector refused its settings when it connected: name the file it came from.
         raise ConfigError(exc.reason, file=str(config.path), path=exc.path) from exc
+    finally:
+        _print_final_statistics(engine.final_stats)
+
+
+def _print_final_statistics(stats: dict[str, dict[str, Any]]) -> None:
+    """Seed 004's final statistics, for people, on stderr (stdout stays the logs' or the
+    caller's); the same figures are the ``final_statistics`` log events."""
+    if not stats:
+        return
+    table = Table(
+        "pipeline",
+        Column("synced", justify="right"),
+        Column("processed", justify="right"),
+        Column("errors", justify="right"),
+        Column("dead letters", justify="right"),
+        "last sync",
+        Column("duration", justify="right"),
+        "result",
+        Column("uptime", justify="right"),
+        title="Final statistics",
+    )
+    for name, figures in stats.items():
+        uptime_s = figures.get("uptime_s")
+        table.add_row(
+            name,
+            str(figures["synced"]),
+            str(figures["processed"]),
+            str(figures["errors"]),
+            str(figures["dead_lettered"]),
+            _when(figures.get("last_sync_at")),
+            _ms(figures.get("last_duration_ms")),
+            str(figures.get("last_result") or "-"),
+            "-" if uptime_s is None else f"{uptime_s:.0f} s",
+        )
+    Console(stderr=True, width=160).print(table)
 
 
 def _add_api(engine: Engine, config: Config, api_listen: str | None) -> None:
