@@ -179,12 +179,14 @@ async def test_bigint_keys_planted_differences_found_exactly(pg_url: str, target
     )
     await sql(
         target_url,
-        "UPDATE users SET phone = CASE WHEN phone IS NULL THEN '+10' END WHERE id = ANY(%s) AND mod(id, 3) = 1",
+        "UPDATE users SET phone = CASE WHEN phone IS NULL THEN '+10' END"
+        " WHERE id = ANY(%s) AND mod(id, 3) = 1",
         (changed,),
     )
     await sql(
         target_url,
-        "UPDATE users SET updated_at = updated_at + interval '1 microsecond' WHERE id = ANY(%s) AND mod(id, 3) = 2",
+        "UPDATE users SET updated_at = updated_at + interval '1 microsecond'"
+        " WHERE id = ANY(%s) AND mod(id, 3) = 2",
         (changed,),
     )
     missing = list(range(17, 5000, 167))[:30]
@@ -282,7 +284,9 @@ def users_config(tmp_path: Path, source: str, target: str, processors: str = "")
                   where: "status = 'active'"
                   soft_delete: {{column: deleted_at}}
                 processors:
-                  - {{type: map, fields: {{id: id, full_name: name, mobile: phone, status: status, updated_at: updated_at}}}}
+                  - type: map
+                    fields: {{id: id, full_name: name, mobile: phone, status: status,
+                             updated_at: updated_at}}
                   - {{type: set, fields: {{source_system: myusta}}}}
                   - {{type: compute, fields: {{initials: "verify_fns:initials"}}}}
                   {processors}
@@ -291,8 +295,9 @@ def users_config(tmp_path: Path, source: str, target: str, processors: str = "")
                     url: {target}
                     table: chat_users
                     key_column: id
-                    columns: {{display_name: full_name, mobile: mobile, source_system: source_system,
-                               initials: initials, synced_at: $synced_at, origin: $stream}}
+                    columns: {{display_name: full_name, mobile: mobile,
+                               source_system: source_system, initials: initials,
+                               synced_at: $synced_at, origin: $stream}}
             """
         )
     )
