@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any, ClassVar, Literal
@@ -952,7 +952,47 @@ def _to_json(value: Any) -> str | None:
 
 
 def _to_array(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    """A list for an array column as PostgreSQL's array literal text, which COPY parses
+    into any array type exactly: psycopg's own list dumper refuses a list mixing Python
+    types (``[1.5, 10**30]``, ``["NaN", 1.5]``: what exact numeric arrays decode to) and
+    would send a float where the column is numeric. Anything else is PostgreSQL's to parse."""
+    if isinstance(value, list | tuple):
+        return _array_literal(value)
+    return value
+
+
+def _array_literal(items: list[Any] | tuple[Any, ...]) -> str:
+    return "{" + ",".join(_array_element(item) for item in items) + "}"
+
+
+_ARRAY_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+_FLOAT_WORDS = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _array_element(item: Any) -> str:
+    """One element: NULL, a nested array, a bare number or boolean, else a quoted text
+    (JSON for objects, ISO for dates, \\x hex for bytes)."""
+    if item is None:
+        return "NULL"
+    if isinstance(item, list | tuple):
+        return _array_literal(item)
+    if isinstance(item, bool):
+        return "true" if item else "false"
+    if isinstance(item, int | Decimal):
+        return str(item) if not isinstance(item, Decimal) or item.is_finite() else f'"{item}"'
+    if isinstance(item, float):
+        if math.isnan(item):
+            return "NaN"
+        return _FLOAT_WORDS.get(item, repr(item))
+    if isinstance(item, dict):
+        text = jsonvalue.dumps_text(item)
+    elif isinstance(item, bytes | bytearray | memoryview):
+        text = "\\x" + bytes(item).hex()
+    elif isinstance(item, datetime | date | time):
+        text = item.isoformat()
+    else:
+        text = str(item)
+    return '"' + text.translate(_ARRAY_ESCAPES) + '"'
 
 
 def _to_scalar(value: Any) -> Any:
