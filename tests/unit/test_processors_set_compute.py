@@ -187,6 +187,12 @@ def test_compute_a_raising_function_raises_for_that_record(user_module: str) -> 
         processor.process(rec({"last_name": "x"}))
 
 
+def test_compute_leaves_deletes_alone(user_module: str) -> None:
+    processor = computer(full_name=f"{user_module}:full_name")  # raises without a first_name
+    record = rec({}, op="delete")
+    assert processor.process(record) is record and record.data == {}
+
+
 def test_compute_a_result_without_json_form_is_refused(user_module: str) -> None:
     processor = computer(x=f"{user_module}:opaque")
     with pytest.raises(ComputeError, match=r"field 'x': .*:opaque returned a object"):

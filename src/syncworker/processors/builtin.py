@@ -215,7 +215,8 @@ class ComputeConfig(ConnectorConfig):
         "boolean, null, date/time, list, mapping: anything with an exact JSON form); a "
         "function that raises dead-letters that record with the error. Every function sees "
         "the data before any of this processor's fields are set, so their order does not "
-        "matter. Declared here, so verify knows which target columns it cannot compute in SQL"
+        "matter. Deletes pass unchanged (a row being removed has nothing to compute from). "
+        "Declared here, so verify knows which target columns it cannot compute in SQL"
     )
 
     @field_validator("fields")
@@ -235,7 +236,8 @@ class ComputeError(ValueError):
 
 
 class ComputeProcessor:
-    """Sets each declared field to its function's result on the record's data."""
+    """Sets each declared field to its function's result on the record's data (upserts
+    only: a delete carries no data to compute from)."""
 
     config_model: ClassVar[type[ConnectorConfig]] = ComputeConfig
 
@@ -248,6 +250,8 @@ class ComputeProcessor:
     def process(self, record: Record) -> Record | None:
         """Raises what a function raises (the record is dead-lettered with it), or
         ``ComputeError`` for a result that cannot be written exactly."""
+        if record.op == "delete":
+            return record
         computed: dict[str, Any] = {}
         for field, target, function in self._fields:
             # Each call gets its own shallow copy: a function editing its argument changes
