@@ -3,6 +3,9 @@ pipeline or from options, against a real PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import pty
 import subprocess
 import sys
 import textwrap
@@ -11,7 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.integration.pg_table_support import sql
+from syncworker.cli.progress import snapshot_figures
+from tests.conformance.harness import REPO, child_env
+from tests.integration.pg_table_support import setup_users, sql, target_url
+
+__all__ = ["target_url"]
 
 pytestmark = pytest.mark.integration
 
@@ -68,3 +75,81 @@ async def test_install_from_options_and_errors_name_the_setting(pg_url: str) -> 
     assert "--table" in cli("pg", "status", "--url", pg_url, "--key", "code", code=2)
     removed = cli("pg", "uninstall", *target, "--key", "code", "--drop-log")
     assert "and its change log" in removed
+
+
+def test_snapshot_figures_read_the_source_status() -> None:
+    def status(**snapshot: object) -> dict[str, object]:
+        return {"source_status": {"snapshot": snapshot}}
+
+    assert snapshot_figures({"source_status": None}) is None
+    assert snapshot_figures({}) is None
+    # A never-analyzed table: the estimate is below what was read already.
+    assert snapshot_figures(status(done=False, rows=40, rows_read=60, rows_estimate=2)) == (
+        40,
+        60,
+        False,
+    )
+    assert snapshot_figures(status(done=False, rows=0, rows_read=0, rows_estimate=None)) == (
+        0,
+        None,
+        False,
+    )
+    finished = status(done=True, rows=250, rows_read=250, rows_estimate=300, finished_at=100.0)
+    assert snapshot_figures(finished, since=99.0) == (250, 250, True)
+    assert snapshot_figures(finished, since=101.0) is None  # done before this run
+
+
+def in_terminal(*args: str) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as stdout and stderr; its exit code and output."""
+    primary, secondary = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "syncworker.cli", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=secondary,
+        cwd=REPO,
+        env={**child_env(), "COLUMNS": "120"},
+    )
+    os.close(secondary)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(primary)
+    return child.wait(timeout=120), output.decode(errors="replace")
+
+
+async def test_run_once_draws_the_snapshot_progress_on_a_terminal(
+    pg_url: str, target_url: str, tmp_path: Path
+) -> None:
+    await setup_users(pg_url, target_url, rows=300)
+    config = tmp_path / "sync.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            state: sqlite:///{tmp_path}/state.db
+            pipelines:
+              users:
+                source: {{type: pg_table, url: "{pg_url}", table: users, snapshot_page_rows: 50}}
+                sinks:
+                  - {{type: postgres, url: "{target_url}", table: users, key_column: id,
+                     columns: {{name: name, status: status, score: score}}}}
+            """
+        )
+    )
+    code, output = await asyncio.to_thread(in_terminal, "run", "--once", str(config))
+    assert code == 0, output
+    assert "users: snapshot" in output and "300/300" in output, output
+    piped = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "syncworker.cli", "run", "--once", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert piped.returncode == 0 and "snapshot" not in piped.stdout  # no bar when piped

@@ -22,6 +22,7 @@ from syncworker.cli.common import (
     _user_errors,
     _when,
 )
+from syncworker.cli.progress import with_snapshot_progress
 from syncworker.config import Config, load_config, parse_listen
 from syncworker.core.engine import Engine
 from syncworker.errors import ConfigError
@@ -64,7 +65,8 @@ async def _run(
         _add_api(engine, config, api_listen)
     try:
         if once:
-            runs = await engine.run_once(install_signal_handlers=True)
+            work = engine.run_once(install_signal_handlers=True)
+            runs = await with_snapshot_progress(engine.pipelines, work)
             return 0 if all(r.status == "success" for r in runs) else EXIT_FAILURE
         return await engine.run()
     except ConfigError as exc:
