@@ -24,9 +24,14 @@ Cases (``--peer``, default all):
 - ``syncworker``: ``syncworker run --once FILE`` in a fresh process per phase, the ``pg_table``
   source with its change capture installed (trigger + change log); full = the snapshot,
   incr = the 10,000 changes from the change log.
+  Batches and snapshot pages of 20,000 rows, two in flight; with nothing between source and
+  sink the snapshot takes the binary-COPY fast path (``connectors/postgres/bulk.py``).
 - ``syncworker-warm`` (incr only, in the syncworker cycle): the same pipeline already open in a
   running engine (what a deployed worker is), timed from the go signal to the end of one run:
   no interpreter start or connecting.
+- ``syncworker-records`` (full only): the same pipeline with a ``set`` processor writing a
+  field no column maps: the target gets the same rows, but every row goes through Python as
+  a record (the fast path's "before").
 
 Every timed run is a fresh process tree measured from spawn to exit: wall seconds, peak of the
 summed RSS of the whole tree (psutil, every 20 ms; PostgreSQL's backends excluded), user+sys
@@ -82,7 +87,7 @@ TARGET_FLOOR_RATIO = 0.7
 TARGET_SLING_RATIO = 2.0
 TARGET_RSS_MB = 150.0
 TARGET_INCR_S = 0.5
-SYNCWORKER_BATCH = 10_000
+SYNCWORKER_BATCH = 20_000
 SAMPLE_S = 0.02
 COLUMNS = (
     "id",
@@ -102,6 +107,7 @@ ALL_PEERS = (
     "dlt-arrow-csv",
     "dlt-default",
     "syncworker",
+    "syncworker-records",
 )
 DLT = {
     "dlt-default": ("sqlalchemy", "insert_values", "dlt_default"),
@@ -131,7 +137,7 @@ GEN_USER = (HERE / "table_sync_gen_user.sql").read_text()
 # gen_data.sql: ids 1.. skipping the multiples of 33334 (1,000,030 ids give 1,000,000 rows).
 FILL = """
 INSERT INTO public.users
-SELECT g.* FROM (SELECT i FROM generate_series(1, %(rows)s * 2) i WHERE i %% 33334 <> 0
+SELECT g.* FROM (SELECT i FROM generate_series(1, %(rows)s::bigint * 2) i WHERE i %% 33334 <> 0
                  ORDER BY i LIMIT %(rows)s) ids, LATERAL gen_user(ids.i) g
 """
 # mutate_src.sql with the step as a parameter (100 for 10,000 of 1,000,000 rows): ids = 7
@@ -141,7 +147,7 @@ UPDATE public.users
    SET last_name  = last_name || '-upd',
        status     = CASE status WHEN 'active' THEN 'inactive' ELSE 'active' END,
        updated_at = timestamptz '2025-06-01 00:00:00+00' + id * interval '1 millisecond'
- WHERE id %% %(step)s = 7 AND id < %(step)s * %(changed)s
+ WHERE id %% %(step)s = 7 AND id < %(step)s::bigint * %(changed)s::bigint
 """
 # revert_src.sql: the mutated rows back to their generated values.
 REVERT = """
@@ -149,7 +155,8 @@ UPDATE public.users u
    SET first_name = g.first_name, last_name = g.last_name, email = g.email, phone = g.phone,
        status = g.status, avatar_url = g.avatar_url, created_at = g.created_at,
        updated_at = g.updated_at
-  FROM generate_series(7, %(step)s * %(changed)s - 1, %(step)s) i, LATERAL gen_user(i) g
+  FROM generate_series(7, %(step)s::bigint * %(changed)s::bigint - 1, %(step)s) i,
+       LATERAL gen_user(i) g
  WHERE u.id = g.id AND u.updated_at >= timestamptz '2025-01-01'
 """
 # check_sync.py's checksum.
@@ -500,9 +507,15 @@ def cycle_dlt(s: Settings, peer: str, rep: int) -> list[Run]:
 # -- syncworker --------------------------------------------------------------------------
 
 
-def syncworker_config(s: Settings, state: Path) -> dict[str, Any]:
-    """One pipeline: users in the source -> sw.users in the target, every column mapped, the
-    stale-write guard on (source_updated_at), batches of 10,000."""
+def syncworker_config(
+    s: Settings, state: Path, *, schema: str = "sw", record_path: bool = False
+) -> dict[str, Any]:
+    """One pipeline: users in the source -> <schema>.users in the target, every column
+    mapped, the stale-write guard on (source_updated_at), batches and snapshot pages of
+    20,000, two in flight. ``record_path``: a ``set`` processor writing a field no column
+    maps, which changes nothing in the target but keeps the snapshot on the record path
+    (the binary-COPY fast path needs records to reach the sink unchanged)."""
+    processors = [{"type": "set", "fields": {"bench_record_path": True}}] if record_path else []
     return {
         "state": f"sqlite:///{state}",
         "pipelines": {
@@ -519,13 +532,14 @@ def syncworker_config(s: Settings, state: Path) -> dict[str, Any]:
                     {
                         "type": "postgres",
                         "url": s.uri(s.dst_db),
-                        "table": "sw.users",
+                        "table": f"{schema}.users",
                         "key_column": "id",
                         "columns": {c: c for c in COLUMNS[1:]},
                         "version_column": "source_updated_at",
                         "version": "updated_at",
                     }
                 ],
+                "processors": processors,
                 "batch": {"size": SYNCWORKER_BATCH, "max_wait": "10ms", "max_in_flight": 2},
                 "schedule": {"manual": True},
             }
@@ -573,6 +587,21 @@ def cycle_syncworker(s: Settings, rep: int) -> list[Run]:
     if timed(s, cold, command):
         verify(s, cold, "sw.users")
     return [full, warm, cold]
+
+
+def cycle_syncworker_records(s: Settings, rep: int) -> list[Run]:
+    """The full snapshot forced onto the record path, for the fast path's before/after."""
+    fresh_schema(s, "sw_rec", create_users=True, extra=",\n  source_updated_at timestamptz")
+    clear_change_log(s)
+    state = s.root / f"sw-rec-state-{rep}.db"
+    state.unlink(missing_ok=True)
+    config = s.root / f"sw-rec-{rep}.yaml"
+    config.write_text(json.dumps(syncworker_config(s, state, schema="sw_rec", record_path=True)))
+    full = Run("syncworker-records", "full", rep)
+    command = [syncworker_bin(), "--log-level", "warning", "run", "--once", str(config)]
+    if timed(s, full, command):
+        verify(s, full, "sw_rec.users")
+    return [full]
 
 
 def warm_run(s: Settings, run: Run, config: Path) -> bool:
@@ -651,6 +680,8 @@ def run_cycle(s: Settings, peer: str, rep: int) -> list[Run]:
         return cycle_sling(s, rep)
     if peer in DLT:
         return cycle_dlt(s, peer, rep)
+    if peer == "syncworker-records":
+        return cycle_syncworker_records(s, rep)
     return cycle_syncworker(s, rep)
 
 
@@ -694,7 +725,7 @@ def summarize(s: Settings, runs: list[Run], absent: dict[str, str]) -> list[dict
             }
         )
     for peer, why in absent.items():
-        for phase in ("full", "incr"):
+        for phase in ("full",) if peer == "syncworker-records" else ("full", "incr"):
             rows.append(
                 {"case": f"{peer} {phase}", "peer": peer, "phase": phase, "runs": 0}
                 | {"status": why, "problems": [], "correct": 0}
@@ -822,7 +853,7 @@ def main() -> int:
         create_databases(s)
         try:
             print(f"source {s.src_db}: {args.rows:,} rows in {load_source(s):.1f} s (untimed)")
-            if "syncworker" in present:
+            if {"syncworker", "syncworker-records"} & set(present):
                 install_capture(s)
             runs = run_all(s, present, args.repeat, args.lock)
         finally:
