@@ -11,7 +11,7 @@ FROM <table> WHERE <filter> AND <range>) TO STDOUT (FORMAT binary)`` from the so
 - otherwise into the sink's staging table, then the sink's own merge (its ``upsert``
   statement: the same ``ON CONFLICT DO UPDATE`` with the stale-write guard and fencing), so a
   stale snapshot row never overwrites a newer one;
-- soft-deleted rows of the range (the source's ``deleted`` condition) are deleted from the
+- soft-deleted rows of the range (not the source's ``keep`` condition) are deleted from the
   target with the sink's ``delete`` statement.
 
 Exactly the rows the record path would write reach the target, with the same values: a page
@@ -81,7 +81,7 @@ KEY_TYPE = (
     " WHERE a.attrelid = %s::regclass AND a.attname = %s"
 )
 COPY_OUT = sql.SQL(
-    "COPY (SELECT {exprs} FROM {table} WHERE {live} AND ({after}::{type} IS NULL OR {key} >"
+    "COPY (SELECT {exprs} FROM {table} AS t WHERE {live} AND ({after}::{type} IS NULL OR {key} >"
     " {after}::{type}) AND {key} <= {last}::{type} ORDER BY {key}) TO STDOUT (FORMAT binary)"
 )
 
@@ -103,8 +103,13 @@ class SnapshotSpec:
     """``Record.stream`` of the source's records (for a ``$stream`` column)."""
     where: str | None = None
     """The source's SQL filter (trusted configuration text), or None."""
-    deleted: sql.Composable | None = None
-    """A SQL condition true for a soft-deleted row (deleted from the target), or None."""
+    keep: sql.Composable | None = None
+    """A SQL condition on the row (alias ``t``) true when it is not soft-deleted, or None
+    without soft delete. Soft-deleted rows of a page are deleted from the target, as the
+    record path's delete records do."""
+    columns: Sequence[str] | None = None
+    """The source columns records carry (``columns`` of the source), None for all: a
+    target column mapped to any other reads NULL in the record path, so is not copied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,8 +479,8 @@ def _expression(
     if "." in name and name not in source_types:
         return f"{source!r} is a nested path"
     have = source_types.get(name)
-    if have is None:
-        return f"{source!r} is not a column of {spec.table!r}"
+    if have is None or (spec.columns is not None and name not in spec.columns):
+        return f"{source!r} is not a column the source reads from {spec.table!r}"
     if wanted == JSON_TYPE or have == JSON_TYPE:
         return "json is re-encoded by the record path"
     if have == wanted and have < FIRST_USER_OID:
@@ -497,7 +502,7 @@ def _statements(
 ) -> _Statements:
     table, key = table_identifier(spec.table), sql.Identifier(spec.key)
     where = sql.SQL("({})").format(sql.SQL(spec.where)) if spec.where else sql.SQL("true")
-    live = where if spec.deleted is None else sql.SQL("{} AND NOT ({})").format(where, spec.deleted)
+    live = where if spec.keep is None else sql.SQL("{} AND ({})").format(where, spec.keep)
     typed = sql.SQL(key_type)
     in_range = sql.SQL("({0}::{2} IS NULL OR {1} > {0}::{2}) AND {1} <= {3}::{2}").format(
         sql.Placeholder("after"), key, typed, sql.Placeholder("last")
@@ -509,13 +514,13 @@ def _statements(
         sql.Placeholder("after"), target_key, typed, sql.Placeholder("last")
     )
     deleted_keys = None
-    if spec.deleted is not None:
-        deleted_keys = sql.SQL("SELECT {}::text FROM {} WHERE {} AND ({}) AND {}").format(
-            key, table, where, spec.deleted, in_range
+    if spec.keep is not None:
+        deleted_keys = sql.SQL("SELECT {}::text FROM {} AS t WHERE {} AND NOT ({}) AND {}").format(
+            key, table, where, spec.keep, in_range
         )
     return _Statements(
         plan=sql.SQL(
-            "SELECT max(k)::text, count(*) FROM (SELECT {key} AS k FROM {table} WHERE {where}"
+            "SELECT max(k)::text, count(*) FROM (SELECT {key} AS k FROM {table} AS t WHERE {where}"
             " AND ({after}::{type} IS NULL OR {key} > {after}::{type}) ORDER BY {key}"
             " LIMIT {limit}) page"
         ).format(
