@@ -519,10 +519,12 @@ def _statements(
             key, table, where, spec.keep, in_range
         )
     return _Statements(
+        # The page's last key and size in one index range scan; max() is not defined for
+        # every key type (uuid), the window count is.
         plan=sql.SQL(
-            "SELECT max(k)::text, count(*) FROM (SELECT {key} AS k FROM {table} AS t WHERE {where}"
-            " AND ({after}::{type} IS NULL OR {key} > {after}::{type}) ORDER BY {key}"
-            " LIMIT {limit}) page"
+            "SELECT k::text, count(*) OVER () FROM (SELECT {key} AS k FROM {table} AS t"
+            " WHERE {where} AND ({after}::{type} IS NULL OR {key} > {after}::{type})"
+            " ORDER BY {key} LIMIT {limit}) page ORDER BY page.k DESC LIMIT 1"
         ).format(
             key=key,
             table=table,
