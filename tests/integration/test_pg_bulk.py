@@ -88,7 +88,7 @@ async def test_pages_over_rows_go_through_the_merge_and_its_guard(
         "INSERT INTO users VALUES (7, 'newer', 'active', NULL, '2027-01-01', '2027-01-01'),"
         " (8, 'older', 'active', NULL, '2020-01-01', '2020-01-01')",
     )
-    guarded = {"version_column": "source_updated_at", "version": "updated_at"}
+    guarded: dict[str, Any] = {"version_column": "source_updated_at", "version": "updated_at"}
     target = sink(target_url, **guarded)
     copier = await prepared(pg_url, target)
     try:
