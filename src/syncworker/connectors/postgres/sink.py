@@ -286,7 +286,6 @@ class SinkStatements:
         updates = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(name) for name in inserted[1:]
         )
-
         upsert_from = sql.SQL(
             "INSERT INTO {} AS t ({}) SELECT {} FROM {}{} ON CONFLICT ({}) DO UPDATE SET {}{}"
         )
@@ -574,6 +573,8 @@ class PostgresSink:
         return WriteResult(failed=failed)
 
     def _report(self, held: Held, changes: int, token: int | None) -> None:
+        """Count and log what the guards held back of ``changes``; ``LockLost`` when
+        fencing held back every one of them (a newer lock holder wrote them all)."""
         if held.stale:
             self.rows_stale += held.stale
             log.info("postgres_rows_stale", sink=self.name, skipped=held.stale, changes=changes)
