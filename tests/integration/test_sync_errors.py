@@ -16,6 +16,7 @@ from syncworker.core import Pipeline, PipelineSettings, Record, RetryPolicy
 from syncworker.core.engine import Engine
 from syncworker.core.policies import BreakerPolicy
 from syncworker.core.protocols import SourceContext
+from syncworker.errors import ConfigRefused
 from syncworker.observe.sync_errors import SyncErrorsConfig, SyncErrorsStore
 from syncworker.state import SqliteStateStore
 from syncworker.state.base import ErrorRecord
@@ -277,3 +278,37 @@ def test_the_config_wraps_the_state_store_of_a_pipeline_with_sync_errors(
     assert isinstance(users.state, SyncErrorsStore) and users.state.inner is state
     assert users.state.table.config.table == "sync_errors" and users.state.table.config.create
     assert plain.state is state
+
+
+class RefusingSource(MemorySource):
+    """A source whose database refuses its settings when it opens (a wrong password)."""
+
+    async def open(self) -> None:
+        raise ConfigRefused("memory: password authentication failed for user 'sync'")
+
+
+async def test_batch_and_run_failures_reach_the_table_even_after_the_pipeline_stopped(
+    pg_url: str, tmp_path: Path
+) -> None:
+    state = SqliteStateStore(tmp_path / "state.db")
+    down = Pipeline(
+        "users",
+        MemorySource(MemoryQueue([Record(key="a", data={})])),
+        [MemorySink(name="chat", down=True)],
+        [],
+        quick(),
+        mirror(state, pg_url),
+    )
+    await Engine([down], state).run_once()
+    refused = Pipeline(
+        "users", RefusingSource(), [MemorySink()], [], quick(), mirror(state, pg_url)
+    )
+    engine = Engine([refused], state)
+    with pytest.raises(ConfigRefused):
+        await engine.run()  # stops by itself: its only pipeline cannot open
+    rows = await query(pg_url, "SELECT error_type, error_message, stack_trace FROM sync_errors")
+    kinds = [kind for kind, _, _ in rows]
+    assert "sink_unavailable" in kinds  # the failed batch
+    assert "open_failed" in kinds  # recorded after the pipeline closed, before the engine did
+    [(_, message, stack)] = [r for r in rows if r[0] == "open_failed"]
+    assert "password authentication failed" in message and stack
