@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import psycopg
 import pytest
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "user_sync"
 CONFIG = EXAMPLE / "syncworker.yaml"
+API_PORT = 17451  # of this test's range
 
 
 def sql(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -82,7 +84,7 @@ def test_the_user_sync_example_runs_as_documented(
         "SOURCE_DATABASE_URL": source,
         "CHAT_DATABASE_URL": chat,
         "SYNC_STATE_PATH": str(tmp_path / "state.db"),
-        "SYNC_API_LISTEN": "127.0.0.1:0",
+        "SYNC_API_LISTEN": f"127.0.0.1:{API_PORT}",
         "SYNC_INTERVAL_MINUTES": "1",
         "SYNC_WINDOW_MULTIPLIER": "3",
     }
@@ -130,6 +132,14 @@ def test_the_user_sync_example_runs_as_documented(
                                                "myusta_backend")},
             "the update and the deactivation in the chat database",
         )  # fmt: skip
+        health = wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{API_PORT}/status", timeout=10).json(),
+            "the control API",
+            ignore=(httpx.HTTPError,),
+        )
+        checks = {c["name"]: c for c in health["pipelines"]["users"]["health"]["checks"]}
+        assert checks["realtime"]["detail"] == "listener connected"
+        assert checks["snapshot"]["detail"] == "snapshot done (2 rows)"
         versions = sql(chat, "SELECT source_updated_at, synced_at FROM users WHERE id = %s", (ada,))
         [(source_version,)] = sql(source, "SELECT updated_at FROM users WHERE id = %s", (ada,))
         assert versions[0][0] == source_version and versions[0][1] is not None
