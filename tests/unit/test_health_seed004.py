@@ -219,3 +219,33 @@ def test_an_unfinished_snapshot_of_a_stopped_pipeline_warns() -> None:
     assert check.detail == "snapshot unfinished: 10 rows copied; the pipeline is stopped"
     assert check.recommendation is not None
     assert "syncworker start users" in check.recommendation
+
+
+# -- run_duration of a stream pipeline: the source's scheduled lookback ---------------------
+
+
+def stream_health(last_duration_ms: float | None, interval_s: float | None = 60.0) -> Health:
+    lookback = {"enabled": True, "last_duration_ms": last_duration_ms, "interval_s": interval_s}
+    return evaluate(
+        status(source="users_source", source_status=source_status(lookback=lookback)),
+        PipelineSettings(schedule=Schedule.stream()),
+        [run(10)],
+        now=NOW,
+    )
+
+
+@pytest.mark.parametrize(
+    ("duration_ms", "expected"), [(1_000, "pass"), (48_000, "warn"), (61_000, "fail")]
+)
+def test_the_lookback_duration_against_its_interval(duration_ms: float, expected: str) -> None:
+    check = stream_health(duration_ms).check("run_duration")
+    assert check.status == expected
+    assert check.detail.startswith("last lookback took ")
+    if expected != "pass":
+        assert check.recommendation is not None
+        assert "SYNC_INTERVAL_MINUTES" in check.recommendation
+
+
+def test_a_stream_without_a_timed_lookback_has_no_interval() -> None:
+    for health in (stream_health(None), stream_health(1_000, None)):
+        assert health.check("run_duration").detail == "n/a: stream schedule has no interval"

@@ -32,7 +32,9 @@ Checks, in the order they are reported, and their thresholds:
     ``settings.overlap_warning_ratio`` (0.8 by default: seed 004's "> 80 % of the interval";
     the setting behind the ``run_near_interval`` log line, so the log and health agree),
     fail at 100 % (runs go back to back). ``cron``: the same against the gap between the
-    ticks around the last run. ``stream`` and ``manual``: n/a.
+    ticks around the last run. ``stream``: the source's own scheduled pass when it reports
+    one (pg_table's lookback: ``source_status["lookback"]`` ``last_duration_ms`` against
+    ``interval_s``), with the same thresholds; else n/a, as for ``manual``.
 ``connection``
     The pipeline's lifecycle state: stopped or never started warns; stopped because its
     connectors refused to open fails. A circuit-breaker pause is left to
@@ -483,6 +485,8 @@ def _failing_part(v: _View, failures: int) -> str:
 
 def _run_duration(v: _View) -> Check:
     kind = v.schedule.kind
+    if kind == "stream" and _lookback_timed(v):
+        return _lookback_duration(v)
     if kind not in ("every", "cron"):
         return Check("run_duration", "pass", f"n/a: {kind} schedule has no interval")
     duration_s = v.last_duration_s
@@ -520,6 +524,34 @@ def _run_duration(v: _View) -> Check:
         detail,
         f"sync takes {format_seconds(duration_s)} s of {room}: {change}",
     )
+
+
+def _lookback_timed(v: _View) -> bool:
+    lookback = v.source_status.get("lookback")
+    return (
+        isinstance(lookback, dict)
+        and bool(lookback.get("interval_s"))
+        and lookback.get("last_duration_ms") is not None
+    )
+
+
+def _lookback_duration(v: _View) -> Check:
+    """The source's scheduled lookback (seed 004's scheduled sync) against its interval."""
+    lookback = v.source_status["lookback"]
+    interval_s = float(lookback["interval_s"])
+    duration_s = float(lookback["last_duration_ms"]) / 1000.0
+    ratio = duration_s / interval_s
+    room = f"its {format_seconds(interval_s)} s interval"
+    detail = f"last lookback took {format_seconds(duration_s)} s of {room} ({ratio:.0%})"
+    if ratio < v.warn_ratio:
+        return Check("run_duration", "pass", detail)
+    advice = (
+        f"the lookback of source {_quote(v.source)} takes {format_seconds(duration_s)} s of "
+        f"{room}: raise lookback.interval (SYNC_INTERVAL_MINUTES) or index the updated_at "
+        "column it scans"
+    )
+    level: CheckStatus = "fail" if ratio >= DURATION_FAIL_RATIO else "warn"
+    return Check("run_duration", level, detail, advice)
 
 
 def _retries_to_blame(v: _View) -> str | None:
