@@ -17,6 +17,8 @@ BENCHES = [
     "outbox_latency.py",
     "outbox_throughput.py",
     "poison_drain.py",
+    "table_sync.py",
+    "pg_table_latency.py",
 ]
 
 
