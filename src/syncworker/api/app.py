@@ -36,6 +36,7 @@ from syncworker.observe.health import evaluate
 from syncworker.observe.history import History
 from syncworker.observe.logging import redact_value
 from syncworker.observe.metrics import EngineMetrics
+from syncworker.reconcile.scheduled import verify_status
 from syncworker.state.base import DeadLetter
 
 log = structlog.get_logger(__name__)
@@ -102,6 +103,7 @@ class Controller:
         )
         status["health"] = health.to_dict()
         status["last_error"] = await self._last_error(pipeline.name, status["last_error"])
+        status["verify"] = verify_status(self.engine, pipeline.name)
         return status
 
     async def _last_error(self, name: str, own: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -62,6 +62,47 @@ class Circuit(BaseModel):
     resumes_in_s: float | None
 
 
+class VerifyKeys(BaseModel):
+    count: int = Field(description="keys of this kind (exact)")
+    keys: list[int | str] = Field(description="the first of them (at most 20)")
+
+
+class VerifySide(BaseModel):
+    label: str = Field(description="host:port/database table (and filter); no credentials")
+    rows: int
+
+
+class VerifyResult(BaseModel):
+    """The last scheduled verify's report, short form (``syncworker verify --json`` has all)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["consistent", "inconsistent"]
+    source: VerifySide
+    target: VerifySide
+    difference: int = Field(description="source rows minus target rows")
+    differences: int = Field(description="missing + extra + different keys")
+    missing: VerifyKeys = Field(description="in the source (after its filter), not the target")
+    extra: VerifyKeys = Field(description="in the target only")
+    different: VerifyKeys = Field(description="in both, with compared columns differing")
+    recent_updates_last_hour: int | None = None
+    ignored_recent: int = Field(0, description="keys left out as changed recently (in flight)")
+    started_at: str
+    duration_s: float
+
+
+class VerifyStatus(BaseModel):
+    every_s: float
+    ignore_recent_s: float
+    repair: bool
+    running: bool
+    runs: int
+    last_run_at: float | None
+    next_run_at: float | None
+    last_error: str | None = Field(description="why the last run could not compare, if so")
+    last: VerifyResult | None
+
+
 class PipelineStatus(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -93,6 +134,9 @@ class PipelineStatus(BaseModel):
     )
     lock: dict[str, Any] | None = Field(None, description="lock holder, where a lock is set")
     health: Health
+    verify: VerifyStatus | None = Field(
+        None, description="the scheduled verify (pipelines with a verify: section only)"
+    )
 
 
 class RunSummary(BaseModel):

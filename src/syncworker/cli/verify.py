@@ -11,6 +11,7 @@ import asyncio
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -20,9 +21,11 @@ from syncworker.cli import main
 from syncworker.cli.common import EXIT_FAILURE, _json, _user_errors
 from syncworker.config import load_config
 from syncworker.reconcile.config import DEFAULT_SEGMENTS
-from syncworker.reconcile.engine import Progress as VerifyProgress
 from syncworker.reconcile.report import VerifyReport
-from syncworker.reconcile.verify import VerifyOptions, verify_pipeline
+
+if TYPE_CHECKING:
+    from syncworker.reconcile.engine import Progress as VerifyProgress
+    from syncworker.reconcile.verify import VerifyOptions
 
 _PHASES = {
     "bounds": "key range",
@@ -99,6 +102,8 @@ def _options(
     config: object, pipeline: str, ignore_recent_s: float | None, segments: int | None
 ) -> VerifyOptions:
     """Command-line values first, then the pipeline's ``verify:`` section, then defaults."""
+    from syncworker.reconcile.verify import VerifyOptions
+
     spec = getattr(config, "pipelines", {}).get(pipeline)
     scheduled = getattr(getattr(spec, "config", None), "verify", None)
     return VerifyOptions(
@@ -122,6 +127,9 @@ def _exit_code(report: VerifyReport) -> int:
 async def _run(
     config: object, pipeline: str, options: VerifyOptions, console: Console | None
 ) -> VerifyReport:
+    # Imported when run: the other commands need no PostgreSQL driver.
+    from syncworker.reconcile.verify import verify_pipeline
+
     if console is None:
         return await verify_pipeline(config, pipeline, options)
     columns = (

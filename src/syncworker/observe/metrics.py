@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from syncworker.core.engine import Engine
 from syncworker.core.pipeline import Pipeline
+from syncworker.reconcile.scheduled import verify_status
 
 BACKLOG_TTL_S = 5.0
 """Counting a backlog can scan a whole queue table on the source's own connection: a
@@ -121,6 +122,37 @@ class EngineMetrics:
             ["pipeline"],
             registry=r,
         )
+        # Scheduled verify (reconcile/scheduled.py): the last run's result per pipeline.
+        self.verify_differences = Gauge(
+            "syncworker_verify_differences",
+            "Keys the last scheduled verify found differing, by kind (missing, extra, different)",
+            ["pipeline", "kind"],
+            registry=r,
+        )
+        self.verify_consistent = Gauge(
+            "syncworker_verify_consistent",
+            "1 when the last scheduled verify found source and target consistent, else 0",
+            ["pipeline"],
+            registry=r,
+        )
+        self.verify_last_run = Gauge(
+            "syncworker_verify_last_run_timestamp_seconds",
+            "Unix time the last scheduled verify started (whatever its result)",
+            ["pipeline"],
+            registry=r,
+        )
+        self.verify_failed = Gauge(
+            "syncworker_verify_failed",
+            "1 when the last scheduled verify could not run (see /status verify.last_error)",
+            ["pipeline"],
+            registry=r,
+        )
+        self.verify_rows = Gauge(
+            "syncworker_verify_rows",
+            "Rows the last scheduled verify counted, by side (source after its filter, target)",
+            ["pipeline", "side"],
+            registry=r,
+        )
         self._backlogs: dict[str, tuple[float, int | None]] = {}
         self._figures: dict[tuple[str, str], tuple[float, Any]] = {}
         for pipeline in engine.pipelines.values():
@@ -219,6 +251,22 @@ class EngineMetrics:
             counts = await self.engine.state.count_dead_letters(name)
             for state in ("dead", "requeued", "replaying"):
                 self.queue_depth.labels(name, "dead_letters", state).set(counts.get(state, 0))
+            self._refresh_verify(name)
+
+    def _refresh_verify(self, name: str) -> None:
+        verify = verify_status(self.engine, name)
+        if verify is None or verify["last_run_at"] is None:
+            return
+        self.verify_last_run.labels(name).set(verify["last_run_at"])
+        self.verify_failed.labels(name).set(1 if verify["last_error"] else 0)
+        last = verify["last"]
+        if last is None:
+            return
+        for kind in ("missing", "extra", "different"):
+            self.verify_differences.labels(name, kind).set(last[kind]["count"])
+        self.verify_consistent.labels(name).set(1 if last["status"] == "consistent" else 0)
+        self.verify_rows.labels(name, "source").set(last["source"]["rows"])
+        self.verify_rows.labels(name, "target").set(last["target"]["rows"])
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -42,7 +42,7 @@ class CompareSettings:
 
     segments: int = 1000
     split_factor: int = 32
-    fetch_rows: int = 4096  # a differing range this small (on both sides) is fetched
+    fetch_rows: int = 256  # a differing range this small (on both sides) is fetched
     fetch_batch_rows: int = 200_000  # keys fetched per call, at most about this many
     max_keys: int = 10_000  # keys listed per kind in the report (counts stay exact)
     ignore_recent_s: float = 0.0
