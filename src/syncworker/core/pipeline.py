@@ -22,12 +22,15 @@ from typing import Any, Literal, cast
 import structlog
 
 from syncworker.coord.base import Lock
+from syncworker.core.bulk import settle_bulk
 from syncworker.core.delivery import Delivery, Rejection, SinkWriter, deliver
 from syncworker.core.durations import format_seconds
 from syncworker.core.events import EventBus, Handler
 from syncworker.core.leadership import LockKeeper
 from syncworker.core.policies import BreakerPolicy, CircuitBreaker, RetryPolicy
 from syncworker.core.protocols import (
+    BulkBatch,
+    CopiesInBulk,
     Countable,
     KeepsFailures,
     MergesBatches,
@@ -258,6 +261,8 @@ class Pipeline:
     async def _open_connectors(self) -> None:
         await self._open_state()
         self._opening = self.source.name
+        if not self.processors and len(self.sinks) == 1 and isinstance(self.source, CopiesInBulk):
+            self.source.offer_bulk(self.sinks[0])  # core/bulk.py: the records would not change
         if isinstance(self.source, UsesContext):
             self.source.bind(self._context)
         await self.source.open()
@@ -715,6 +720,12 @@ class Pipeline:
             except Exception as exc:
                 await self._source_failed(source, exc, stats)
                 break
+            if isinstance(batch, BulkBatch):  # travels alone (core/bulk.py)
+                if parts:
+                    await self._settle(partial(source.nack, error=None), batch, "nack")
+                else:
+                    parts.append(batch)
+                break
             if batch is not None and batch.records:
                 parts.append(batch)
                 count += len(batch.records)
@@ -766,6 +777,9 @@ class Pipeline:
             self._slots.release()
 
     async def _settle_batch(self, source: Source, parts: list[Batch], stats: RunStats) -> None:
+        if isinstance(parts[0], BulkBatch):
+            await settle_bulk(self, source, parts[0], stats)
+            return
         records = [r for part in parts for r in part.records]
         started = time.monotonic()
         try:

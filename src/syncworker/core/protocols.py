@@ -8,7 +8,7 @@ belong to the pipeline loop (``core/pipeline.py``) and are never re-implemented 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -321,3 +321,27 @@ class ConnectorFactory(Protocol):
     config_model: ClassVar[type[ConnectorConfig]]
 
     def __call__(self, config: Any, *, name: str) -> Any: ...
+
+
+@dataclass(slots=True)
+class BulkBatch(Batch):
+    """A batch of ``rows`` source rows that never become records (the snapshot fast path,
+    ``core/bulk.py``): ``await load()`` copies them into the pipeline's only sink, committed
+    before it returns, and returns the rows written. It raises a ``PermanentError`` when the
+    sink refused the data (the pipeline hands the batch back with that error and the source
+    serves the same rows again as records, so bad rows are dead-lettered one by one), or a
+    ``ConnectorError``/``RetryableError`` when a dependency is down (rolled back like any
+    batch). It travels alone: never merged with other claims."""
+
+    rows: int = 0
+    stream: str = ""
+    load: Callable[[], Awaitable[int]] | None = None
+
+
+@runtime_checkable
+class CopiesInBulk(Protocol):
+    """Optional: a source that can copy whole pages straight into a sink (``BulkBatch``)."""
+
+    def offer_bulk(self, sink: Sink) -> None:
+        """Called before ``open`` when records would reach ``sink`` unchanged (no
+        processors, exactly one sink); the source decides whether it can use it."""
