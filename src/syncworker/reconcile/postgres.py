@@ -644,7 +644,7 @@ class _Planner:
 
     async def _recent(self, source: Plan, target: Plan) -> None:
         m = self.m
-        if m.source_updated_at:
+        if m.source_updated_at and m.source_updated_at in self.src:
             ts = sql.Identifier(m.source_updated_at)
             window = sql.SQL("{} >= now() - %(w)s * interval '1 second'").format(ts)
             source.recent.append(
