@@ -444,3 +444,14 @@ async def test_cli_exit_codes_and_json(pg_url: str, target_url: str, tmp_path: P
     )
     wrong = cli("users", "--config", str(refused))
     assert wrong.returncode == 2 and "cannot follow a 'filter' processor" in wrong.stderr
+
+
+async def test_a_column_the_source_lacks_is_compared_as_null(pg_url: str, target_url: str) -> None:
+    await users_in_both(pg_url, target_url, rows=200)
+    await sql(target_url, "ALTER TABLE users ADD COLUMN nickname text")
+    m = mapping(pg_url, target_url, "users", ["name", "nickname"])  # the sink writes NULL
+    report = await run_compare(m, segments=4)
+    assert report.status == "consistent", report.lines()
+    assert any(n.column == "nickname" and "NULL" in n.reason for n in report.not_compared)
+    await sql(target_url, "UPDATE users SET nickname = 'x' WHERE id = 9")
+    assert found(await run_compare(m, segments=4)) == {9: "different"}

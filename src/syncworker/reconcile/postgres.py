@@ -590,6 +590,11 @@ class _Planner:
             return
         tcol = self._column(self.tgt, col.target, "target", self.m.target_table, "columns")
         t_expr: sql.Composable = sql.Identifier(tcol.name)
+        if col.kind == "column" and (col.source or col.target) not in self.src:
+            # Not a field of the source's records: the sink writes NULL for a missing path.
+            reason = f"NULL (the source has no column {col.source or col.target!r})"
+            target.notes.append(ColumnNote(tcol.name, reason, True))
+            col = ColumnMap(col.target, "constant", value=None)
         if col.kind == "constant":
             s_expr: sql.Composable = sql.SQL("%({})s::{}").format(
                 sql.SQL(f"c{i}"), sql.SQL(tcol.declared)
