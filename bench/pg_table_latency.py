@@ -59,10 +59,12 @@ from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_embedded import cpu_s, peak_rss_mb
+from table_sync import bench_lock
 
 PRODUCER_CONNECTIONS = 4
 BATCH = 100
 MAX_WAIT = "1ms"
+IN_FLIGHT = 2
 DRAIN_TIMEOUT_S = 60.0
 TARGET_P50_MS = 5.0
 TARGET_P99_MS = 25.0
@@ -209,7 +211,11 @@ async def child_worker(source: str, target: str, settings: dict[str, Any]) -> di
                             "version": "updated_at",
                         }
                     ],
-                    "batch": {"size": BATCH, "max_wait": settings["max_wait"], "max_in_flight": 2},
+                    "batch": {
+                        "size": BATCH,
+                        "max_wait": settings["max_wait"],
+                        "max_in_flight": settings["in_flight"],
+                    },
                     "schedule": {"stream": True},
                 }
             },
@@ -295,7 +301,7 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     source, target = (url_of(args.pg_dsn, d) for d in databases)
     try:
         prepare(source, target, rows)
-        settings = {"source": CASES[name], "max_wait": args.max_wait}
+        settings = {"source": CASES[name], "max_wait": args.max_wait, "in_flight": args.in_flight}
         worker_out, produced = drive(source, target, settings, args.rate, rows)
         count = wait_arrived(target, rows, DRAIN_TIMEOUT_S)
         worker = stop(worker_out)
@@ -437,7 +443,7 @@ def print_summary(summary: list[dict[str, Any]], args: argparse.Namespace) -> No
     print(
         f"target: p50 <= {TARGET_P50_MS:g} ms, p99 <= {TARGET_P99_MS:g} ms with LISTEN "
         f"({args.rate:g} updates/s for {args.seconds:g} s per run, batch {BATCH}, "
-        f"max_wait {args.max_wait})"
+        f"max_wait {args.max_wait}, max_in_flight {args.in_flight})"
     )
 
 
@@ -467,6 +473,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per case (medians kept)")
     parser.add_argument("--case", action="append", choices=list(CASES), help="default: all")
     parser.add_argument("--max-wait", default=MAX_WAIT, help="syncworker's batch.max_wait")
+    parser.add_argument("--in-flight", type=int, default=IN_FLIGHT, help="batch.max_in_flight")
+    parser.add_argument("--lock", default="/tmp/bench.lock", help="benchmark lock ('' = none)")
     parser.add_argument(
         "--pg-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin DSN"
     )
@@ -484,7 +492,8 @@ def main() -> int:
     runs = []
     for repeat in range(args.repeat):
         for name in args.case or list(CASES):  # interleaved
-            result = run_case(name, args)
+            with bench_lock(args.lock):
+                result = run_case(name, args)
             runs.append(result)
             print(
                 f"run {repeat + 1}/{args.repeat} {name}: p50 {result['p50_ms']:.1f} ms, "

@@ -70,7 +70,7 @@ def test_table_sync_reports_a_missing_peer(tmp_path: Path) -> None:
 
 
 def test_pg_table_latency_bench_runs(tmp_path: Path) -> None:
-    args = ["--rate", "200", "--seconds", "2", "--repeat", "1"]
+    args = ["--rate", "200", "--seconds", "2", "--repeat", "1", "--lock", ""]
     results = {
         r["case"]: r for r in run_bench("pg_table_latency.py", tmp_path, *args, timeout_s=240)
     }
