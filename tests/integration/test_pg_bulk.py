@@ -182,3 +182,29 @@ async def test_what_the_record_path_must_carry(
         await target.close()
     [event] = [e for e in logs if e["event"] == "pg_bulk_ineligible"]
     assert reason in event["reason"] and event["path"] == "records"
+
+
+async def test_a_row_written_after_the_emptiness_check_is_merged_not_lost(
+    pg_url: str, target_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for url in (pg_url, target_url):
+        await sql(url, USERS)
+    await sql(
+        pg_url,
+        "INSERT INTO users (id, name, updated_at) SELECT n, 'u' || n, timestamptz '2026-01-01'"
+        " FROM generate_series(1, 10) n",
+    )
+    # A streamed row lands between the check and the COPY: seen as empty, it is not.
+    await sql(target_url, "INSERT INTO users VALUES (4, 'newer', NULL, NULL, now(), '2030-01-01')")
+    monkeypatch.setattr(SnapshotCopier, "_range_empty", lambda *_: True)
+    guarded: dict[str, Any] = {"version_column": "source_updated_at", "version": "updated_at"}
+    target = sink(target_url, **guarded)
+    copier = await prepared(pg_url, target)
+    try:
+        assert await copy_all(copier, 10) == 10
+        assert copier.pages_direct == 0 and target.rows_stale == 1
+    finally:
+        await copier.close()
+        await target.close()
+    rows = await sql(target_url, "SELECT id, name FROM users ORDER BY id")
+    assert rows == [(n, "newer" if n == 4 else f"u{n}") for n in range(1, 11)]

@@ -86,6 +86,10 @@ COPY_OUT = sql.SQL(
 )
 
 
+class _RaceLost(Exception):
+    """A direct COPY met a key written since the range was found empty."""
+
+
 class BulkRefused(PermanentError):
     """The target refused a bulk page's data: serve the same rows again as records, so the
     record path isolates and dead-letters the bad ones."""
@@ -209,6 +213,7 @@ class SnapshotCopier:
     key_type: str
     _idle: list[_Pair] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _closed: bool = False
     pages: int = 0
     pages_direct: int = 0
 
@@ -268,7 +273,12 @@ class SnapshotCopier:
         written then), the sink's connection errors when a database is unavailable, and
         ``LockLost`` when fencing refused every row of the page."""
         token = current_fencing_token()
-        outcome: PageOutcome = await self._in_thread(self._copy_sync, plan, token)
+        try:
+            outcome: PageOutcome = await self._in_thread(self._copy_sync, plan, token, True)
+        except _RaceLost:
+            # Rows of the range were written meanwhile (a racing writer): merge them instead,
+            # on fresh connections (the failed COPY may have left the pair mid-stream).
+            outcome = await self._in_thread(self._copy_sync, plan, token, False)
         self.pages += 1
         self.pages_direct += outcome.direct
         changes = outcome.written + outcome.deleted
@@ -286,8 +296,10 @@ class SnapshotCopier:
         return changes
 
     async def close(self) -> None:
-        """Close the connections kept between pages."""
+        """Close the connections kept between pages (and those of pages still running, as
+        they end)."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for pair in idle:
             await asyncio.to_thread(pair.close)
@@ -297,7 +309,7 @@ class SnapshotCopier:
     async def _in_thread(self, work: Any, *args: Any) -> Any:
         try:
             return await asyncio.to_thread(self._with_pair, work, *args)
-        except BulkRefused:
+        except (BulkRefused, _RaceLost):
             raise
         except psycopg.Error as exc:
             raise _translated(exc, self.target.label) from exc
@@ -310,7 +322,10 @@ class SnapshotCopier:
             pair.close()  # mid-COPY or broken: never reused
             raise
         with self._lock:
-            self._idle.append(pair)
+            if not self._closed:
+                self._idle.append(pair)
+                return result
+        pair.close()  # closed while this page ran (its await was cancelled)
         return result
 
     def _take(self) -> _Pair:
@@ -332,7 +347,9 @@ class SnapshotCopier:
             return None
         return PagePlan(after_key, last_key, int(rows))
 
-    def _copy_sync(self, pair: _Pair, plan: PagePlan, token: int | None) -> PageOutcome:
+    def _copy_sync(
+        self, pair: _Pair, plan: PagePlan, token: int | None, direct: bool
+    ) -> PageOutcome:
         copy_out = COPY_OUT.format(
             **self.statements.copy_out,
             after=sql.Literal(plan.after_key),
@@ -348,14 +365,13 @@ class SnapshotCopier:
         }
         outcome = PageOutcome()
         with pair.target.transaction():
-            if self._range_empty(pair, params):
+            if direct and self._range_empty(pair, params):
                 try:
-                    with pair.target.transaction():  # a savepoint: a racing insert falls back
-                        outcome.written = _pipe(pair, copy_out, self.statements.copy_direct)
-                        outcome.direct = True
-                except psycopg.errors.UniqueViolation:
-                    outcome = PageOutcome()
-            if not outcome.direct:
+                    outcome.written = _pipe(pair, copy_out, self.statements.copy_direct)
+                except psycopg.errors.UniqueViolation as exc:
+                    raise _RaceLost from exc
+                outcome.direct = True
+            else:
                 self._copy_staged(pair, copy_out, params, outcome)
             self._delete_soft_deleted(pair, params, outcome)
         return outcome
