@@ -436,3 +436,51 @@ async def _has(url: str, key: int) -> bool:
 
 async def _log(url: str) -> list[tuple[Any, ...]]:
     return await sql(url, "SELECT key, op::text FROM syncworker_users_changes ORDER BY id")
+
+
+async def test_bulk_pages_copy_the_snapshot_and_a_refused_page_goes_row_by_row(
+    pg_url: str, target_url: str, state: StateStore
+) -> None:
+    await setup_users(pg_url, target_url, rows=100)
+    await sql(pg_url, "UPDATE users SET score = 5000 WHERE id = 37")
+    await sql(pg_url, "DELETE FROM syncworker_users_changes")
+    await sql(target_url, "ALTER TABLE users ADD CHECK (score < 1000)")  # refuses row 37
+    sync = users_pipeline(pg_url, target_url, state, snapshot_page_rows=20)
+    try:
+        run = await sync.run_once()
+        status = sync.status()["source_status"]["snapshot"]
+    finally:
+        await sync.close()
+    assert status["bulk"]["enabled"] and status["bulk"]["pages"] >= 4, status
+    assert status["done"] and status["rows"] == 100
+    rows = await user_rows(target_url)
+    assert sorted(rows) == [n for n in range(1, 101) if n != 37]
+    assert [letter.key for letter in await state.dead_letters("users")] == ["37"]
+    assert run.dead_lettered == 1, run
+    assert await differences(pg_url, target_url, "users", "id", USER_COLUMNS) == [
+        ("37", "<missing>")
+    ]
+
+
+async def test_bulk_is_left_out_when_a_processor_changes_records(
+    pg_url: str, target_url: str, state: StateStore
+) -> None:
+    from syncworker.processors.builtin import SetConfig, SetProcessor
+
+    await setup_users(pg_url, target_url, rows=30)
+    source = users_source(pg_url, snapshot_page_rows=10)
+    processor = SetProcessor(SetConfig(type="set", fields={"status": "synced"}))
+    sync = Pipeline(
+        "users",
+        source,
+        [users_sink(target_url)],
+        processors=[processor],
+        settings=fast_settings(),
+        state=state,
+    )
+    try:
+        assert (await sync.run_once()).processed == 30
+        assert not sync.status()["source_status"]["snapshot"]["bulk"]["enabled"]
+    finally:
+        await sync.close()
+    assert {row[1] for row in (await user_rows(target_url)).values()} == {"synced"}

@@ -30,6 +30,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 import psycopg
@@ -55,9 +56,15 @@ from syncworker.connectors.postgres.client import (
 from syncworker.connectors.postgres.listener import Backoff, Listener
 from syncworker.core import jsonvalue
 from syncworker.core.durations import DurationS
-from syncworker.core.protocols import SourceContext
+from syncworker.core.protocols import BulkBatch, SourceContext
 from syncworker.core.record import Batch, Record, wrap
-from syncworker.errors import ConfigError, ConnectionClosed, ConnectorError, SyncWorkerError
+from syncworker.errors import (
+    ConfigError,
+    ConnectionClosed,
+    ConnectorError,
+    PermanentError,
+    SyncWorkerError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -341,16 +348,29 @@ class Snapshot:
 
     def add_page(self, after: str | None, keys: Sequence[str], limit: int) -> int | None:
         """Record a page read after ``after``; its id (None for an empty page)."""
-        if len(keys) < limit:
+        return self.add_range(after, keys[-1] if keys else None, len(keys), limit)
+
+    def add_range(
+        self, after: str | None, last: str | None, rows: int, limit: int, *, ends: bool = True
+    ) -> int | None:
+        """Record a page of ``rows`` keys in ``(after, last]``; its id (None when empty).
+        A page short of ``limit`` exhausts the snapshot unless ``ends`` is False (a page
+        bounded above, the end of its range only)."""
+        if rows < limit and ends:
             self.exhausted = True
-        if not keys:
+        if not rows or last is None:
             return None
         page = self._next_page
         self._next_page += 1
-        self._pages[page] = _Page(after, keys[-1], len(keys))
-        self.cursor = keys[-1]
-        self.rows_read += len(keys)
+        self._pages[page] = _Page(after, last, rows)
+        self.cursor = last
+        self.rows_read += rows
         return page
+
+    def page_range(self, page: int) -> tuple[str | None, str] | None:
+        """``(after, last]`` of a page still pending, or None."""
+        found = self._pages.get(page)
+        return None if found is None else (found.after, found.last)
 
     async def acked(self, pages: Sequence[int]) -> bool:
         """Mark ``pages`` acked and advance the checkpoint; True when this finished it."""
@@ -447,6 +467,8 @@ class TableStatements:
 
     first_page: sql.Composed
     next_page: sql.Composed
+    first_page_until: sql.Composed
+    next_page_until: sql.Composed
     by_keys: sql.Composed
     claim: sql.Composed
     ack: sql.Composed
@@ -482,6 +504,8 @@ class TableStatements:
         return cls(
             first_page=FIRST_PAGE.format(**fields),
             next_page=NEXT_PAGE.format(**fields),
+            first_page_until=FIRST_PAGE_UNTIL.format(**fields),
+            next_page_until=NEXT_PAGE_UNTIL.format(**fields),
             by_keys=BY_KEYS.format(**fields),
             claim=table_capture.CLAIM_CHANGES.format(**log_table),
             ack=table_capture.DELETE_CHANGES.format(**log_table),
@@ -533,6 +557,11 @@ class PgTableSource:
         self._lookback = _Lookback()
         self._lookback_lock = asyncio.Lock()
         self._full_run = -1
+        self._bulk_sink: Any = None
+        self._bulk_checked = False
+        self._copier: Any = None  # bulk.SnapshotCopier, when the fast path applies
+        self._bulk_pages: set[int] = set()
+        self._records_until: str | None = None
         self._backlog: int | None = None
         self._backlog_at = 0.0
         self._truncates: dict[str, Any] = {"seen": 0, "last_at": None}
@@ -571,6 +600,8 @@ class PgTableSource:
         await open_pool(pool, self.config.connect_timeout, self._label)
         self._pool = pool
         self._busy.clear()
+        self._bulk_pages.clear()
+        self._records_until = None
         self._snapshot = Snapshot(self.name)
         self._snapshot.context = self._context
         self._lookback = _Lookback(next_due=time.monotonic() + self.config.lookback.interval)
@@ -590,6 +621,10 @@ class PgTableSource:
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.stop()
+        copier, self._copier = self._copier, None
+        self._bulk_checked = False
+        if copier is not None:
+            await copier.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -719,26 +754,99 @@ class PgTableSource:
     async def _claim_snapshot(self, limit: int) -> Batch | None:
         snapshot = self._snapshot
         page_rows = min(limit, self.config.snapshot_page_rows)
+        await self._prepare_bulk()
         while not snapshot.exhausted:
-            epoch, after = snapshot.epoch, snapshot.cursor
-            records = await self.read_page(after, page_rows)
+            epoch, after, until = snapshot.epoch, snapshot.cursor, self._records_until
+            if self._copier is not None and until is None:
+                batch = await self._claim_bulk(after, page_rows)
+                if epoch != snapshot.epoch:
+                    continue  # a nack rewound the position meanwhile
+                if batch is not None:
+                    return batch
+                continue
+            records = await self.read_page(after, page_rows, until)
             if epoch != snapshot.epoch:
                 continue  # a nack rewound the position while this page was read
-            page = snapshot.add_page(after, [r.key for r in records], page_rows)
+            if until is not None and len(records) < page_rows:
+                self._records_until = None  # the refused range is served: bulk again
+                snapshot.cursor = records[-1].key if records else until
+            keys = [r.key for r in records]
+            page = snapshot.add_range(
+                after, keys[-1] if keys else None, len(keys), page_rows, ends=until is None
+            )
             if page is not None:
                 return Batch(records, TableToken(pages=[page]))
         if not snapshot.pending and not snapshot.done:
             await snapshot.finish()
         return None
 
-    async def read_page(self, after_key: str | None, limit: int) -> list[Record]:
+    # -- the bulk fast path (connectors/postgres/bulk.py) ----------------------------------
+
+    def offer_bulk(self, sink: Any) -> None:
+        """Records would reach ``sink`` unchanged (no processors, one sink): snapshot pages
+        may be copied into it with binary COPY, when ``bulk.SnapshotCopier.prepare`` finds
+        every mapped column a plain source column of the same type (``CopiesInBulk``)."""
+        self._bulk_sink = sink
+
+    async def _prepare_bulk(self) -> None:
+        """At the first snapshot claim (the sinks are open by then): the copier, or None
+        (logged as ``pg_bulk_ineligible``) to stay on the record path."""
+        if self._bulk_sink is None or self._bulk_checked:
+            return
+        from syncworker.connectors.postgres import bulk
+
+        soft = self.config.soft_delete
+        spec = bulk.SnapshotSpec(
+            settings=self._settings,
+            table=self.config.table,
+            key=self.config.key,
+            stream=self.config.table,
+            where=self.config.where,
+            keep=None if soft is None else _not_soft_deleted(soft),
+            columns=self.config.read_columns,
+        )
+        self._copier = await bulk.SnapshotCopier.prepare(spec, self._bulk_sink)
+        self._bulk_checked = True
+
+    async def _claim_bulk(self, after: str | None, limit: int) -> Batch | None:
+        """A page planned for the copier: a ``BulkBatch`` whose ``load`` copies it; None
+        when no row is left (the snapshot is exhausted) or a nack rewound meanwhile."""
+        copier = self._copier
+        assert copier is not None
+        epoch = self._snapshot.epoch
+        plan = await copier.plan_page(after, limit)
+        if epoch != self._snapshot.epoch:
+            return None
+        if plan is None:
+            self._snapshot.exhausted = True
+            return None
+        page = self._snapshot.add_range(after, plan.last_key, plan.rows, limit)
+        if page is None:
+            return None
+        self._bulk_pages.add(page)
+        return BulkBatch(
+            records=[],
+            token=TableToken(pages=[page]),
+            rows=plan.rows,
+            stream=self.config.table,
+            load=partial(copier.copy_page, plan),
+        )
+
+    async def read_page(
+        self, after_key: str | None, limit: int, until_key: str | None = None
+    ) -> list[Record]:
         """One snapshot page: the rows matching ``where`` with a key above ``after_key``
-        (None: from the first), in key order, at most ``limit``. A soft-deleted row is a
-        delete record. No bookkeeping: the caller owns the position (``Snapshot``)."""
+        (None: from the first) and, given ``until_key``, at most it, in key order, at most
+        ``limit``. A soft-deleted row is a delete record. No bookkeeping: the caller owns
+        the position (``Snapshot``)."""
         statements = self._statements()
-        query = statements.first_page if after_key is None else statements.next_page
+        if until_key is None:
+            query = statements.first_page if after_key is None else statements.next_page
+        else:
+            query = statements.first_page_until if after_key is None else statements.next_page_until
+        params = {"after": after_key, "limit": limit, "until": until_key}
         async with self._connection() as conn:
-            cursor = await conn.execute(query, {"after": after_key, "limit": limit})
+            cursor = await conn.execute(query, params)
             rows: list[tuple[str, str, bool]] = await cursor.fetchall()
             decoded = await self._decode(conn, rows)
         return [self._record(key, data, "snapshot") for key, data in decoded]
@@ -869,6 +977,7 @@ class PgTableSource:
             raise self._error(exc, "ack failed") from exc
         finally:
             self._busy.difference_update(token.keys)
+        self._bulk_pages.difference_update(token.pages)
         if token.pages and await self._snapshot.acked(token.pages):
             self._wake.set()  # the stream may start now
 
@@ -880,7 +989,17 @@ class PgTableSource:
             return
         self._busy.difference_update(token.keys)
         if token.pages:
+            refused = isinstance(error, PermanentError) and self._bulk_pages.intersection(
+                token.pages
+            )
+            # Page ids grow with the key within a position: the last page ends the range.
+            last = self._snapshot.page_range(max(token.pages))
             self._snapshot.nacked(token.pages)
+            if refused and last is not None:
+                # The target refused the page's data: the same rows as records, so the record
+                # path names the bad ones (dead letters) and writes the rest; then bulk again.
+                self._records_until = last[1]
+        self._bulk_pages.difference_update(token.pages)
         self._wake.set()
 
     # -- lookback, resync ------------------------------------------------------------------
@@ -996,7 +1115,7 @@ class PgTableSource:
         )
         return {
             "phase": "stream" if self._snapshot.done else "snapshot",
-            "snapshot": self._snapshot.status(),
+            "snapshot": {**self._snapshot.status(), "bulk": self._bulk_status()},
             "listener": listener,
             "lookback": {
                 "enabled": next_at is not None,
@@ -1006,12 +1125,19 @@ class PgTableSource:
                 "last_duration_ms": lookback.last_duration_ms,
                 "runs": lookback.runs,
                 "next_at": next_at,
+                "interval_s": self.config.lookback.interval,
                 "window_s": self.config.lookback.window_s,
             },
             "backlog": self._backlog,
             "in_flight_keys": len(self._busy),
             "truncates": dict(self._truncates),
         }
+
+    def _bulk_status(self) -> dict[str, Any]:
+        copier = self._copier
+        if copier is None:
+            return {"enabled": False, "pages": 0, "pages_direct": 0}
+        return {"enabled": True, "pages": copier.pages, "pages_direct": copier.pages_direct}
 
     async def listener_pid(self) -> int | None:
         """The backend pid of the listening connection (for diagnostics and tests)."""
@@ -1089,10 +1215,14 @@ def _not_soft_deleted(soft_delete: SoftDeleteConfig | None) -> sql.Composable:
 # The source's reads. {row}, {keep} and {where} are built above; the key type is the
 # catalog's. Casting the text keys to it keeps the primary key index usable.
 _PAGE = "SELECT t.{key}::text, {row}::text, {keep} FROM {table} AS t WHERE ({where})"
-FIRST_PAGE = sql.SQL(_PAGE + " ORDER BY t.{key} LIMIT %(limit)s")
-NEXT_PAGE = sql.SQL(
-    _PAGE + " AND t.{key} > %(after)s::text::{key_type} ORDER BY t.{key} LIMIT %(limit)s"
-)
+_UNTIL = " AND t.{key} <= %(until)s::text::{key_type}"
+_AFTER = " AND t.{key} > %(after)s::text::{key_type}"
+_ORDER = " ORDER BY t.{key} LIMIT %(limit)s"
+FIRST_PAGE = sql.SQL(_PAGE + _ORDER)
+NEXT_PAGE = sql.SQL(_PAGE + _AFTER + _ORDER)
+FIRST_PAGE_UNTIL = sql.SQL(_PAGE + _UNTIL + _ORDER)
+NEXT_PAGE_UNTIL = sql.SQL(_PAGE + _AFTER + _UNTIL + _ORDER)
+"""Pages bounded above: a range a bulk copy could not write, served again as records."""
 BY_KEYS = sql.SQL(
     "SELECT t.{key}::text, {row}::text, coalesce(({where}), false) AND {keep}"
     " FROM {table} AS t WHERE t.{key} = ANY(%(keys)s::text[]::{key_type}[])"
