@@ -95,3 +95,12 @@ def test_what_verify_cannot_follow(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         from_spec(spec(tmp_path, processors, columns))
+
+
+def test_same_server_is_told_by_host_and_port() -> None:
+    from syncworker.reconcile.postgres import _same_server
+
+    assert _same_server("postgresql://u@db:5432/a", "postgresql://v@db/b")
+    assert _same_server("host=db dbname=a", "postgresql://u@db:5432/b")
+    assert not _same_server("postgresql://u@db:5432/a", "postgresql://u@db:5433/a")
+    assert not _same_server("postgresql://u@db1/a", "postgresql://u@db2/a")
