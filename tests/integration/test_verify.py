@@ -420,9 +420,10 @@ async def test_cli_exit_codes_and_json(pg_url: str, target_url: str, tmp_path: P
     ok = cli("users", "--config", str(path), "--json")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["status"] == "consistent"
-    text = cli("users", "--config", str(path))
-    assert text.returncode == 0
+    text = cli("users", "--config", str(path), "--progress", "--ignore-recent", "5")
+    assert text.returncode == 0, text.stderr
     assert "Consistency: CONSISTENT" in text.stdout
+    assert "Ignored as changed in the last 5 s" in text.stdout
     assert "Recent updates (last hour)" in text.stdout
 
     await sql(target_url, "DELETE FROM chat_users WHERE id IN (7, 8)")
