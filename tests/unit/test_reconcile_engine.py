@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 
-from syncworker.errors import ConfigError
+from syncworker.errors import ConfigError, ConnectionFailed
 from syncworker.reconcile.engine import CompareSettings, Progress, compare
 from syncworker.reconcile.keys import boundaries, cover, split
 from syncworker.reconcile.memory import MemorySide
-from syncworker.reconcile.sides import KeyRange
+from syncworker.reconcile.sides import KeyRange, SideInfo
 
 
 def users(n: int) -> dict[int, dict[str, object]]:
@@ -191,3 +191,14 @@ def test_cover_and_split_leave_no_gap() -> None:
     inner = split("int", KeyRange(10, 20), 0, 99, 4)
     assert inner[0].lo == 10 and inner[-1].hi == 20 and len(inner) == 4
     assert split("int", KeyRange(10, 11), 0, 99, 4) == [KeyRange(10, 11)]
+
+
+async def test_a_side_that_fails_to_open_leaves_the_other_closed() -> None:
+    class Down(MemorySide):
+        async def open(self) -> SideInfo:
+            raise ConnectionFailed("target: cannot connect")
+
+    source = MemorySide(users(10))
+    with pytest.raises(ConnectionFailed, match="cannot connect"):
+        await compare(source, Down({}))
+    assert source.calls.get("open") == 1 and not source.opened

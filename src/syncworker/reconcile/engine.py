@@ -29,7 +29,15 @@ import structlog
 from syncworker.errors import ConfigError
 from syncworker.reconcile import keys as keyspace
 from syncworker.reconcile.report import KeySet, Kind, VerifyReport
-from syncworker.reconcile.sides import ColumnNote, Key, KeyRange, Side, SideInfo, Summary
+from syncworker.reconcile.sides import (
+    ColumnNote,
+    Key,
+    KeyKind,
+    KeyRange,
+    Side,
+    SideInfo,
+    Summary,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -105,8 +113,12 @@ async def compare(
     when the sides cannot be compared, ``SyncWorkerError`` when a side fails."""
     run = _Comparison(source, target, settings or CompareSettings(), progress)
     try:
-        infos = await both(source.open(), target.open())
-        return await run.run(infos[0], infos[1], pipeline)
+        # Both opens finish (or fail) before anything is closed: none is left half open.
+        opened = await asyncio.gather(source.open(), target.open(), return_exceptions=True)
+        for result in opened:
+            if isinstance(result, BaseException):
+                raise result
+        return await run.run(opened[0], opened[1], pipeline)  # type: ignore[arg-type]
     finally:
         await asyncio.gather(source.close(), target.close(), return_exceptions=True)
 
@@ -218,7 +230,7 @@ class _Comparison:
 
     def _triage(
         self,
-        kind: Any,
+        kind: KeyKind,
         lo: Key,
         hi: Key,
         ranges: Sequence[KeyRange],
