@@ -192,7 +192,7 @@ async def test_stream_filter_and_soft_delete_reach_the_target(
         pg_url,
         target_url,
         state,
-        where="status = 'active'",
+        where="status = 'active' AND name NOT LIKE '%%ignored%'",  # a literal % too
         soft_delete={"column": "deleted_at"},
     )
     await sync.start()
@@ -204,6 +204,7 @@ async def test_stream_filter_and_soft_delete_reach_the_target(
         await sql(pg_url, "UPDATE users SET status = 'inactive' WHERE id = 3")  # leaves filter
         await sql(pg_url, "UPDATE users SET deleted_at = now() WHERE id = 4")  # soft delete
         await sql(pg_url, "INSERT INTO users (id, name, status) VALUES (7, 'x', 'banned')")
+        await sql(pg_url, "INSERT INTO users (id, name) VALUES (8, 'an %%ignored%% one')")
 
         async def settled() -> dict[int, Any] | None:
             rows = await user_rows(target_url)

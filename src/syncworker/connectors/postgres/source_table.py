@@ -482,7 +482,8 @@ class TableStatements:
         cls, config: PgTableSourceConfig, names: table_capture.CaptureNames, key_type: str
     ) -> TableStatements:
         key = sql.Identifier(config.key)
-        where = sql.SQL(config.where) if config.where else sql.SQL("true")
+        # The statements run with parameters: a literal % of the filter (LIKE 'a%') is doubled.
+        where = sql.SQL(config.where.replace("%", "%%")) if config.where else sql.SQL("true")
         fields = {
             "key": key,
             "table": names.table_id,
@@ -794,6 +795,13 @@ class PgTableSource:
         if self._bulk_sink is None or self._bulk_checked:
             return
         from syncworker.connectors.postgres import bulk
+
+        if "%" in (self.config.where or ""):
+            # bulk.py composes the filter into statements run with parameters as it is: a
+            # literal % (LIKE 'a%') would be read as a placeholder there.
+            log.info("pg_bulk_ineligible", table=self.config.table, reason="the filter has a %")
+            self._bulk_checked = True
+            return
 
         soft = self.config.soft_delete
         spec = bulk.SnapshotSpec(
@@ -1149,7 +1157,8 @@ class PgTableSource:
         """The planner's row count for the snapshot (``where`` applied): progress bars."""
         try:
             async with self._connection() as conn:
-                row = await (await conn.execute(self._statements().estimate)).fetchone()
+                # {}: run with (no) parameters, so the filter's doubled % reads as one.
+                row = await (await conn.execute(self._statements().estimate, {})).fetchone()
         except psycopg.Error as exc:
             log.warning("pg_table_estimate_failed", source=self.name, error=describe(exc))
             return
