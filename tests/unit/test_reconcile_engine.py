@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 import uuid
@@ -194,11 +195,28 @@ def test_cover_and_split_leave_no_gap() -> None:
 
 
 async def test_a_side_that_fails_to_open_leaves_the_other_closed() -> None:
+    gate = asyncio.Event()
+    events: list[str] = []
+
+    class Slow(MemorySide):
+        async def open(self) -> SideInfo:
+            await gate.wait()  # still opening when the other side fails...
+            await asyncio.sleep(0.01)  # ... and for a while after (a slow connect)
+            info = await super().open()
+            events.append("opened")
+            return info
+
+        async def close(self) -> None:
+            await super().close()
+            events.append("closed")
+
     class Down(MemorySide):
         async def open(self) -> SideInfo:
+            gate.set()
             raise ConnectionFailed("target: cannot connect")
 
-    source = MemorySide(users(10))
+    source = Slow(users(10))
     with pytest.raises(ConnectionFailed, match="cannot connect"):
         await compare(source, Down({}))
-    assert source.calls.get("open") == 1 and not source.opened
+    assert events == ["opened", "closed"]  # closed after its open finished, not before
+    assert not source.opened
