@@ -639,18 +639,16 @@ class PgTableSource:
         types = {name: type_name for name, type_name in await cursor.fetchall()}
         if not types:
             raise ConfigError(f"{self._label}: table {table!r} does not exist")
-        wanted = [self.config.key, *(self.config.columns or ())]
-        for setting, column in [
-            *(("columns" if c != self.config.key else "key", c) for c in wanted),
+        soft = self.config.soft_delete
+        wanted = [
+            ("key", self.config.key),
+            *(("columns", column) for column in self.config.columns or ()),
             ("updated_at", self.config.updated_at),
-            ("soft_delete.column", self.config.soft_delete and self.config.soft_delete.column),
-        ]:
+            ("soft_delete.column", soft.column if soft else None),
+        ]
+        for setting, column in wanted:
             if column and column not in types:
-                hint = (
-                    " (set updated_at: null to run without a lookback)"
-                    if setting == ("updated_at")
-                    else ""
-                )
+                hint = " (null: no lookback)" if setting == "updated_at" else ""
                 raise ConfigError(f"{self._label}: {setting}: table has no column {column!r}{hint}")
         row = await (await conn.execute(_UNIQUE_KEY, (regclass, self.config.key))).fetchone()
         if not row or not row[0]:
