@@ -456,3 +456,16 @@ async def test_a_column_the_source_lacks_is_compared_as_null(pg_url: str, target
     assert any(n.column == "nickname" and "NULL" in n.reason for n in report.not_compared)
     await sql(target_url, "UPDATE users SET nickname = 'x' WHERE id = 9")
     assert found(await run_compare(m, segments=4)) == {9: "different"}
+
+
+async def test_repair_without_the_capture_says_why(
+    pg_url: str, target_url: str, tmp_path: Path
+) -> None:
+    await sql(pg_url, USERS)
+    await sql(pg_url, USER_ROWS, {"rows": 50})
+    await sql(target_url, CHAT_USERS)  # empty: every active row is missing
+    config = load_config(users_config(tmp_path, pg_url, target_url))
+    report = await verify_pipeline(config, "users", VerifyOptions(repair=True))
+    assert report.missing.count == 45
+    assert report.repair is not None and len(report.repair.failed) == 45
+    assert "is the capture installed?" in (report.repair.error or "")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from syncworker.errors import ConfigError
+from syncworker.errors import ConfigError, ConnectorError
 from syncworker.reconcile.config import DEFAULT_SEGMENTS
 from syncworker.reconcile.engine import CompareSettings, ProgressCallback, both, compare
 from syncworker.reconcile.mapping import TableMapping, from_spec
@@ -64,13 +64,22 @@ async def verify_pipeline(
 async def _repair(
     config: Any, name: str, mapping: TableMapping, report: VerifyReport, options: VerifyOptions
 ) -> None:
+    import psycopg
+
+    from syncworker.connectors.postgres.client import describe
     from syncworker.connectors.postgres.table_capture import request_resync
 
     async def resync(keys: list[str]) -> int:
         assert mapping.change_table is not None
-        return await request_resync(
-            mapping.source_url, mapping.change_table, keys, channel=mapping.channel
-        )
+        try:
+            return await request_resync(
+                mapping.source_url, mapping.change_table, keys, channel=mapping.channel
+            )
+        except psycopg.Error as exc:  # e.g. the capture is not installed: no change log
+            raise ConnectorError(
+                f"verify --repair: cannot queue re-syncs in {mapping.change_table} "
+                f"(is the capture installed? syncworker pg install): {describe(exc)}"
+            ) from None
 
     apply: Apply | None = None if options.engine_running else _run_once(config, name)
     source, target = table_sides(mapping)
