@@ -62,6 +62,11 @@ async def _run(
         config.build(state, only), state, shutdown_timeout_s=config.app.shutdown_timeout
     )
     if not once:
+        # Before the API: started after the pipelines, stopped after the API. Lazy: the
+        # verify engine's PostgreSQL side needs psycopg, an extra.
+        from syncworker.reconcile.scheduled import verify_services
+
+        engine.services.extend(verify_services(config, only))
         _add_api(engine, config, api_listen)
     try:
         if once:
