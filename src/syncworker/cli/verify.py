@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from syncworker.cli import main
 from syncworker.cli.common import EXIT_FAILURE, _json, _user_errors
@@ -132,6 +131,8 @@ async def _run(
 
     if console is None:
         return await verify_pipeline(config, pipeline, options)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
