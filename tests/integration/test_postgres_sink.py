@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
+from syncworker.connectors.postgres import sink as sink_module
 from syncworker.connectors.postgres.client import dependency_error
 from syncworker.connectors.postgres.sink import PostgresSink, PostgresSinkConfig
 from syncworker.coord import FENCING_TOKEN
@@ -32,6 +33,15 @@ from syncworker.errors import (
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True, params=["small", "copy"])
+def merge_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both merges: a small batch's rows as parameters, and COPY into the
+    staging table (what larger batches and any batch with an unusual type take)."""
+    if request.param == "copy":
+        monkeypatch.setattr(sink_module, "SMALL_BATCH_ROWS", 0)
+    return str(request.param)
 
 
 def up(key: str, stream: str = "in", **data: Any) -> Record:

@@ -9,11 +9,22 @@ from typing import Any
 
 import pytest
 
+from syncworker.connectors.postgres import sink as sink_module
 from syncworker.connectors.postgres.sink import PostgresSink
 from syncworker.core.record import Record
 from tests.integration.test_postgres_sink import execute, query
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True, params=["small", "copy"])
+def merge_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both merges: a small batch's rows as parameters, and COPY into the
+    staging table (what larger batches and any batch with an unusual type take)."""
+    if request.param == "copy":
+        monkeypatch.setattr(sink_module, "SMALL_BATCH_ROWS", 0)
+    return str(request.param)
+
 
 AWKWARD_TEXT = ["a,b", "{x}", 'say "hi"', "back\\slash", "NULL", "", " padded ", "tab\tnl\n", "😀𝄞"]
 

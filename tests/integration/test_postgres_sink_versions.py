@@ -14,12 +14,23 @@ import pytest
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
+from syncworker.connectors.postgres import sink as sink_module
 from syncworker.connectors.postgres.sink import PostgresSink, PostgresSinkConfig
 from syncworker.core.record import Record
 from syncworker.errors import ConfigError, LockLost, PermanentError, RetryableError
 from tests.integration.test_postgres_sink import execute, fencing_token, query
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True, params=["small", "copy"])
+def merge_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both merges: a small batch's rows as parameters, and COPY into the
+    staging table (what larger batches and any batch with an unusual type take)."""
+    if request.param == "copy":
+        monkeypatch.setattr(sink_module, "SMALL_BATCH_ROWS", 0)
+    return str(request.param)
+
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 USERS = (

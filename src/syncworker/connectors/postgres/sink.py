@@ -29,6 +29,7 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any, ClassVar, Literal
+from uuid import UUID
 
 import psycopg
 import structlog
@@ -253,6 +254,9 @@ class SinkStatements:
     # how many only the version guard did (the skipped rows are still as they were).
     held: sql.Composed
     isolate_held: sql.Composed
+    # The merge around its rows' source, for a small batch's rows sent as parameters.
+    merge_head: sql.Composed
+    merge_tail: sql.Composed
 
     @classmethod
     def build(
@@ -338,11 +342,96 @@ class SinkStatements:
             ),
             held=_held_counts(STAGING, sql.SQL(""), target, key, guards),
             isolate_held=_held_counts(ISOLATION, by_position_of_s, target, key, guards),
+            merge_head=sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM ").format(
+                target, sql.SQL(", ").join(inserted), sql.SQL(", ").join(selected)
+            ),
+            merge_tail=sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}{}").format(
+                key, updates, applies
+            ),
         )
 
 
+@dataclass(frozen=True, slots=True)
+class SmallStatements:
+    """A small batch's merge with its rows as parameters: one statement, no staging table
+    and no COPY (a round trip and a temp table's catalog work fewer: the latency of a
+    stream of a few changes at a time). Each staged column travels as a text array and is
+    cast to its column's type without modifier, so PostgreSQL parses every value with the
+    type's own input, as COPY does, and a length or precision it would refuse still fails
+    the assignment instead of being cut by an explicit cast."""
+
+    upsert: sql.Composed
+    held: sql.Composed
+    params: tuple[str, ...]
+
+    @classmethod
+    def build(
+        cls,
+        statements: SinkStatements,
+        table: str,
+        key_column: str,
+        staged: Sequence[str],
+        types: Sequence[str],
+        guards: Guards,
+    ) -> SmallStatements:
+        params = tuple(f"col{i}" for i in range(len(staged)))
+        # Type names from the catalog (format_type), not user input.
+        casts = sql.SQL(", ").join(
+            sql.SQL("u.{}::{} AS {}").format(sql.Identifier(p), sql.SQL(t), sql.Identifier(c))
+            for p, t, c in zip(params, types, staged, strict=True)
+        )
+        rows = sql.SQL("(SELECT {} FROM unnest({}) AS u({}))").format(
+            casts,
+            sql.SQL(", ").join(sql.SQL("{}::text[]").format(sql.Placeholder(p)) for p in params),
+            sql.SQL(", ").join(map(sql.Identifier, params)),
+        )
+        target, key = table_identifier(table), sql.Identifier(key_column)
+        return cls(
+            upsert=sql.Composed(
+                [statements.merge_head, rows, sql.SQL(" AS s"), statements.merge_tail]
+            ),
+            held=_held_counts(rows, sql.SQL(""), target, key, guards),
+            params=params,
+        )
+
+    def rows_params(self, rows: Sequence[tuple[Any, ...]]) -> dict[str, list[str | None]] | None:
+        """Each staged column of ``rows`` as a list of texts; None when a value has no text
+        form here (the batch then goes by COPY, whose adapters know every type)."""
+        try:
+            return {name: [_as_text(row[i]) for row in rows] for i, name in enumerate(self.params)}
+        except _NoTextForm:
+            return None
+
+
+SMALL_BATCH_ROWS = 64
+"""Batches of at most this many rows are merged with their rows as parameters."""
+
+
+class _NoTextForm(Exception):
+    pass
+
+
+def _as_text(value: Any) -> str | None:
+    """``value`` as the text PostgreSQL's input functions read (as COPY sends it)."""
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | Decimal | UUID):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        return _FLOAT_WORDS.get(value, repr(value))
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()
+    raise _NoTextForm(type(value).__name__)
+
+
 def _held_counts(
-    staging: sql.Identifier,
+    staging: sql.Composable,
     where: sql.Composable,
     target: sql.Composable,
     key: sql.Identifier,
@@ -428,6 +517,7 @@ class PostgresSink:
         )
         self._pool: Pool | None = None
         self._build_row: Callable[[Record], tuple[Any, ...]] | None = None
+        self._small: SmallStatements | None = None
 
     async def open(self) -> None:
         """Create the table if configured, check the statements against it, open the pool.
@@ -477,6 +567,7 @@ class PostgresSink:
                 await conn.execute(sql.SQL("EXPLAIN {}").format(self._statements.upsert), params)
                 await conn.execute(sql.SQL("EXPLAIN {}").format(self._statements.delete), params)
                 await self._check_key_is_unique(conn)
+                await self._prepare_small(conn, params)
                 return await _value_kinds(conn)
         except psycopg.errors.InvalidColumnReference:
             raise self._key_not_unique() from None
@@ -496,6 +587,26 @@ class PostgresSink:
         row = await cursor.fetchone()
         if not (row and row[0]):
             raise self._key_not_unique()
+
+    async def _prepare_small(self, conn: Connection, params: dict[str, Any]) -> None:
+        """Compose (and compile) the small-batch merge from the staged columns' types."""
+        cursor = await conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a"
+            " WHERE a.attrelid = 'pg_temp.syncworker_staging'::regclass"
+            " AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+        )
+        found = await cursor.fetchall()
+        small = SmallStatements.build(
+            self._statements,
+            self.config.table,
+            self.config.key_column,
+            [name for name, _ in found],
+            [type_name for _, type_name in found],
+            self._guards,
+        )
+        empty: dict[str, list[str]] = {name: [] for name in small.params}
+        await conn.execute(sql.SQL("EXPLAIN {}").format(small.upsert), {**params, **empty})
+        self._small = small
 
     async def _check_version_column(self, conn: Connection) -> None:
         """``version_column`` is a column of the table whose type has an order (``<=``):
@@ -621,7 +732,20 @@ class PostgresSink:
     async def _apply(self, conn: Connection, batch: PreparedBatch, params: dict[str, Any]) -> Held:
         """Run the batch's statements; the changes the guards held back."""
         held = Held()
-        if batch.rows:
+        small = self._small
+        rows_params = (
+            small.rows_params(batch.rows)
+            if small is not None and 0 < len(batch.rows) <= SMALL_BATCH_ROWS
+            else None
+        )
+        if small is not None and rows_params is not None:
+            merged = {**params, **rows_params}
+            async with conn.cursor() as cursor:
+                await cursor.execute(small.upsert, merged)
+                skipped = len(batch.rows) - cursor.rowcount
+                if skipped:
+                    held.add(await self.held_back(cursor, skipped, small.held, merged))
+        elif batch.rows:
             await conn.execute(self._statements.stage)
             async with conn.cursor() as cursor:
                 async with cursor.copy(self._statements.copy) as copy:
