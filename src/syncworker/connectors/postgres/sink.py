@@ -6,6 +6,11 @@ target's columns (``ON COMMIT DROP``), then merged with ONE ``INSERT ... SELECT 
 the merge is a single statement whatever the batch size. Deletes are one ``DELETE ... WHERE key
 = ANY(...)``. Writing a batch twice leaves the table as writing it once.
 
+A batch of at most ``SMALL_BATCH_ROWS`` rows skips the staging table: its rows travel as
+text-array parameters of one ``INSERT ... SELECT ... FROM unnest(...)`` with the same merge
+(a stream of a few changes at a time pays one statement, not a temp table, a COPY and a
+merge).
+
 Values that are the same for the whole batch (``$synced_at``, ``$op``, the fencing token) are
 statement parameters, not copied per row.
 
