@@ -44,13 +44,20 @@ class GatedSink:
     """A ``postgres`` sink that holds every write until ``gate`` is open and records what it
     wrote: (key, op, score) per record, and the most writes it had at once."""
 
-    def __init__(self, inner: PostgresSink, gate: asyncio.Event | None = None) -> None:
+    def __init__(
+        self, inner: PostgresSink, gate: asyncio.Event | None = None, *, overlap: bool = False
+    ) -> None:
         self.inner = inner
         self.name = inner.name
         self.gate = gate
         self.written: list[tuple[str, str, Any, str]] = []
         self.active = 0
         self.most_active = 0
+        # overlap: the first write waits until a second one has started, so two batches are
+        # in flight at once whatever the speed of the machine (bounded by the test's timeout).
+        self.overlapped: asyncio.Event | None = asyncio.Event() if overlap else None
+        self.writing: set[str] = set()  # keys of the writes under way
+        self.shared_keys: list[str] = []  # keys met in two writes at once
 
     async def open(self) -> None:
         await self.inner.open()
@@ -61,13 +68,21 @@ class GatedSink:
     async def write(self, records: Sequence[Record]) -> Any:
         self.active += 1
         self.most_active = max(self.most_active, self.active)
+        keys = {r.key for r in records}
+        self.shared_keys += sorted(keys & self.writing)
+        self.writing |= keys
         try:
+            if self.overlapped is not None:
+                if self.active >= 2:
+                    self.overlapped.set()
+                await self.overlapped.wait()
             if self.gate is not None:
                 await self.gate.wait()
             await asyncio.sleep(0.01)  # a write takes a while: batches overlap
             result = await self.inner.write(records)
         finally:
             self.active -= 1
+            self.writing -= keys
         self.written += [
             (r.key, r.op, r.data.get("score"), r.meta.get("phase", "")) for r in records
         ]
@@ -283,7 +298,7 @@ async def test_a_key_is_never_in_two_batches_in_flight(
     pg_url: str, target_url: str, state: StateStore
 ) -> None:
     await setup_users(pg_url, target_url, rows=20)
-    sink = GatedSink(users_sink(target_url))
+    sink = GatedSink(users_sink(target_url), overlap=True)
     settings = fast_settings(batch_size=5, max_in_flight=2)
     source = users_source(pg_url, snapshot="never")
     sync = Pipeline("users", source, [sink], settings=settings, state=state)
@@ -305,6 +320,7 @@ async def test_a_key_is_never_in_two_batches_in_flight(
     finally:
         await sync.stop()
     assert sink.most_active >= 2, "two batches were never in flight at once"
+    assert sink.shared_keys == [], "a key was in two batches in flight"
     seen: dict[str, list[Any]] = defaultdict(list)
     for key, _, score, _ in sink.written:
         seen[key].append(score)
