@@ -77,6 +77,7 @@ bench: $(DEV_STAMP)
 
 chaos: $(DEV_STAMP) services
 	SYNCWORKER_CHAOS_ROUNDS=10 $(BIN)/pytest -q tests/e2e/test_crash.py tests/integration/test_seed000_e2e.py
+	SYNCWORKER_ACCEPTANCE_ROWS=1000000 $(BIN)/pytest -q -s tests/integration/test_pg_table_acceptance.py
 
 # Keeps .venv: rebuilding it means reinstalling every extra.
 clean:
