@@ -184,6 +184,13 @@ def test_identity_and_ordinary_names_are_not_secret(name: str) -> None:
     assert not is_secret_name(name)
 
 
+@pytest.mark.parametrize("name", ["after_key", "last_key", "until_key"])
+def test_key_range_positions_are_shown(name: str) -> None:
+    # pg_table logs where its snapshot resumes (pg_table_snapshot_resumed after_key=...):
+    # masked, an operator could not tell where a restarted snapshot went on from.
+    assert not is_secret_name(name)
+
+
 def test_redact_value_masks_nested_config_without_mutating_it() -> None:
     original = copy.deepcopy(CONFIG)
     redacted = redact_value(CONFIG)

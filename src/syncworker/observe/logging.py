@@ -77,6 +77,14 @@ IDENTITY_KEY_NAMES = frozenset(
         "routing_key",
         "object_key",
         "cache_key",
+        # positions in a key range (pg_table's snapshot, verify's segments): where a
+        # snapshot resumed is what an operator needs to see
+        "after_key",
+        "last_key",
+        "until_key",
+        "first_key",
+        "source_key",
+        "target_key",
     }
 )
 
