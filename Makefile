@@ -28,7 +28,7 @@ help:
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make format    ruff format and ruff check --fix"
 	@echo "make bench     run the benchmarks (bench/run_all.py)"
-	@echo "make chaos     long crash-recovery runs (SIGKILL crash tests, 10 kills each)"
+	@echo "make chaos     long crash-recovery runs (SIGKILL crash tests, 10 kills each; the 1M-row pg_table acceptance run)"
 	@echo "make clean     remove caches and build output (distclean: also .venv)"
 
 $(BIN)/python:
