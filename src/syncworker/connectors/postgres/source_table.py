@@ -554,6 +554,7 @@ class PgTableSource:
         self._listener: Listener | None = None
         self._wake = asyncio.Event()
         self._busy: set[str] = set()
+        self._drained = False
         self._snapshot = Snapshot(name)
         self._lookback = _Lookback()
         self._lookback_lock = asyncio.Lock()
@@ -601,6 +602,7 @@ class PgTableSource:
         await open_pool(pool, self.config.connect_timeout, self._label)
         self._pool = pool
         self._busy.clear()
+        self._drained = False
         self._bulk_pages.clear()
         self._records_until = None
         self._snapshot = Snapshot(self.name)
@@ -731,6 +733,7 @@ class PgTableSource:
         """
         if limit <= 0:
             return None
+        woken = self._wake.is_set()
         self._wake.clear()
         try:
             await self._follow_run_mode()
@@ -739,6 +742,8 @@ class PgTableSource:
                 if batch is not None or not self._snapshot.done:
                     return batch
             await self._lookback_if_due()
+            if not (woken or self._wake.is_set()) and self._still_drained():
+                return None  # a lookback that queued rows has set the wake
             return await self._claim_changes(limit)
         except psycopg.Error as exc:
             raise self._error(exc, "claim failed") from exc
@@ -857,12 +862,23 @@ class PgTableSource:
             decoded = await self._decode(conn, rows)
         return [self._record(key, data, "snapshot") for key, data in decoded]
 
+    def _still_drained(self) -> bool:
+        """True when the log cannot hold a row to claim: the last claim found fewer free
+        rows than it asked for, nothing woke the source since (a commit after that claim's
+        read NOTIFYs while the listener is connected), and no batch was settled since (its
+        keys' later rows become free then). Only while a batch is in flight: the claims that
+        fill a batch, or come while one is being written, then cost no round trip; any other
+        claim reads the log (a row logged without a NOTIFY is found then)."""
+        listener = self._listener
+        return self._drained and bool(self._busy) and listener is not None and listener.connected
+
     async def _claim_changes(self, limit: int) -> Batch | None:
         statements = self._statements()
         while True:
             async with self._connection() as conn:
                 params = {"busy": list(self._busy), "limit": limit}
                 rows = await (await conn.execute(statements.claim, params)).fetchall()
+                self._drained = len(rows) < limit
                 await self._refresh_backlog(conn)
                 if not rows:
                     return None
@@ -975,6 +991,7 @@ class PgTableSource:
         token = batch.token
         if not isinstance(token, TableToken):
             return
+        self._drained = False
         try:
             if token.ids:
                 async with self._connection() as conn:
@@ -993,6 +1010,7 @@ class PgTableSource:
         token = batch.token
         if not isinstance(token, TableToken):
             return
+        self._drained = False
         self._busy.difference_update(token.keys)
         if token.pages:
             refused = isinstance(error, PermanentError) and self._bulk_pages.intersection(
