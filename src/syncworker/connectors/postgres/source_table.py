@@ -612,6 +612,7 @@ class PgTableSource:
             await self._snapshot.load(self.config.snapshot)
             if not self._snapshot.done:
                 await self._estimate()
+            await self._warm_up()
         except BaseException:
             await self.close()
             raise
@@ -660,6 +661,19 @@ class PgTableSource:
             )
         await self._check_capture(conn, regclass)
         return str(types[self.config.key])
+
+    async def _warm_up(self) -> None:
+        """Run the stream's reads once on the pool's connection, reading nothing, so the
+        first claim after a start (the first change) does not pay for loading the server's
+        catalog caches of the table and its log. A failure is only logged: the claim that
+        follows reports it if it lasts."""
+        statements = self._statements()
+        try:
+            async with self._connection() as conn:
+                await conn.execute(statements.claim, {"busy": [], "limit": 0})
+                await conn.execute(statements.by_keys, {"keys": []})
+        except psycopg.Error as exc:
+            log.warning("pg_table_warm_up_failed", source=self.name, error=describe(exc))
 
     async def _check_capture(self, conn: Connection, regclass: str) -> None:
         names = self.names
