@@ -24,8 +24,9 @@ Cases (``--peer``, default all):
 - ``syncworker``: ``syncworker run --once FILE`` in a fresh process per phase, the ``pg_table``
   source with its change capture installed (trigger + change log); full = the snapshot,
   incr = the 10,000 changes from the change log.
-  Batches and snapshot pages of 20,000 rows, two in flight; with nothing between source and
-  sink the snapshot takes the binary-COPY fast path (``connectors/postgres/bulk.py``).
+  Batches of 20,000 rows, two in flight; with nothing between source and sink the snapshot
+  takes the binary-COPY fast path (``connectors/postgres/bulk.py``) in pages of the default
+  ``snapshot_page_rows`` (100,000).
 - ``syncworker-warm`` (incr only, in the syncworker cycle): the same pipeline already open in a
   running engine (what a deployed worker is), timed from the go signal to the end of one run:
   no interpreter start or connecting.
@@ -511,10 +512,11 @@ def syncworker_config(
     s: Settings, state: Path, *, schema: str = "sw", record_path: bool = False
 ) -> dict[str, Any]:
     """One pipeline: users in the source -> <schema>.users in the target, every column
-    mapped, the stale-write guard on (source_updated_at), batches and snapshot pages of
-    20,000, two in flight. ``record_path``: a ``set`` processor writing a field no column
-    maps, which changes nothing in the target but keeps the snapshot on the record path
-    (the binary-COPY fast path needs records to reach the sink unchanged)."""
+    mapped, the stale-write guard on (source_updated_at), batches of 20,000, two in flight,
+    snapshot pages at the default size (100,000 rows when copied, a batch when read).
+    ``record_path``: a ``set`` processor writing a field no column maps, which changes
+    nothing in the target but keeps the snapshot on the record path (the binary-COPY fast
+    path needs records to reach the sink unchanged)."""
     processors = [{"type": "set", "fields": {"bench_record_path": True}}] if record_path else []
     return {
         "state": f"sqlite:///{state}",
@@ -526,7 +528,6 @@ def syncworker_config(
                     "table": "public.users",
                     "key": "id",
                     "updated_at": "updated_at",
-                    "snapshot_page_rows": SYNCWORKER_BATCH,
                 },
                 "sinks": [
                     {

@@ -479,6 +479,25 @@ async def test_bulk_pages_copy_the_snapshot_and_a_refused_page_goes_row_by_row(
     ]
 
 
+async def test_bulk_pages_take_snapshot_page_rows_whatever_the_batch_size(
+    pg_url: str, target_url: str, state: StateStore
+) -> None:
+    # A copied page streams through and is never held as records: a small batch.size must
+    # not cut the snapshot into batch-sized pages (1M rows in 10,000 commits at size 100).
+    await setup_users(pg_url, target_url, rows=250)
+    await sql(pg_url, "DELETE FROM syncworker_users_changes")
+    settings = fast_settings(batch_size=10)
+    sync = users_pipeline(pg_url, target_url, state, settings=settings, snapshot_page_rows=100)
+    try:
+        await sync.run_once()
+        status = sync.status()["source_status"]["snapshot"]
+    finally:
+        await sync.close()
+    assert status["bulk"]["enabled"] and status["done"] and status["rows"] == 250, status
+    assert status["bulk"]["pages"] == 3, status  # 100 + 100 + 50, not 25 pages of 10
+    assert await differences(pg_url, target_url, "users", "id", USER_COLUMNS) == []
+
+
 async def test_bulk_is_left_out_when_a_processor_changes_records(
     pg_url: str, target_url: str, state: StateStore
 ) -> None:
