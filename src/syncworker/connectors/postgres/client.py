@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -231,6 +233,20 @@ def connect_error(exc: psycopg.Error, label: str) -> ConnectionFailed | ConfigRe
     if state[:2] in ("28", "3D", "0P") or _REFUSED_AT_CONNECT.search(str(exc)):
         return ConfigRefused(f"{label}: the server refused the connection: {reason}")
     return ConnectionFailed(f"{label}: cannot connect: {reason}")
+
+
+@asynccontextmanager
+async def admin_connection(target: str | Connection, kind: str) -> AsyncIterator[Connection]:
+    """``target`` itself when it is an open connection (the caller's transaction), else a
+    connection to that URL for one administrative call (install, stats), closed after it;
+    ``kind`` names the connector in errors (``pg_outbox``, ``pg_table``)."""
+    if not isinstance(target, str):
+        yield target
+        return
+    settings = ConnectSettings(url=target, connect_timeout_s=10.0, statement_timeout_s=0.0)
+    conn = await connect(settings, f"{kind} {describe_url(target)!r}")
+    async with conn:
+        yield conn
 
 
 def create_pool(settings: ConnectSettings, *, min_size: int, max_size: int, name: str) -> Pool:

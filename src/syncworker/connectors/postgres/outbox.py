@@ -13,8 +13,7 @@ text of the outbox lives in this module or in ``sql/``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -24,10 +23,8 @@ from psycopg import sql
 
 from syncworker.connectors.postgres.client import (
     Connection,
-    ConnectSettings,
+    admin_connection,
     check_identifier,
-    connect,
-    describe_url,
     split_table,
     table_identifier,
 )
@@ -150,17 +147,6 @@ def install_script(
     return "\n".join(part.as_string(None) for part in parts)
 
 
-@asynccontextmanager
-async def _connection(target: str | Connection) -> AsyncIterator[Connection]:
-    if not isinstance(target, str):
-        yield target
-        return
-    settings = ConnectSettings(url=target, connect_timeout_s=10.0, statement_timeout_s=0.0)
-    conn = await connect(settings, f"pg_outbox {describe_url(target)!r}")
-    async with conn:
-        yield conn
-
-
 async def install(
     target: str | Connection,
     queue: str = DEFAULT_QUEUE_TABLE,
@@ -176,7 +162,7 @@ async def install(
     missing, ``ConnectionFailed`` when the server is unreachable.
     """
     statements = install_statements(queue, tables, key_columns=key_columns, channel=channel)
-    async with _connection(target) as conn, conn.transaction():
+    async with admin_connection(target, "pg_outbox") as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_INSTALL_LOCK,))
         for statement in statements:
             await conn.execute(statement)
@@ -193,7 +179,7 @@ async def uninstall(
     too when ``drop_tables``. Harmless when already uninstalled."""
     names = OutboxNames.for_queue(queue)
     ids = names.identifiers(queue)
-    async with _connection(target) as conn, conn.transaction():
+    async with admin_connection(target, "pg_outbox") as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_INSTALL_LOCK,))
         for table in tables:
             await conn.execute(
@@ -214,7 +200,7 @@ async def stats(target: str | Connection, queue: str = DEFAULT_QUEUE_TABLE) -> d
     """One row of the stats view: ``pending``, ``processing``, ``completed``, ``failed``,
     ``expired_leases``, ``oldest_pending_age_s`` (float or None), ``completed_last_hour``."""
     names = OutboxNames.for_queue(queue)
-    async with _connection(target) as conn:
+    async with admin_connection(target, "pg_outbox") as conn:
         cursor = await conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(names.stats)))
         row = await cursor.fetchone()
         columns = [column.name for column in cursor.description or ()]
@@ -247,7 +233,7 @@ async def retry_failed(
     names = OutboxNames.for_queue(queue)
     statement = RETRY_FAILED.format(queue=sql.Identifier(names.queue))
     params = {"ids": None if ids is None else list(ids), "table": table}
-    async with _connection(target) as conn:
+    async with admin_connection(target, "pg_outbox") as conn:
         cursor = await conn.execute(statement, params)
         count = cursor.rowcount
         if count:
@@ -263,7 +249,7 @@ async def cleanup(target: str | Connection, queue: str = DEFAULT_QUEUE_TABLE, da
     if days < 0:
         raise ValueError(f"days must be >= 0, got {days}")
     names = OutboxNames.for_queue(queue)
-    async with _connection(target) as conn:
+    async with admin_connection(target, "pg_outbox") as conn:
         cursor = await conn.execute(
             sql.SQL("SELECT {}(%s)").format(sql.Identifier(names.cleanup_function)), (days,)
         )

@@ -23,8 +23,7 @@ of the capture lives in this module or in ``sql/``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +31,8 @@ from psycopg import sql
 
 from syncworker.connectors.postgres.client import (
     Connection,
-    ConnectSettings,
+    admin_connection,
     check_identifier,
-    connect,
-    describe_url,
     split_table,
 )
 from syncworker.connectors.postgres.outbox import sql_file
@@ -153,17 +150,6 @@ def install_script(names: CaptureNames, key: str) -> str:
     return "\n".join(part.as_string(None) for part in install_statements(names, key))
 
 
-@asynccontextmanager
-async def _connection(target: str | Connection) -> AsyncIterator[Connection]:
-    if not isinstance(target, str):
-        yield target
-        return
-    settings = ConnectSettings(url=target, connect_timeout_s=10.0, statement_timeout_s=0.0)
-    conn = await connect(settings, f"pg_table {describe_url(target)!r}")
-    async with conn:
-        yield conn
-
-
 _COLUMN_EXISTS = (
     "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s"
     " AND attnum > 0 AND NOT attisdropped"
@@ -192,7 +178,7 @@ async def install(
         table, change_table=change_table, trigger=trigger, function=function, channel=channel
     )
     statements = install_statements(names, key)
-    async with _connection(target) as conn, conn.transaction():
+    async with admin_connection(target, "pg_table") as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_INSTALL_LOCK,))
         regclass = names.table_id.as_string(conn)
         if not await _exists(conn, "SELECT to_regclass(%s)", (regclass,)):
@@ -220,7 +206,7 @@ async def uninstall(
         table, change_table=change_table, trigger=trigger, function=function
     )
     ids = names.identifiers("id")  # the key is not part of the uninstall
-    async with _connection(target) as conn, conn.transaction():
+    async with admin_connection(target, "pg_table") as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_INSTALL_LOCK,))
         regclass = names.table_id.as_string(conn)
         if await _exists(conn, "SELECT to_regclass(%s)", (regclass,)):
@@ -249,7 +235,7 @@ async def status(target: str | Connection, names: CaptureNames) -> dict[str, Any
     when present; a trigger disabled with ``ALTER TABLE ... DISABLE TRIGGER`` is reported as
     ``"disabled"``), ``backlog`` (log rows not synced yet), ``oldest_change_age_s`` and
     ``truncates`` (``T`` rows waiting), the last three None without a change log."""
-    async with _connection(target) as conn:
+    async with admin_connection(target, "pg_table") as conn:
         table_regclass = names.table_id.as_string(conn)
         log_regclass = names.change_table_id.as_string(conn)
         function = f"{names.function_id.as_string(conn)}()"
@@ -301,7 +287,7 @@ async def request_resync(
     parts = split_table(change_table)
     if not keys:
         return 0
-    async with _connection(target) as conn, conn.transaction():
+    async with admin_connection(target, "pg_table") as conn, conn.transaction():
         cursor = await conn.execute(
             RESYNC.format(change_table=sql.Identifier(*parts)), {"keys": list(keys)}
         )
