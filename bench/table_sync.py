@@ -781,10 +781,17 @@ def cell(row: dict[str, Any]) -> str:
     return f"{row['seconds']:.2f} ({row['seconds_min']:.2f}-{row['seconds_max']:.2f})"
 
 
-def print_summary(rows: list[dict[str, Any]], verdicts: list[tuple[str, bool | None, str]]) -> None:
+def print_summary(
+    rows: list[dict[str, Any]],
+    verdicts: list[tuple[str, bool | None, str]],
+    *,
+    rows_label: str = "rows",
+    correct_label: str = "correct",
+) -> None:
+    """The results table and the verdicts (bench/verify.py prints its own with these too)."""
     print(
-        "| case | rows | runs | wall s median (min-max) | rows/s | peak RSS MiB (tree) "
-        "| client CPU s | host busy CPU s | correct |"
+        f"| case | {rows_label} | runs | wall s median (min-max) | rows/s | peak RSS MiB (tree) "
+        f"| client CPU s | host busy CPU s | {correct_label} |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:

@@ -71,6 +71,7 @@ from table_sync import (  # noqa: E402 - the sibling benchmark's data set and me
     drop_databases,
     load_source,
     measure,
+    print_summary,
     sql_run,
 )
 
@@ -360,29 +361,6 @@ def evaluate(rows: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
     return verdicts
 
 
-def print_summary(rows: list[dict[str, Any]], verdicts: list[tuple[str, bool | None, str]]) -> None:
-    print("| case | rows/side | runs | wall s median (min-max) | rows/s | peak RSS MiB (tree) "
-          "| client CPU s | host busy CPU s | exact keys |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    for r in rows:
-        if r["status"] != "ran":
-            print(f"| {r['case']} | | 0 | {r['status']} | | | | | |")
-            continue
-        print(
-            f"| {r['case']} | {r['rows']:,} | {r['runs']} | {r['seconds']:.2f} "
-            f"({r['seconds_min']:.2f}-{r['seconds_max']:.2f}) | {r['rows_per_s']:,.0f} | "
-            f"{r['peak_rss_mb']:.0f} | {r['cpu_s']:.1f} | {r['host_busy_s']:.1f} | "
-            f"{r['correct']}/{r['runs']} |"
-        )
-    for r in rows:
-        for problem in r["problems"]:
-            print(f"  !! {r['case']}: {problem[:600]}")
-    print("targets (syncworker):")
-    for target, met, detail in verdicts:
-        verdict = "cannot tell" if met is None else ("met" if met else "NOT met")
-        print(f"  {target}: {verdict} ({detail})")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the source table")
@@ -438,7 +416,7 @@ def main() -> int:
                 drop_databases(s)
         rows = summarize(s, runs, absent)
     verdicts = evaluate(rows)
-    print_summary(rows, verdicts)
+    print_summary(rows, verdicts, rows_label="rows/side", correct_label="exact keys")
     if args.json:
         args.json.write_text(json.dumps({"cases": rows, "targets": verdicts}, indent=2))
     bad = [r["case"] for r in rows if r["status"] == "ran" and r["correct"] != r["runs"]]
