@@ -22,8 +22,9 @@ from syncworker.state.base import ErrorRecord, StateStore
 
 log = structlog.get_logger(__name__)
 
-RunMode = Literal["incremental", "full"]
-"""The mode of a sync run (``core.pipeline.SyncMode``)."""
+RunMode = Literal["incremental", "full", "force"]
+"""The mode of a sync run (``core.pipeline.SyncMode``): ``force`` reads one key or group now
+(``SourceContext.force_key``), bypassing the source's staleness checks."""
 
 
 @runtime_checkable
@@ -120,6 +121,7 @@ class SourceContext:
 
     ``mode`` and ``run`` are set by the pipeline when a run starts (``run`` counts runs, so
     a source tells two ``full`` runs in a row apart); a source reads them in ``claim``.
+    ``force_key`` is the key or group a ``force`` run asks for (``None`` in other modes).
     Without a state store (a source used on its own) checkpoints live in memory and errors
     are only logged.
     """
@@ -128,6 +130,7 @@ class SourceContext:
     state: StateStore | None = None
     mode: RunMode = "incremental"
     run: int = 0
+    force_key: str | None = None
     _memory: dict[str, str] = field(default_factory=dict, repr=False)
 
     async def get_checkpoint(self, name: str) -> str | None:
@@ -219,6 +222,10 @@ class WriteResult:
     """
 
     failed: dict[int, BaseException] = field(default_factory=dict)
+    added: int | None = None
+    """Upserts that created a record the sink did not hold (``None``: the sink cannot tell)."""
+    updated: int | None = None
+    """Upserts that replaced a record the sink held (``None``: the sink cannot tell)."""
 
 
 @runtime_checkable
@@ -345,3 +352,64 @@ class CopiesInBulk(Protocol):
     def offer_bulk(self, sink: Sink) -> None:
         """Called before ``open`` when records would reach ``sink`` unchanged (no
         processors, exactly one sink); the source decides whether it can use it."""
+
+
+@dataclass(slots=True)
+class GroupEnd(Batch):
+    """A source's full read of one group (the registrations of one event) is complete: every
+    record of it was delivered, tagged ``meta["sync_run"] == run``, and every batch of it was
+    acked before this one was claimed. Sinks that ``ReplacesGroups`` now drop what they hold
+    of ``group`` in ``stream`` that this read did not deliver (records gone from the source).
+    It has no records and travels alone, never merged with other claims; the pipeline settles
+    it with ``finish_group`` on every sink that has it, then acks it (a sink that is down
+    rolls it back like any batch: the source serves it again)."""
+
+    stream: str = ""
+    group: str = ""
+    group_name: str = "group"
+    run: str = ""
+    count: int = 0
+    content_hash: str = ""
+    source_modified: str | None = None
+
+
+@runtime_checkable
+class ReplacesGroups(Protocol):
+    """Optional: a sink that keeps records by group and removes, on a group's full read, the
+    records the source no longer has (the redis sink's per-group index sets)."""
+
+    async def finish_group(self, end: GroupEnd) -> int:
+        """Drop what this sink holds of ``end.group`` that the read ``end.run`` did not
+        write, and record the group's metadata (count, content hash, sync time, source
+        modified time). Returns how many records were removed. Idempotent: called again for
+        the same ``end`` it removes nothing more. Raises ``ConnectorError`` when the
+        dependency is down (the pipeline rolls the ``GroupEnd`` back)."""
+
+
+@runtime_checkable
+class CountsGroups(Protocol):
+    """Optional: a sink that can tell how many records it holds per group (for a source's
+    "the counts differ" check in an incremental run)."""
+
+    async def group_counts(self, stream: str, groups: Sequence[str]) -> dict[str, int]:
+        """The number of records held for each of ``groups`` of ``stream`` (0 when none).
+        Raises ``ConnectorError`` when the dependency is down."""
+
+
+@runtime_checkable
+class UsesGroupCounts(Protocol):
+    """Optional: a grouped source that compares its groups' counts with a sink's."""
+
+    def offer_group_counts(self, sink: CountsGroups) -> None:
+        """Called before ``open`` with the first sink that ``CountsGroups``. No I/O."""
+
+
+@runtime_checkable
+class ResyncsGroups(Protocol):
+    """Optional: a grouped source that can send some records of one group again, by id, with
+    their current state (discrepancy repair)."""
+
+    async def resync_group(self, group: str, ids: list[str]) -> int:
+        """Queue ``ids`` of ``group`` to be read again and delivered through the normal path;
+        an id the source no longer has is delivered as a delete (with ``meta["group"]``).
+        Returns how many were queued. Raises ``ConnectorError`` when the dependency fails."""
