@@ -1,0 +1,44 @@
+"""The content digest of one record, shared by every side of issue 11's comparison.
+
+A record's digest is the first 64 bits (big-endian) of the blake2b hash of its canonical JSON:
+``syncworker.core.jsonvalue.dumps`` with sorted keys, compact, every number exact. Two
+records that decode to the same values digest the same whichever way they came: from the
+``http`` source (``jsonvalue.loads(..., writable=True)`` of the API's body) or read back from
+the ``redis`` sink (``jsonvalue.loads`` of the stored text), since ``loads`` keeps every number
+exact (``int``, ``float`` when a double holds it as written, else ``Decimal``) and ``dumps``
+writes them back as the same digits.
+
+A group's hash is the sum of its records' digests modulo 2**64, as 16 hex digits: order
+independent, so a source and a sink that deliver or store the same records in any order agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from syncworker.core import jsonvalue
+
+_MASK = (1 << 64) - 1
+
+
+def record_digest(data: Mapping[str, Any]) -> int:
+    """The 64-bit digest of ``data`` (a record's fields), independent of key order.
+
+    Raises ``jsonvalue.JSONValueError`` for a value with no exact JSON form (such a record
+    cannot be written by the sinks either).
+    """
+    body = jsonvalue.dumps(data, sort_keys=True)
+    return int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "big")
+
+
+def combine(digests: Iterable[int]) -> int:
+    """The sum of ``digests`` modulo 2**64 (a group's or a key range's digest)."""
+    return sum(digests) & _MASK
+
+
+def group_hash(digests: Iterable[int]) -> str:
+    """The hex (16 lowercase digits) of the sum modulo 2**64 of ``digests``: a group's
+    ``content_hash`` as the source's ``GroupEnd`` and the sink's meta hash hold it."""
+    return format(combine(digests), "016x")
