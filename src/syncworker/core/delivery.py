@@ -64,6 +64,27 @@ class Delivery:
     # per-sink figures (metrics).
     kept: list[Record] = field(default_factory=list)
     refused_by_sink: dict[str, list[Record]] = field(default_factory=dict)
+    # Upserts that created / replaced a record, as the first sink that tells reported them
+    # (``WriteResult.added``/``updated``); None when no sink tells.
+    added: int | None = None
+    updated: int | None = None
+
+
+@dataclass(slots=True)
+class Tally:
+    """What one sink's ``WriteResult``s of one batch said it added and updated (summed over
+    the writes of a bisection or a retried subset); None until a result tells."""
+
+    added: int | None = None
+    updated: int | None = None
+
+    def count(self, result: WriteResult | None) -> None:
+        if result is None:
+            return
+        if result.added is not None:
+            self.added = (self.added or 0) + result.added
+        if result.updated is not None:
+            self.updated = (self.updated or 0) + result.updated
 
 
 @dataclass(slots=True)
@@ -122,6 +143,11 @@ class SinkWriter:
     async def write(self, records: Sequence[Record]) -> list[Rejection]:
         """The records this sink rejected; raises ``SinkUnavailable`` to roll the batch back
         and ``LockLost`` or a ``ConfigError`` (the pipeline stops) unchanged."""
+        return await self.write_counted(records, Tally())
+
+    async def write_counted(self, records: Sequence[Record], tally: Tally) -> list[Rejection]:
+        """``write``, adding what the sink's results say it added and updated to ``tally``
+        (one per call: batches in flight share this writer)."""
         last_exc: BaseException | None = None
         for attempt in range(1, self._retry.attempts + 1):
             try:
@@ -142,13 +168,16 @@ class SinkWriter:
                     break  # a data error is bisected now: backoff is for outages
                 await self._backoff(attempt, exc)
                 continue
-            return await self._rejections(records, result, nested=False)
+            tally.count(result)
+            return await self._rejections(records, result, nested=False, tally=tally)
         assert last_exc is not None
         if is_transient(last_exc):
-            return await self._guard(records, last_exc)
-        return await _Bisection(self, guarded=False).split(records, last_exc)
+            return await self._guard(records, last_exc, tally)
+        return await _Bisection(self, guarded=False, tally=tally).split(records, last_exc)
 
-    async def _guard(self, records: Sequence[Record], exc: BaseException) -> list[Rejection]:
+    async def _guard(
+        self, records: Sequence[Record], exc: BaseException, tally: Tally
+    ) -> list[Rejection]:
         """The batch failed as "unavailable" through every retry. If the sink's dependency
         answers its probe, the error is likely a record's, misclassified: bisect."""
         if not isinstance(self.sink, Probes):
@@ -165,7 +194,7 @@ class SinkWriter:
             error=redact_url(f"{type(exc).__name__}: {exc}"),
             reason="the sink answers its probe: bisecting the batch as a data error",
         )
-        return await _Bisection(self, guarded=True).split(records, exc)
+        return await _Bisection(self, guarded=True, tally=tally).split(records, exc)
 
     async def _backoff(self, attempt: int, exc: BaseException) -> None:
         delay_s = self._retry.delay_for(attempt)
@@ -175,7 +204,7 @@ class SinkWriter:
             raise SinkUnavailable(self.sink.name, RetryableError("pipeline is stopping"))
 
     async def _rejections(
-        self, records: Sequence[Record], result: WriteResult | None, *, nested: bool
+        self, records: Sequence[Record], result: WriteResult | None, *, nested: bool, tally: Tally
     ) -> list[Rejection]:
         """Turn a sink's per-record report into rejections; transient ones are retried once
         as a smaller batch, and count as the sink being unavailable if they fail again."""
@@ -193,10 +222,10 @@ class SinkWriter:
             raise SinkUnavailable(self.sink.name, first)
         if retry:
             await self._backoff(1, next(e for e in result.failed.values() if is_transient(e)))
-            rejected.extend(await self._retry_subset(retry))
+            rejected.extend(await self._retry_subset(retry, tally))
         return rejected
 
-    async def _retry_subset(self, records: list[Record]) -> list[Rejection]:
+    async def _retry_subset(self, records: list[Record], tally: Tally) -> list[Rejection]:
         try:
             result = await self.sink.write(records)
         except Exception as exc:
@@ -204,8 +233,9 @@ class SinkWriter:
                 raise
             if is_transient(exc):
                 raise SinkUnavailable(self.sink.name, exc) from exc
-            return await _Bisection(self, guarded=False).split(records, exc)
-        return await self._rejections(records, result, nested=True)
+            return await _Bisection(self, guarded=False, tally=tally).split(records, exc)
+        tally.count(result)
+        return await self._rejections(records, result, nested=True, tally=tally)
 
 
 class _Bisection:
@@ -218,9 +248,10 @@ class _Bisection:
     unavailable after all (a full disk, a table gone) and the batch is rolled back whole.
     """
 
-    def __init__(self, writer: SinkWriter, *, guarded: bool) -> None:
+    def __init__(self, writer: SinkWriter, *, guarded: bool, tally: Tally) -> None:
         self.writer = writer
         self.guarded = guarded
+        self.tally = tally
         self.written = 0
         self.failures = 0
         self.last_transient: BaseException | None = None
@@ -257,7 +288,10 @@ class _Bisection:
                 rejected.extend(await self._split(half, failed))
                 continue
             self.written += 1
-            rejected.extend(await self.writer._rejections(half, result, nested=True))
+            self.tally.count(result)
+            rejected.extend(
+                await self.writer._rejections(half, result, nested=True, tally=self.tally)
+            )
         return rejected
 
 
@@ -298,7 +332,8 @@ async def deliver(
     delivery = Delivery(filtered=processed.filtered, rejected=processed.rejected)
     if not processed.kept:
         return delivery
-    writes = (w.write(processed.kept) for w in writers)
+    tallies = [Tally() for _ in writers]
+    writes = (w.write_counted(processed.kept, t) for w, t in zip(writers, tallies, strict=True))
     results = await asyncio.gather(*writes, return_exceptions=True)
     for writer, result in zip(writers, results, strict=True):
         if isinstance(result, BaseException):
@@ -313,6 +348,9 @@ async def deliver(
         for rejection in result:
             _merge(by_record, rejection)
     delivery.written = [r for r in processed.kept if id(r) not in by_record]
+    told = next((t for t in tallies if t.added is not None or t.updated is not None), None)
+    if told is not None:
+        delivery.added, delivery.updated = told.added, told.updated
     for rejection in by_record.values():
         rejection.record = processed.original(rejection.record)
         delivery.rejected.append(rejection)

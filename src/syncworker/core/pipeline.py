@@ -13,6 +13,7 @@ import asyncio
 import os
 import time
 import traceback
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,20 +27,25 @@ from syncworker.core.bulk import settle_bulk
 from syncworker.core.delivery import Delivery, Rejection, SinkWriter, deliver
 from syncworker.core.durations import format_seconds
 from syncworker.core.events import EventBus, Handler
+from syncworker.core.groups import settle_group_end
 from syncworker.core.leadership import LockKeeper
 from syncworker.core.policies import BreakerPolicy, CircuitBreaker, RetryPolicy
 from syncworker.core.protocols import (
     BulkBatch,
     CopiesInBulk,
     Countable,
+    CountsGroups,
+    GroupEnd,
     KeepsFailures,
     MergesBatches,
     Processor,
     ReportsStatus,
+    RunMode,
     Sink,
     Source,
     SourceContext,
     UsesContext,
+    UsesGroupCounts,
 )
 from syncworker.core.record import Batch, Record
 from syncworker.core.replay import DeadLetterReplay
@@ -57,7 +63,7 @@ from syncworker.state.base import DeadLetter, ErrorRecord, RunRecord, StateStore
 
 log = structlog.get_logger(__name__)
 
-SyncMode = Literal["incremental", "full"]
+SyncMode = RunMode
 State = Literal["created", "starting", "running", "paused", "stopping", "stopped"]
 
 
@@ -91,6 +97,9 @@ class RunStats:
     """Counters of the run under way."""
 
     mode: str
+    # The run's id while it runs (the API's 409 names it) and, in ``force`` mode, its key.
+    sync_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    key: str | None = None
     started_at: float = field(default_factory=time.time)
     started_mono: float = field(default_factory=time.monotonic)
     processed: int = 0
@@ -106,6 +115,14 @@ class RunStats:
     error: str | None = None
     # Time spent waiting out the circuit breaker's pause: not the run's work.
     paused_s: float = 0.0
+    # What the sinks said they created and replaced (WriteResult.added/updated) and what
+    # they removed at the end of a group's full read (GroupEnd).
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    groups_finished: int = 0
+    # Asked for (sync_now, run_once, a schedule's tick), not a stream's time-cut run.
+    requested: bool = False
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started_mono
@@ -126,6 +143,8 @@ class RunStats:
         else:
             self.dead_lettered += len(delivery.rejected)
         self.filtered += delivery.filtered
+        self.added += delivery.added or 0
+        self.updated += delivery.updated or 0
         self.streams.update(streams)
 
 
@@ -140,6 +159,9 @@ class Totals:
     filtered: int = 0
     runs: int = 0
     failed_batches: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
 
     def add(self, run: RunStats) -> None:
         self.processed += run.processed
@@ -148,6 +170,9 @@ class Totals:
         self.kept_by_source += run.kept_by_source
         self.filtered += run.filtered
         self.failed_batches += run.failed_batches
+        self.added += run.added
+        self.updated += run.updated
+        self.removed += run.removed
         self.runs += 1
 
 
@@ -191,6 +216,8 @@ class Pipeline:
         self._main: asyncio.Task[None] | None = None
         self._waiters: list[asyncio.Future[RunRecord]] = []
         self._pending_mode: SyncMode = "incremental"
+        self._pending_key: str | None = None
+        self._pending_id: str | None = None
         self._opened = False
         self._opening = ""  # the connector being opened, for the logs
         self._owns_state = False  # opened the state store itself, so closes it too
@@ -263,6 +290,10 @@ class Pipeline:
         self._opening = self.source.name
         if not self.processors and len(self.sinks) == 1 and isinstance(self.source, CopiesInBulk):
             self.source.offer_bulk(self.sinks[0])  # core/bulk.py: the records would not change
+        if isinstance(self.source, UsesGroupCounts):
+            counting = next((s for s in self.sinks if isinstance(s, CountsGroups)), None)
+            if counting is not None:
+                self.source.offer_group_counts(counting)
         if isinstance(self.source, UsesContext):
             self.source.bind(self._context)
         await self.source.open()
@@ -376,16 +407,17 @@ class Pipeline:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def run_once(self, mode: SyncMode = "incremental") -> RunRecord:
+    async def run_once(self, mode: SyncMode = "incremental", key: str | None = None) -> RunRecord:
         """One sync run now, in this task: drain the source, then return the run's record.
+        ``key``: the key or group of a ``force`` run (required then, refused otherwise).
 
         Connecting is retried by the retry policy only (then its error is raised), so a
         one-off run always ends. A dependency refusing the configuration mid-run raises that
         error after the run's batches were handed back.
         """
-        self.check_mode(mode)
+        self.check_mode(mode, key)
         await self.open(retry=self.settings.retry)
-        run = await self._run(mode, stream=False, force_record=True)
+        run = await self._run(mode, stream=False, force_record=True, key=key)
         assert run is not None  # force_record: every run is recorded
         if self._fatal is not None:
             fatal, self._fatal = self._fatal, None
@@ -403,17 +435,42 @@ class Pipeline:
         if self._closed_reason is not None:
             raise UnsupportedOperation(f"pipeline {self.name!r}: {self._closed_reason}")
 
-    async def sync_now(self, mode: SyncMode = "incremental") -> RunRecord:
+    async def sync_now(self, mode: SyncMode = "incremental", key: str | None = None) -> RunRecord:
         """Ask for a run now and wait for it. A run under way finishes first, then a new one
-        starts, so everything queued before this call is included."""
+        starts, so everything queued before this call is included (requests made while
+        one waits join it; the last one's mode and key win). ``key``: as for ``run_once``."""
         if self._main is None:
-            return await self.run_once(mode)
-        self.check_mode(mode)
+            return await self.run_once(mode, key)
+        self.check_mode(mode, key)
         waiter: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._pending_mode = mode
+        self._pending_key = key
+        self._pending_id = self._pending_id or uuid.uuid4().hex[:12]
         self._trigger.set()
         return await waiter
+
+    def running_sync(self) -> dict[str, Any] | None:
+        """The sync under way, or asked for and about to start (``sync_now``): its ``id``,
+        ``mode``, ``key`` and ``started_at`` (None while it waits); None when idle. A stream
+        pipeline's runs are cut by time, not asked for: only requested ones count there."""
+        stats = self._current
+        streaming = self.settings.schedule.kind == "stream"
+        if stats is not None and not (streaming and not stats.requested):
+            return {
+                "id": stats.sync_id,
+                "mode": stats.mode,
+                "key": stats.key,
+                "started_at": stats.started_at,
+            }
+        if self._waiters and self._pending_id is not None:
+            return {
+                "id": self._pending_id,
+                "mode": self._pending_mode,
+                "key": self._pending_key,
+                "started_at": None,
+            }
+        return None
 
     def status(self) -> dict[str, Any]:
         """A JSON-ready picture of the pipeline for ``status`` and the API."""
@@ -431,7 +488,11 @@ class Pipeline:
                 self.source.status() if isinstance(self.source, ReportsStatus) else None
             ),
             "in_flight": len(self._tasks),
+            "current_sync": self.running_sync(),
             "totals": {
+                "added": self.totals.added,
+                "updated": self.totals.updated,
+                "removed": self.totals.removed,
                 "processed": self.totals.processed,
                 "written": self.totals.written,
                 "dead_lettered": self.totals.dead_lettered,
@@ -507,7 +568,8 @@ class Pipeline:
 
     async def _stream_loop(self) -> None:
         while self._working:
-            run = await self._run(self._take_mode(), stream=True, force_record=False)
+            mode, key, sync_id = self._take_mode()
+            run = await self._run(mode, stream=True, force_record=False, key=key, sync_id=sync_id)
             if run is None and not self._trigger.is_set():
                 await self._wait_for_work()
 
@@ -518,7 +580,8 @@ class Pipeline:
             await self._wait_trigger(delay_s)
             if not self._working:
                 return
-            run = await self._run(self._take_mode(), stream=False, force_record=True)
+            mode, key, sync_id = self._take_mode()
+            run = await self._run(mode, stream=False, force_record=True, key=key, sync_id=sync_id)
             self._warn_if_near_interval(run)
             delay_s = schedule.delay_until_next_s()
 
@@ -563,20 +626,34 @@ class Pipeline:
             for waiter in waits:
                 waiter.cancel()
 
-    def _take_mode(self) -> SyncMode:
-        mode, self._pending_mode = self._pending_mode, "incremental"
+    def _take_mode(self) -> tuple[SyncMode, str | None, str | None]:
+        """The mode, key and id asked for the next run (then back to a plain incremental)."""
+        taken = (self._pending_mode, self._pending_key, self._pending_id)
+        self._pending_mode, self._pending_key, self._pending_id = "incremental", None, None
         self._trigger.clear()
-        return mode
+        return taken
 
-    def check_mode(self, mode: SyncMode) -> None:
+    def check_mode(self, mode: SyncMode, key: str | None = None) -> None:
         """``UnsupportedOperation`` when this pipeline cannot sync in ``mode`` (or at all: the
-        engine is stopping)."""
+        engine is stopping): ``full`` needs a source that can read everything again, ``force``
+        one that says ``force_sync = True`` (and a key); ``ValueError`` for a key given to
+        another mode, or a ``force`` without one."""
         self._check_open_for_runs()
         full_sync = isinstance(self.source, UsesContext) and self.source.full_sync
         if mode == "full" and not (full_sync or hasattr(self.source, "scan")):
             raise UnsupportedOperation(
                 f"pipeline {self.name!r}: source {self.source.name!r} cannot do a full sync"
             )
+        if mode == "force":
+            if not getattr(self.source, "force_sync", False):
+                raise UnsupportedOperation(
+                    f"pipeline {self.name!r}: source {self.source.name!r} cannot force-sync "
+                    "one key or group"
+                )
+            if not key:
+                raise ValueError(f"pipeline {self.name!r}: a force sync needs a key")
+        elif key is not None:
+            raise ValueError(f"pipeline {self.name!r}: only a force sync takes a key")
 
     async def _sleep(self, delay_s: float) -> bool:
         """Sleep unless stopping; False when stop() interrupted it."""
@@ -590,12 +667,24 @@ class Pipeline:
 
     # -- one run ---------------------------------------------------------------------------
 
-    async def _run(self, mode: SyncMode, *, stream: bool, force_record: bool) -> RunRecord | None:
+    async def _run(
+        self,
+        mode: SyncMode,
+        *,
+        stream: bool,
+        force_record: bool,
+        key: str | None = None,
+        sync_id: str | None = None,
+    ) -> RunRecord | None:
         """Drain requeued dead letters then the source; record the run if anything happened."""
-        self.check_mode(mode)
+        self.check_mode(mode, key)
         waiters, self._waiters = self._waiters, []
-        stats = RunStats(mode)
+        stats = RunStats(mode, key=key)
+        stats.requested = bool(waiters) or not stream
+        if sync_id is not None:
+            stats.sync_id = sync_id
         self._context.mode = mode  # what a UsesContext source reads in claim
+        self._context.force_key = key
         self._context.run += 1
         if not await self._hold_lock(stats):
             return await self._skipped(stats, waiters, force_record)
@@ -687,7 +776,14 @@ class Pipeline:
                 return
             if not parts:
                 self._slots.release()
-                return
+                if fill or not self._tasks or stats.error is not None:
+                    return
+                # A run drains its source: one may have more once its batches in flight
+                # are acked (a GroupEnd follows the last acked batch of a group's read).
+                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                if stats.error is not None:
+                    return
+                continue
             if probing:
                 await self._finish(source, parts, stats)
             else:
@@ -720,7 +816,7 @@ class Pipeline:
             except Exception as exc:
                 await self._source_failed(source, exc, stats)
                 break
-            if isinstance(batch, BulkBatch):  # travels alone (core/bulk.py)
+            if isinstance(batch, BulkBatch | GroupEnd):  # travel alone (core/bulk.py, groups.py)
                 if parts:
                     await self._settle(partial(source.nack, error=None), batch, "nack")
                 else:
@@ -779,6 +875,9 @@ class Pipeline:
     async def _settle_batch(self, source: Source, parts: list[Batch], stats: RunStats) -> None:
         if isinstance(parts[0], BulkBatch):
             await settle_bulk(self, source, parts[0], stats)
+            return
+        if isinstance(parts[0], GroupEnd):
+            await settle_group_end(self, source, parts[0], stats)
             return
         records = [r for part in parts for r in part.records]
         started = time.monotonic()
@@ -980,6 +1079,11 @@ class Pipeline:
             streams=dict(stats.streams),
             error=stats.error,
             paused_ms=stats.paused_s * 1000.0,
+            added=stats.added,
+            updated=stats.updated,
+            removed=stats.removed,
+            key=stats.key,
+            sync_id=stats.sync_id,
         )
         self.totals.add(stats)
         self._last_run = run
@@ -994,6 +1098,9 @@ class Pipeline:
             mode=run.mode,
             status=run.status,
             processed=run.processed,
+            added=run.added,
+            updated=run.updated,
+            removed=run.removed,
             dead_lettered=run.dead_lettered,
             kept_by_source=stats.kept_by_source,
             duration_ms=round(run.duration_ms, 1),

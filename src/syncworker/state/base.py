@@ -71,6 +71,14 @@ class RunRecord:
     id: int | None = None
     # Time the run waited out the circuit breaker's pause (retries after failures).
     paused_ms: float = 0.0
+    # Upserts the sinks said created / replaced a record, and records removed at the end of
+    # a group's full read (seed 002's records_added/updated/removed); the force run's key;
+    # the id the run had while it ran (the API's 409 names it).
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    key: str | None = None
+    sync_id: str | None = None
 
     @property
     def duration_ms(self) -> float:
@@ -91,6 +99,11 @@ class RunRecord:
             "written": self.written,
             "dead_lettered": self.dead_lettered,
             "filtered": self.filtered,
+            "added": self.added,
+            "updated": self.updated,
+            "removed": self.removed,
+            "key": self.key,
+            "sync_id": self.sync_id,
             "streams": self.streams,
             "error": self.error,
         }
