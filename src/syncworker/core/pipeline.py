@@ -162,6 +162,10 @@ class Totals:
     added: int = 0
     updated: int = 0
     removed: int = 0
+    # Runs that ended "success", and the others ("partial", "error"): seed 002's
+    # successful_syncs and failed_syncs. Skipped runs (lock held elsewhere) are neither.
+    succeeded: int = 0
+    failed: int = 0
 
     def add(self, run: RunStats) -> None:
         self.processed += run.processed
@@ -499,6 +503,8 @@ class Pipeline:
                 "kept_by_source": self.totals.kept_by_source,
                 "filtered": self.totals.filtered,
                 "runs": self.totals.runs,
+                "succeeded_runs": self.totals.succeeded,
+                "failed_runs": self.totals.failed,
                 "failed_batches": self.totals.failed_batches,
             },
             "last_sync_at": last.finished_at if last else None,
@@ -1086,6 +1092,10 @@ class Pipeline:
             sync_id=stats.sync_id,
         )
         self.totals.add(stats)
+        if status == "success":
+            self.totals.succeeded += 1
+        else:
+            self.totals.failed += 1
         self._last_run = run
         if self.state is not None:
             try:
