@@ -36,6 +36,7 @@ from syncworker.observe.health import evaluate
 from syncworker.observe.history import History
 from syncworker.observe.logging import redact_value
 from syncworker.observe.metrics import EngineMetrics
+from syncworker.reconcile import groups as grouped
 from syncworker.reconcile.scheduled import verify_status
 from syncworker.state.base import DeadLetter
 
@@ -52,6 +53,13 @@ Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {404: {"model": models.ErrorBody, "description": "no such pipeline or item"}}
 CONFLICT: Responses = {
     409: {"model": models.ErrorBody, "description": "not possible in this state"}
+}
+BUSY: Responses = {
+    409: {
+        "model": models.SyncRunning,
+        "description": "a sync of the pipeline is under way (detail.sync_id names it), or "
+        "the pipeline is stopped",
+    }
 }
 NOT_IMPLEMENTED: Responses = {501: {"model": models.ErrorBody, "description": "not supported here"}}
 STOPPING: Responses = {503: {"model": models.ErrorBody, "description": "the engine is stopping"}}
@@ -157,25 +165,77 @@ class Controller:
         except UnsupportedOperation as exc:
             raise self._refused(name, exc) from None
 
-    async def sync(self, name: str, request: models.SyncRequest) -> dict[str, Any] | None:
+    async def sync(
+        self, name: str, request: models.SyncRequest, *, exclusive: bool = False
+    ) -> dict[str, Any] | None:
+        """Run ``request`` on pipeline ``name``. A sync under way finishes first and this one
+        follows (queued), or with ``exclusive`` (the seed's paths, force) the request is
+        answered 409 with the running sync's id."""
         pipeline = self.pipeline(name)
         if self.engine.stopping:
             raise self._stopping(name)
         if pipeline.task is None:
             raise ApiError(409, f"pipeline {name!r} is stopped: start it first")
         try:
-            pipeline.check_mode(request.mode)
+            pipeline.check_mode(request.mode, request.key)
         except UnsupportedOperation as exc:
-            raise self._refused(name, exc) from None
+            if self.engine.stopping:
+                raise self._stopping(name) from None
+            detail = {"record_key": request.key} if request.key is not None else None
+            raise ApiError(501, str(exc), detail) from None
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        if exclusive:
+            self.refuse_if_busy(pipeline)
+        run = pipeline.sync_now(request.mode, request.key)
         if not request.wait:
-            task = asyncio.create_task(pipeline.sync_now(request.mode), name=f"api-sync:{name}")
+            task = asyncio.create_task(run, name=f"api-sync:{name}")
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return None
         try:
-            return (await pipeline.sync_now(request.mode)).to_dict()
+            return (await run).to_dict()
         except UnsupportedOperation as exc:  # the engine began stopping meanwhile
             raise self._refused(name, exc) from None
+
+    def refuse_if_busy(self, pipeline: Pipeline) -> None:
+        """409 naming the sync under way (or asked for) of ``pipeline``, if there is one."""
+        running = pipeline.running_sync()
+        if running is None:
+            return
+        raise ApiError(
+            409,
+            f"pipeline {pipeline.name!r} is already syncing (sync {running['id']})",
+            {"pipeline": pipeline.name, "sync_id": running["id"], **_without_id(running)},
+        )
+
+    async def discrepancies(
+        self, name: str, *, repair: bool, ignore_recent_s: float | None
+    ) -> dict[str, Any]:
+        """The grouped discrepancy check of pipeline ``name`` (with ``repair``: re-sync what
+        differs through a run of the pipeline, then check again); 501 where the pipeline has
+        no grouped sides."""
+        pipeline = self.pipeline(name)
+        sides = grouped.sides_for(pipeline)
+        if sides is None:
+            raise ApiError(
+                501,
+                f"pipeline {name!r} does not support reconciliation: its source "
+                f"{pipeline.source.name!r} and sinks cannot be compared group by group",
+            )
+        if repair and self.engine.stopping:
+            raise self._stopping(name)
+        report = await grouped.check_pipeline(
+            pipeline,
+            sides,
+            repair=repair,
+            ignore_recent_s=ignore_recent_s,
+            apply=lambda: pipeline.sync_now("incremental"),
+        )
+        return report.to_json()
+
+    def grouped_pipelines(self) -> list[str]:
+        return [n for n, p in self.engine.pipelines.items() if grouped.sides_for(p) is not None]
 
     async def dead_letter(self, letter_id: int) -> DeadLetter:
         letter = await self.engine.state.dead_letter(letter_id)
@@ -427,30 +487,31 @@ def _control_routes(router: APIRouter, c: Controller) -> None:
     @router.post(
         "/pipelines/{name}/force/{key}",
         tags=["control"],
-        responses={**NOT_FOUND, **NOT_IMPLEMENTED},
+        response_model=models.RunSummary,
+        responses={**NOT_FOUND, **NOT_IMPLEMENTED, **BUSY, **STOPPING},
     )
     async def force(name: PipelineName, key: str) -> dict[str, Any]:
-        """Force a sync of one key or group, where the source supports it."""
-        pipeline = c.pipeline(name)
-        raise ApiError(
-            501,
-            f"source {pipeline.source.name!r} of pipeline {name!r} cannot force-sync one key",
-            {"record_key": key},
-        )
+        """Sync one key or group now (seed 002's force sync), where the source supports it;
+        409 with the running sync's id while one runs."""
+        request = models.SyncRequest(mode="force", key=key)
+        summary = await c.sync(name, request, exclusive=True)
+        assert summary is not None
+        return summary
 
     @router.get(
         "/pipelines/{name}/discrepancies",
         tags=["control"],
-        responses={**NOT_FOUND, **NOT_IMPLEMENTED},
+        response_model=models.DiscrepancyReport,
+        responses={**NOT_FOUND, **NOT_IMPLEMENTED, **STOPPING},
     )
-    async def discrepancies(name: PipelineName) -> dict[str, Any]:
-        """Compare source and sinks, where the pipeline supports reconciliation."""
-        pipeline = c.pipeline(name)
-        raise ApiError(
-            501,
-            f"pipeline {name!r} does not support reconciliation: its source "
-            f"{pipeline.source.name!r} cannot scan or count what its sinks hold",
-        )
+    async def discrepancies(
+        name: PipelineName,
+        repair: bool = False,
+        ignore_recent: Annotated[float | None, Query(ge=0, le=86_400)] = None,
+    ) -> dict[str, Any]:
+        """Compare source and sink group by group: the exact missing, extra and different
+        ids per group, with totals; ``repair=true`` re-syncs them and checks again."""
+        return await c.discrepancies(name, repair=repair, ignore_recent_s=ignore_recent)
 
     @router.post("/shutdown", response_model=models.ShuttingDown, status_code=202, tags=["control"])
     async def shutdown() -> dict[str, Any]:
@@ -538,32 +599,15 @@ def _metrics_routes(router: APIRouter, c: Controller) -> None:
 
 
 def _legacy_routes(router: APIRouter, c: Controller) -> None:
-    """Seed 002's paths, so its curl commands work unchanged; they act on every pipeline."""
+    """Seed 002's paths, so its curl commands work unchanged. They act on every pipeline that
+    can do what is asked (full, force, discrepancy check: the grouped ones), 501 when none
+    can, and answer 409 with the running sync's id while one of them syncs."""
     prefix = "/api/sync-worker"
 
     @router.get(f"{prefix}/status", response_model=models.LegacyStatus, tags=["seed 002"])
     async def legacy_status() -> dict[str, Any]:
         status = await c.engine_status()
-        pipelines = status["pipelines"].values()
-        last = max((p["last_sync_at"] or 0 for p in pipelines), default=0)
-        stats = {
-            "total_syncs": sum(p["totals"]["runs"] for p in pipelines),
-            "records_processed": sum(p["totals"]["processed"] for p in pipelines),
-            "failed_batches": sum(p["totals"]["failed_batches"] for p in pipelines),
-            "last_sync_duration": max((p["last_duration_ms"] or 0 for p in pipelines), default=0),
-        }
-        return redact_value(  # type: ignore[no-any-return]
-            {
-                "is_running": any(p["running"] for p in pipelines),
-                "config": {
-                    name: {"schedule": p["schedule"], "source": p["source"], "sinks": p["sinks"]}
-                    for name, p in status["pipelines"].items()
-                },
-                "stats": stats,
-                "last_sync_time": _iso(last) if last else None,
-                "pipelines": status["pipelines"],
-            }
-        )
+        return redact_value(_legacy_status(c, status))  # type: ignore[no-any-return]
 
     @router.post(
         f"{prefix}/start",
@@ -586,37 +630,137 @@ def _legacy_routes(router: APIRouter, c: Controller) -> None:
         f"{prefix}/full-sync",
         response_model=models.LegacySyncResult,
         tags=["seed 002"],
-        responses={**CONFLICT, **NOT_IMPLEMENTED, **STOPPING},
+        responses={**BUSY, **NOT_IMPLEMENTED, **STOPPING},
     )
     async def legacy_full() -> dict[str, Any]:
-        return await _sync_all(c, "full")
+        return await _sync_all(c, models.SyncRequest(mode="full"))
 
     @router.post(
         f"{prefix}/incremental-sync",
         response_model=models.LegacySyncResult,
         tags=["seed 002"],
-        responses={**CONFLICT, **STOPPING},
+        responses={**BUSY, **STOPPING},
     )
     async def legacy_incremental() -> dict[str, Any]:
-        return await _sync_all(c, "incremental")
+        return await _sync_all(c, models.SyncRequest(mode="incremental"))
 
-    @router.post(f"{prefix}/force-sync/{{key}}", tags=["seed 002"], responses=NOT_IMPLEMENTED)
+    @router.post(
+        f"{prefix}/force-sync/{{key}}",
+        response_model=models.LegacySyncResult,
+        tags=["seed 002"],
+        responses={**BUSY, **NOT_IMPLEMENTED, **STOPPING},
+    )
     async def legacy_force(key: str) -> dict[str, Any]:
-        raise ApiError(501, "no pipeline here can force-sync one key", {"record_key": key})
+        return await _sync_all(c, models.SyncRequest(mode="force", key=key))
 
-    @router.get(f"{prefix}/discrepancy-check", tags=["seed 002"], responses=NOT_IMPLEMENTED)
-    async def legacy_discrepancies() -> dict[str, Any]:
-        raise ApiError(501, "no pipeline here supports reconciliation")
+    @router.get(
+        f"{prefix}/discrepancy-check",
+        response_model=models.LegacyDiscrepancies,
+        tags=["seed 002"],
+        responses={**NOT_IMPLEMENTED, **STOPPING},
+    )
+    async def legacy_discrepancies(
+        repair: bool = False,
+        ignore_recent: Annotated[float | None, Query(ge=0, le=86_400)] = None,
+    ) -> dict[str, Any]:
+        names = c.grouped_pipelines()
+        if not names:
+            raise ApiError(501, "no pipeline here supports reconciliation")
+        results = {
+            name: await c.discrepancies(name, repair=repair, ignore_recent_s=ignore_recent)
+            for name in names
+        }
+        totals = [r["totals"] for r in results.values()]
+        kinds = {k: sum(t[k] for t in totals) for k in ("missing", "extra", "different")}
+        total = sum(kinds.values())
+        return {
+            "success": all((r["repair"] or {}).get("error") is None for r in results.values()),
+            "has_discrepancies": total > 0,
+            "total_discrepancies": total,
+            **kinds,
+            "results": results,
+        }
 
 
-async def _sync_all(c: Controller, mode: str) -> dict[str, Any]:
-    request = models.SyncRequest.model_validate({"mode": mode})
+def _legacy_status(c: Controller, status: dict[str, Any]) -> dict[str, Any]:
+    """Seed 002's status: ``is_running``, ``config``, ``stats`` (its seven counters, summed
+    over the pipelines since the engine started) and ``last_sync_time``."""
+    pipelines = status["pipelines"]
+    values = list(pipelines.values())
+    last = max(values, key=lambda p: p["last_sync_at"] or 0, default=None)
+    last_at = last["last_sync_at"] if last is not None else None
+
+    def total(name: str) -> int:
+        return sum(int(p["totals"].get(name, 0)) for p in values)
+
+    stats = {
+        "total_syncs": total("runs"),
+        "successful_syncs": total("succeeded_runs"),
+        "failed_syncs": total("failed_runs"),
+        "records_added": total("added"),
+        "records_updated": total("updated"),
+        "records_removed": total("removed"),
+        "last_sync_duration": (last["last_duration_ms"] or 0) if last is not None else 0,
+        "records_processed": total("processed"),
+        "failed_batches": total("failed_batches"),
+    }
+    return {
+        "is_running": any(p["running"] for p in values),
+        "config": {
+            name: _legacy_config(c.engine.pipeline(name), p) for name, p in pipelines.items()
+        },
+        "stats": stats,
+        "last_sync_time": _iso(last_at) if last_at else None,
+        "current_syncs": {n: p["current_sync"] for n, p in pipelines.items() if p["current_sync"]},
+        "pipelines": pipelines,
+    }
+
+
+def _legacy_config(pipeline: Pipeline, status: dict[str, Any]) -> dict[str, Any]:
+    """The seed's config fields (syncIntervalMs, batchSize, maxRetries, enableAutoSync,
+    enableDiscrepancyDetection) as this pipeline runs them, beside its schedule and
+    connectors."""
+    settings = pipeline.settings
+    interval_s = settings.schedule.interval_s
+    return {
+        "schedule": status["schedule"],
+        "source": status["source"],
+        "sinks": status["sinks"],
+        "sync_interval_ms": None if interval_s is None else round(interval_s * 1000),
+        "batch_size": settings.batch_size,
+        "max_retries": settings.retry.attempts,
+        "enable_auto_sync": settings.schedule.kind != "manual",
+        "enable_discrepancy_detection": grouped.sides_for(pipeline) is not None,
+    }
+
+
+async def _sync_all(c: Controller, request: models.SyncRequest) -> dict[str, Any]:
+    """``request`` on every pipeline that can run it (every one for incremental), one after
+    the other; 501 when none can, 409 when one of them is syncing (checked before any)."""
+    names = []
+    for name, pipeline in c.engine.pipelines.items():
+        try:
+            pipeline.check_mode(request.mode, request.key)
+        except UnsupportedOperation:
+            if request.mode == "incremental" or c.engine.stopping:
+                names.append(name)  # c.sync says why (503 when stopping)
+            continue
+        names.append(name)
+    if not names:
+        what = "a full sync" if request.mode == "full" else "a force sync of one key"
+        raise ApiError(501, f"no pipeline here can do {what}", {"record_key": request.key})
+    for name in names:
+        c.refuse_if_busy(c.engine.pipeline(name))
     results = {}
-    for name in c.engine.pipelines:
+    for name in names:
         summary = await c.sync(name, request)
         assert summary is not None
         results[name] = summary
     return {"success": all(r["status"] == "success" for r in results.values()), "results": results}
+
+
+def _without_id(running: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in running.items() if k != "id"}
 
 
 def _states(c: Controller) -> dict[str, str]:

@@ -48,6 +48,20 @@ class Totals(BaseModel):
     filtered: int
     runs: int
     failed_batches: int
+    added: int = Field(0, description="upserts that created a record (sinks that tell)")
+    updated: int = Field(0, description="upserts that replaced a record (sinks that tell)")
+    removed: int = Field(
+        0, description="records removed at the end of a group's full read (gone from the source)"
+    )
+    succeeded_runs: int = Field(0, description="runs that ended 'success'")
+    failed_runs: int = Field(0, description="runs that ended 'partial' or 'error'")
+
+
+class CurrentSync(BaseModel):
+    id: str = Field(description="the sync's id; the run record keeps it as sync_id")
+    mode: str
+    key: str | None = Field(None, description="the key or group of a force sync")
+    started_at: float | None = Field(None, description="None: asked for, about to start")
 
 
 class LastError(BaseModel):
@@ -114,6 +128,9 @@ class PipelineStatus(BaseModel):
     source: str
     sinks: list[str]
     in_flight: int
+    current_sync: CurrentSync | None = Field(
+        None, description="the sync under way (or asked for and about to start)"
+    )
     totals: Totals
     last_sync_at: float | None
     last_duration_ms: float | None
@@ -152,6 +169,11 @@ class RunSummary(BaseModel):
     written: int
     dead_lettered: int
     filtered: int
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    key: str | None = Field(None, description="the key or group of a force sync")
+    sync_id: str | None = Field(None, description="the id the sync had while it ran")
     streams: dict[str, int]
     error: str | None
 
@@ -176,7 +198,8 @@ class PipelineState(BaseModel):
 class SyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["incremental", "full"] = "incremental"
+    mode: Literal["incremental", "full", "force"] = "incremental"
+    key: str | None = Field(None, description="force: the key or group to sync now")
     wait: bool = Field(True, description="false: answer 202 at once, the run goes on")
 
 
@@ -292,14 +315,89 @@ class ShuttingDown(BaseModel):
     shutting_down: Literal[True]
 
 
+class LegacyStats(BaseModel):
+    """Seed 002's sync stats, summed over the pipelines since the engine started."""
+
+    model_config = ConfigDict(extra="allow")
+
+    total_syncs: int
+    successful_syncs: int
+    failed_syncs: int
+    records_added: int
+    records_updated: int
+    records_removed: int
+    last_sync_duration: float = Field(description="milliseconds, the most recent run's")
+
+
 class LegacyStatus(BaseModel):
     """Seed 002's status shape, for its curl commands and dashboards."""
 
     is_running: bool
     config: dict[str, Any]
-    stats: dict[str, Any]
+    stats: LegacyStats
     last_sync_time: str | None
+    current_syncs: dict[str, CurrentSync] = Field(
+        default_factory=dict, description="pipelines with a sync under way"
+    )
     pipelines: dict[str, PipelineStatus]
+
+
+class SyncRunning(BaseModel):
+    """409 of the seed's paths and of force: a sync of that pipeline is under way."""
+
+    error: str
+    detail: dict[str, Any] = Field(description="pipeline, sync_id, mode, key, started_at")
+
+
+class DiscrepancyTotals(BaseModel):
+    groups: int
+    groups_differing: int
+    source_only_groups: int
+    target_only_groups: int
+    source_rows: int
+    target_rows: int
+    missing: int
+    extra: int
+    different: int
+    differences: int
+    ignored_recent: int
+
+
+class GroupDifferences(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    group: str
+    present: Literal["both", "source", "target"]
+    source_rows: int
+    target_rows: int
+    missing: VerifyKeys
+    extra: VerifyKeys
+    different: VerifyKeys
+    ignored_recent: int
+
+
+class DiscrepancyReport(BaseModel):
+    """A grouped pipeline's discrepancy check (``syncworker discrepancy-check --json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pipeline: str
+    status: Literal["consistent", "inconsistent"]
+    totals: DiscrepancyTotals
+    groups: list[GroupDifferences] = Field(description="groups with differences only")
+    repair: dict[str, Any] | None = None
+    started_at: str
+    duration_s: float
+
+
+class LegacyDiscrepancies(BaseModel):
+    success: bool
+    has_discrepancies: bool
+    total_discrepancies: int
+    missing: int
+    extra: int
+    different: int
+    results: dict[str, DiscrepancyReport]
 
 
 class LegacySyncResult(BaseModel):

@@ -350,3 +350,60 @@ async def repair_groups(
         repair.error = f"{type(exc).__name__}: {exc}"
         log.warning("discrepancy_repair_failed", pipeline=report.pipeline, error=repair.error)
     return repair
+
+
+def sides_for(pipeline: Any) -> GroupedSides | None:
+    """The grouped sides of ``pipeline``: its source's groups (a source offering
+    ``group_sides()``) against its first sink holding groups; None when it has none."""
+    factory = getattr(pipeline.source, "group_sides", None)
+    if factory is None:
+        return None
+    for sink in pipeline.sinks:
+        if hasattr(sink, "group_side"):
+            sides: GroupedSides = factory(sink)
+            return sides
+    return None
+
+
+async def check_pipeline(
+    pipeline: Any,
+    sides: GroupedSides,
+    *,
+    repair: bool = False,
+    ignore_recent_s: float | None = None,
+    apply: Apply | None = None,
+    concurrency: int = 8,
+) -> GroupsReport:
+    """Check ``pipeline`` (a ``core.Pipeline``) group by group; with ``repair``, re-sync what
+    differs through its source's ``resync_group`` and ``apply`` (default: one run of the
+    pipeline here), then check again (``report.repair``)."""
+    recent_s = ignore_recent_s or 0.0
+    await sides.open()
+    try:
+        report = await check_groups(
+            sides, pipeline=pipeline.name, ignore_recent_s=recent_s, concurrency=concurrency
+        )
+        if repair and report.differing():
+            resync = getattr(pipeline.source, "resync_group", None)
+            if resync is None:
+                report.repair = GroupsRepair(error="the source cannot re-sync by id")
+                return report
+
+            async def run_here() -> Any:
+                return await pipeline.run_once("incremental")
+
+            async def resync_opened(group: str, ids: list[str]) -> int:
+                await pipeline.open(retry=pipeline.settings.retry)  # no-op when open
+                return int(await resync(group, ids))
+
+            await repair_groups(
+                report,
+                sides,
+                resync_opened,
+                apply or run_here,
+                ignore_recent_s=recent_s,
+                concurrency=concurrency,
+            )
+        return report
+    finally:
+        await sides.close()

@@ -20,7 +20,9 @@ CREATE TABLE IF NOT EXISTS runs (
     dead_lettered INTEGER NOT NULL,
     filtered      INTEGER NOT NULL,
     streams       TEXT NOT NULL,
-    error         TEXT
+    error         TEXT,
+    -- JSON: added, updated, removed, key, sync_id (added by _create_schema to older stores)
+    details       TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_pipeline ON runs (pipeline, id);
 

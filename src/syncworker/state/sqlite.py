@@ -138,8 +138,8 @@ class SqliteStateStore:
     async def record_run(self, run: RunRecord) -> int:
         sql = (
             "INSERT INTO runs (pipeline, mode, started_at, finished_at, duration_ms, status, "
-            "processed, written, dead_lettered, filtered, streams, error) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "processed, written, dead_lettered, filtered, streams, error, details) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         params = (
             run.pipeline,
@@ -154,6 +154,7 @@ class SqliteStateStore:
             run.filtered,
             _dumps(run.streams),
             run.error,
+            _run_details(run),
         )
         cursor = await self._run(lambda conn: self._write(conn, sql, params))
         return int(cursor.lastrowid or 0)
@@ -161,7 +162,7 @@ class SqliteStateStore:
     async def runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRecord]:
         sql = (
             "SELECT id, pipeline, mode, started_at, finished_at, status, processed, written, "
-            "dead_lettered, filtered, streams, error, duration_ms FROM runs "
+            "dead_lettered, filtered, streams, error, duration_ms, details FROM runs "
             "WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY id DESC LIMIT ?2"
         )
         rows = await self._run(lambda conn: conn.execute(sql, (pipeline, limit)).fetchall())
@@ -182,6 +183,7 @@ class SqliteStateStore:
                 # duration_ms is stored without the breaker's pauses: the rest of the wall
                 # time is the pause.
                 paused_ms=max(0.0, (r[4] - r[3]) * 1000.0 - r[12]),
+                **_details(r[13]),
             )
             for r in rows
         ]
@@ -358,6 +360,30 @@ class SqliteStateStore:
 
 def _create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
+    # Stores made before runs had details (issue 11's added/updated/removed, sync ids).
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    if "details" not in columns:
+        conn.execute("ALTER TABLE runs ADD COLUMN details TEXT")
+
+
+def _details(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    values = orjson.loads(text)
+    counts = {k: int(values.get(k) or 0) for k in ("added", "updated", "removed")}
+    return {**counts, "key": values.get("key"), "sync_id": values.get("sync_id")}
+
+
+def _run_details(run: RunRecord) -> str:
+    return _dumps(
+        {
+            "added": run.added,
+            "updated": run.updated,
+            "removed": run.removed,
+            "key": run.key,
+            "sync_id": run.sync_id,
+        }
+    )
 
 
 def _dead_letter(row: Any) -> DeadLetter:
