@@ -25,7 +25,9 @@ class Control(Protocol):
     async def dead_letter(self, letter_id: int) -> dict[str, Any] | None: ...
     async def requeue(self, ids: list[int] | None, pipeline: str | None) -> int: ...
     async def purge(self, ids: list[int] | None, pipeline: str | None) -> int: ...
-    async def sync(self, name: str, mode: str, wait: bool) -> dict[str, Any]: ...
+    async def sync(
+        self, name: str, mode: str, wait: bool, key: str | None = None
+    ) -> dict[str, Any]: ...
     async def start(self, name: str) -> dict[str, Any]: ...
     async def stop(self, name: str) -> dict[str, Any]: ...
 
@@ -105,13 +107,19 @@ class LocalControl:
             _check_letters({i: await self.dead_letter(i) for i in ids}, requeue=False)
         return await self.store.purge_dead_letters(ids, pipeline)
 
-    async def sync(self, name: str, mode: str, wait: bool) -> dict[str, Any]:
+    async def sync(
+        self, name: str, mode: str, wait: bool, key: str | None = None
+    ) -> dict[str, Any]:
         if self.config_file is None:
             raise ConfigError("sync without --api needs --config FILE to build the pipeline")
         config = load_config(self.config_file)
         [pipeline] = config.build(self.store, [name])
         try:
-            return (await pipeline.run_once(mode)).to_dict()  # type: ignore[arg-type]
+            try:
+                pipeline.check_mode(mode, key)  # type: ignore[arg-type]
+            except ValueError as exc:  # a force without a key, a key for another mode
+                raise SyncWorkerError(str(exc)) from None
+            return (await pipeline.run_once(mode, key)).to_dict()  # type: ignore[arg-type]
         finally:
             await pipeline.close()
 
@@ -228,10 +236,13 @@ class RemoteControl:
             await self._call("DELETE", f"/dead-letters/{letter_id}")
         return len(targets)
 
-    async def sync(self, name: str, mode: str, wait: bool) -> dict[str, Any]:
-        return await self._call(
-            "POST", f"/pipelines/{name}/sync", json={"mode": mode, "wait": wait}
-        )
+    async def sync(
+        self, name: str, mode: str, wait: bool, key: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"mode": mode, "wait": wait}
+        if key is not None:
+            body["key"] = key
+        return await self._call("POST", f"/pipelines/{name}/sync", json=body)
 
     async def start(self, name: str) -> dict[str, Any]:
         return await self._call("POST", f"/pipelines/{name}/start")

@@ -39,6 +39,7 @@ def main(log_format: str, log_level: str) -> None:
 from syncworker.cli import (  # noqa: E402, F401 - imported for their commands
     algolia,
     dead_letters,
+    discrepancy,
     outbox,
     pg,
     pipelines,

@@ -255,13 +255,17 @@ def _status_row(name: str, item: dict[str, Any]) -> list[str]:
 @main.command()
 @click.argument("pipeline")
 @click.option(
-    "--mode", type=click.Choice(["incremental", "full"]), default="incremental", show_default=True
+    "--mode",
+    type=click.Choice(["incremental", "full", "force"]),
+    default="incremental",
+    show_default=True,
 )
+@click.option("--key", default=None, help="force: the key or group to sync (seed 002: an event).")
 @click.option("--no-wait", is_flag=True, help="With --api: return once the run is accepted.")
 @_state_options
-def sync(pipeline: str, mode: str, no_wait: bool, **target: Any) -> None:
+def sync(pipeline: str, mode: str, key: str | None, no_wait: bool, **target: Any) -> None:
     """Run one sync of PIPELINE now: in the running engine (--api) or here (--config)."""
-    result = _control(target, lambda c: c.sync(pipeline, mode, not no_wait), needs="config")
+    result = _control(target, lambda c: c.sync(pipeline, mode, not no_wait, key), needs="config")
     click.echo(_json(redact_value(result)))
     if result.get("status") not in (None, "success"):
         sys.exit(EXIT_FAILURE)
