@@ -71,3 +71,15 @@ def test_group_hash_is_hex_of_sum_mod_2_64() -> None:
     assert group_hash(record_digest(r) for r in records) == format(
         sum(record_digest(r) for r in records) % 2**64, "016x"
     )
+
+
+def test_fast_path_writes_the_exact_writers_bytes() -> None:
+    # record_digest skips jsonvalue.dumps when orjson can write the value alone: same bytes.
+    for data in (
+        {"b": [1, 2.5, None, True], "a": {"y": "\u00e9", "x": -(2**63)}},
+        {"big": 2**64 - 1},
+        {"big": 2**64, "dec": Decimal("1.10")},
+    ):
+        body = jsonvalue.dumps(data, sort_keys=True)
+        expected = int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "big")
+        assert record_digest(data) == expected

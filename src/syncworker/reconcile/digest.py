@@ -18,6 +18,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from syncworker.core import jsonvalue
 
 _MASK = (1 << 64) - 1
@@ -29,7 +31,10 @@ def record_digest(data: Mapping[str, Any]) -> int:
     Raises ``jsonvalue.JSONValueError`` for a value with no exact JSON form (such a record
     cannot be written by the sinks either).
     """
-    body = jsonvalue.dumps(data, sort_keys=True)
+    try:  # orjson alone writes the same bytes as jsonvalue when it can (most records): faster
+        body = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # a Decimal, an integer past 64 bits: the exact writer
+        body = jsonvalue.dumps(data, sort_keys=True)
     return int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "big")
 
 
