@@ -100,6 +100,11 @@ class ScheduleConfig(_Strict):
     run_at_start: bool | None = Field(
         None, description="'every': run once at start-up (default true)"
     )
+    auto: bool = Field(
+        True,
+        description="false: never run by itself, only when asked (API, CLI), as 'manual' "
+        "(seed 002's ENABLE_AUTO_SYNC: auto: \"${ENABLE_AUTO_SYNC:-true}\")",
+    )
 
     @field_validator("cron")
     @classmethod
@@ -119,6 +124,8 @@ class ScheduleConfig(_Strict):
         return self
 
     def build(self) -> Schedule:
+        if not self.auto:
+            return Schedule.manual()
         if self.every is not None:
             return Schedule.every(self.every, run_at_start=self.run_at_start is not False)
         if self.cron is not None:

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 from syncworker import __version__
 from syncworker.api import models
 from syncworker.api.guard import MAX_BODY_BYTES, RequestGuard
+from syncworker.compat.zoho_worker import last_sync_time, seed_config, seed_stats
 from syncworker.core import jsonvalue
 from syncworker.core.engine import Engine
 from syncworker.core.pipeline import Pipeline
@@ -687,50 +688,22 @@ def _legacy_status(c: Controller, status: dict[str, Any]) -> dict[str, Any]:
     over the pipelines since the engine started) and ``last_sync_time``."""
     pipelines = status["pipelines"]
     values = list(pipelines.values())
-    last = max(values, key=lambda p: p["last_sync_at"] or 0, default=None)
-    last_at = last["last_sync_at"] if last is not None else None
-
-    def total(name: str) -> int:
-        return sum(int(p["totals"].get(name, 0)) for p in values)
-
     stats = {
-        "total_syncs": total("runs"),
-        "successful_syncs": total("succeeded_runs"),
-        "failed_syncs": total("failed_runs"),
-        "records_added": total("added"),
-        "records_updated": total("updated"),
-        "records_removed": total("removed"),
-        "last_sync_duration": (last["last_duration_ms"] or 0) if last is not None else 0,
-        "records_processed": total("processed"),
-        "failed_batches": total("failed_batches"),
+        **seed_stats(values),
+        "records_processed": sum(p["totals"]["processed"] for p in values),
+        "failed_batches": sum(p["totals"]["failed_batches"] for p in values),
     }
+    config = {}
+    for name, pipeline_status in pipelines.items():
+        config[name] = seed_config(c.engine.pipeline(name))
+        config[name]["schedule"] = pipeline_status["schedule"]
     return {
         "is_running": any(p["running"] for p in values),
-        "config": {
-            name: _legacy_config(c.engine.pipeline(name), p) for name, p in pipelines.items()
-        },
+        "config": config,
         "stats": stats,
-        "last_sync_time": _iso(last_at) if last_at else None,
+        "last_sync_time": last_sync_time(values),
         "current_syncs": {n: p["current_sync"] for n, p in pipelines.items() if p["current_sync"]},
         "pipelines": pipelines,
-    }
-
-
-def _legacy_config(pipeline: Pipeline, status: dict[str, Any]) -> dict[str, Any]:
-    """The seed's config fields (syncIntervalMs, batchSize, maxRetries, enableAutoSync,
-    enableDiscrepancyDetection) as this pipeline runs them, beside its schedule and
-    connectors."""
-    settings = pipeline.settings
-    interval_s = settings.schedule.interval_s
-    return {
-        "schedule": status["schedule"],
-        "source": status["source"],
-        "sinks": status["sinks"],
-        "sync_interval_ms": None if interval_s is None else round(interval_s * 1000),
-        "batch_size": settings.batch_size,
-        "max_retries": settings.retry.attempts,
-        "enable_auto_sync": settings.schedule.kind != "manual",
-        "enable_discrepancy_detection": grouped.sides_for(pipeline) is not None,
     }
 
 
@@ -765,7 +738,3 @@ def _without_id(running: dict[str, Any]) -> dict[str, Any]:
 
 def _states(c: Controller) -> dict[str, str]:
     return {name: p.status()["state"] for name, p in c.engine.pipelines.items()}
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
