@@ -26,10 +26,12 @@ value quoted or bare) joined by ``&&`` / ``||`` with parentheses. ``Modified_Tim
 as a time written ``dd-MMM-yyyy HH:mm:ss``; a lookup field (an object with an ``ID``)
 compares its ``ID``.
 
-Faults: ``respond_next(*outcomes)`` for the next data requests: an int status (500, 503),
+Faults: ``respond_next(*outcomes)`` for the next data requests: an int status (500, 503; a
+2xx lets the request be answered as usual),
 ``"429"`` (with ``Retry-After: retry_after``), ``"malformed"`` (200 and a truncated body),
 ``"slow"`` (the answer waits ``slow_s``), ``"expire"`` (every token expires first: the
-request gets 401 1030). ``expire_tokens()`` does the same at once; ``put_raw`` stores a row
+request gets 401 1030); ``sticky_cursor`` hands out one record_cursor for ever (a broken
+server). ``expire_tokens()`` does the same at once; ``put_raw`` stores a row
 that is no object or has no ``ID``. Every request is kept in ``requests``.
 
 Runs in the test's event loop (``async with ZohoCreatorServer() as zoho``) or, for a
@@ -259,6 +261,7 @@ class ZohoCreatorServer(LocalServer):
         self.retry_after = retry_after
         self.slow_s = slow_s
         self.delay_s = 0.0
+        self.sticky_cursor = False
         self.reports: dict[str, _Report] = {}
         self.requests: list[Received] = []
         self.keep_requests = True
@@ -443,7 +446,7 @@ class ZohoCreatorServer(LocalServer):
             await asyncio.sleep(self.delay_s)
         if outcome == "expire":
             self.expire_tokens()
-        if isinstance(outcome, int):
+        if isinstance(outcome, int) and outcome >= 300:
             return _json({"code": 2899, "message": "Internal error (injected)"}, outcome, seen)
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
@@ -520,7 +523,11 @@ class ZohoCreatorServer(LocalServer):
         if not bodies:
             return _json({"code": 3100, "message": "No records found."}, 400, seen)
         headers: dict[str, str] = {}
-        if more:
+        if more and self.sticky_cursor:
+            # a broken server: the same cursor every time, for the same first page
+            self._cursors.setdefault("stuck-cursor", (report, criteria, 0))
+            headers["record_cursor"] = "stuck-cursor"
+        elif more:
             token = uuid.uuid4().hex + uuid.uuid4().hex
             self._cursors[token] = (report, criteria, last)
             headers["record_cursor"] = token

@@ -28,7 +28,7 @@ import itertools
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -150,6 +150,7 @@ class HttpSource:
         # (no pipeline), the source reads again every poll_interval once idle.
         self._bound = False
         self._client: HttpClient | None = None
+        self._shown: HttpClient | None = None
         self._counts: CountsGroups | None = None
         self._ready: deque[tuple[_Read, Record]] = deque()
         self._reads: deque[_Read] = deque()
@@ -162,6 +163,8 @@ class HttpSource:
         self._seen: dict[str, str] = {}
         self._hwm_loaded = False
         self._plan_newest: tuple[datetime, str] | None = None
+        self._plan_seen: dict[str, str] | None = {}
+        self._plan_covers_all = False
         self._runs = itertools.count(1)
         self._settled = asyncio.Event()
         self._status: dict[str, Any] = {
@@ -191,6 +194,7 @@ class HttpSource:
         if self._client is None:
             self._client = self._make_client()
             await self._client.open()
+            self._shown = self._client
 
     async def close(self) -> None:
         """Close the connections; records read but not claimed are read again next time."""
@@ -243,7 +247,8 @@ class HttpSource:
             for read, count in token.parts:
                 read.unsettled -= count
                 if read.kind in ("incremental", "all") and read.done and read.unsettled == 0:
-                    await self._commit_hwm(read.newest, read.seen)
+                    seen = read.seen if len(read.seen) <= MAX_SEEN else {}
+                    await self._commit_hwm(read.newest, seen, overflow=len(read.seen) > MAX_SEEN)
                     read.seen = {}
         self._settled.set()
 
@@ -267,7 +272,7 @@ class HttpSource:
         return self._queue_resync(None, keys)
 
     def status(self) -> dict[str, Any]:
-        client = self._client
+        client = self._shown  # the last client's counters stay shown after close
         picture = dict(self._status)
         if client is not None:
             picture.update(
@@ -278,6 +283,27 @@ class HttpSource:
                 auth=client.auth.status() if client.auth is not None else None,
             )
         return picture
+
+    async def iter_group(self, group: str | None) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Every record of ``group`` (ungrouped: of the listing) as ``(id, data)``, page by
+        page, read now and delivered to nobody (a discrepancy check's side). Records without
+        an id or that are no object are left out (the source dead-letters them)."""
+        if self._client is None:
+            raise ConnectorError(f"http source {self.name!r}: not open")
+        pager = self._pager()
+        request: PageRequest | None = pager.first()
+        criteria = self._group_filter(group) if group is not None else None
+        while request is not None:
+            page = await self._get(self.config.path, request, criteria)
+            if page.error is not None:
+                raise ConnectorError(f"http source {self.name!r}: page {pager.page} is no JSON")
+            items = self._items(page)
+            for item in items:
+                if isinstance(item, dict):
+                    key = key_text(item.get(self.config.id_field))
+                    if key:
+                        yield key, item
+            request = pager.next(page.response, page.body, len(items))
 
     # -- building ---------------------------------------------------------------------------
 
@@ -406,7 +432,11 @@ class HttpSource:
         self._planned = key
         self._idle_since = time.monotonic()
         self._plan_newest = None
+        self._plan_seen = {}
         await self._load_hwm()
+        self._plan_covers_all = ctx.mode == "full" or (
+            ctx.mode == "incremental" and self._hwm is None
+        )
         reads = await self._plan(ctx.mode, ctx.force_key)
         self._reads = deque(reads)
         self._status["groups_total"] = sum(1 for r in reads if r.kind == "group")
@@ -653,10 +683,11 @@ class HttpSource:
             return
         raw_modified = item.get(c.modified_field) if c.modified_field else None
         modified = self.parse_modified(raw_modified)
-        if read.kind == "incremental" and isinstance(raw_modified, str):
-            if self._seen.get(key) == raw_modified:
+        if isinstance(raw_modified, str) and read.kind != "resync":
+            if read.kind == "incremental" and self._seen.get(key) == raw_modified:
                 return  # read again in the overlap window, unchanged
-            read.seen[key] = raw_modified
+            if len(read.seen) <= MAX_SEEN:
+                read.seen[key] = raw_modified
         if modified is not None and (read.newest is None or modified > read.newest[0]):
             read.newest = (modified, str(raw_modified))
         read.count += 1
@@ -751,10 +782,17 @@ class HttpSource:
             self._plan_newest is None or read.newest[0] > self._plan_newest[0]
         ):
             self._plan_newest = read.newest
-        if self._hwm is None and self._idle() and not self._finishing:
-            # The first full read of every group gives the mark the next incremental run
-            # starts from (minus the overlap).
-            await self._commit_hwm(self._plan_newest, {})
+        if len(read.seen) > MAX_SEEN or self._plan_seen is None:
+            self._plan_seen = None
+        else:
+            self._plan_seen.update(read.seen)
+        read.seen = {}
+        if self._plan_covers_all and self._idle() and not self._finishing:
+            # Every group of the run was read fully: the next incremental read starts from
+            # the newest modified time seen (minus the overlap), skipping what was read.
+            seen = self._plan_seen
+            await self._commit_hwm(self._plan_newest, seen or {}, overflow=seen is None)
+            self._plan_seen = {}
         log.info(
             "http_group_synced",
             source=self.name,
@@ -783,7 +821,9 @@ class HttpSource:
             self._status["hwm"] = raw["hwm"]
         self._seen = {str(k): str(v) for k, v in seen.items()}
 
-    async def _commit_hwm(self, newest: tuple[datetime, str] | None, seen: dict[str, str]) -> None:
+    async def _commit_hwm(
+        self, newest: tuple[datetime, str] | None, seen: dict[str, str], overflow: bool = False
+    ) -> None:
         """Every record of an incremental (or whole) read is acked: move the mark to the
         newest modified time read, and keep the ids read inside the overlap window (with
         their modified time) so the next read skips them when unchanged."""
@@ -800,7 +840,7 @@ class HttpSource:
             when = self.parse_modified(raw)
             if when is not None and when >= floor:
                 kept[key] = raw
-        if len(kept) > MAX_SEEN:
+        if len(kept) > MAX_SEEN or overflow:
             # A mass update inside the window: re-delivering it once (idempotent sinks) costs
             # less than a checkpoint this large.
             kept = {}
