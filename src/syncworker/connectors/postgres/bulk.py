@@ -21,6 +21,12 @@ match by construction and no SQL cast can alter a value; anything else (``$data`
 path, a json column the record path re-encodes, a user-defined type, a processor in the
 pipeline) makes the whole pipeline use the record path (``prepare`` says why).
 
+Changes go the same way (``SnapshotCopier.copy_keys``): a claim of at least
+``CHANGES_MIN_KEYS`` changed keys streams ``COPY (SELECT <mapped columns> FROM <table> WHERE
+<filter> AND <key> = ANY(<keys>))`` into the staging table and the sink's merge, and deletes
+from the target the keys with no live source row left (gone, filtered out, soft-deleted): the
+record path's reading of the same keys, without decoding and re-encoding every value in Python.
+
 When the target refuses a page's data (a NOT NULL, a CHECK, a length, a foreign key...), the
 transaction is rolled back and ``BulkRefused`` raised: the source then serves the same rows
 as records, so the record path names and dead-letters the bad rows one by one and writes the
@@ -80,6 +86,13 @@ KEY_TYPE = (
     "SELECT format_type(a.atttypid, NULL) FROM pg_attribute a"
     " WHERE a.attrelid = %s::regclass AND a.attname = %s"
 )
+COPY_KEYS = sql.SQL(
+    "COPY (SELECT {exprs} FROM {table} AS t WHERE {live} AND {key} = ANY({keys}::{type}[]))"
+    " TO STDOUT (FORMAT binary)"
+)
+CHANGES_MIN_KEYS = 500
+"""The fewest changed keys a claim copies in bulk: below it the record path's one-statement
+merge costs less than the copy's extra round trips (staging, COPY out and in, the deletes)."""
 COPY_OUT = sql.SQL(
     "COPY (SELECT {exprs} FROM {table} AS t WHERE {live} AND ({after}::{type} IS NULL OR {key} >"
     " {after}::{type}) AND {key} <= {last}::{type} ORDER BY {key}) TO STDOUT (FORMAT binary)"
@@ -139,6 +152,7 @@ class _Target:
     stage: sql.Composed
     upsert: sql.Composed
     delete: sql.Composed
+    remaining: sql.Composed
     held: sql.Composed
     fencing_column: str | None
     version_column: str | None
@@ -159,6 +173,7 @@ def _target_of(sink: PostgresSink) -> _Target:
         stage=statements.stage,
         upsert=statements.upsert,
         delete=statements.delete,
+        remaining=statements.remaining,
         held=statements.held,
         fencing_column=sink.config.fencing_column,
         version_column=sink.config.version_column,
@@ -186,6 +201,8 @@ class _Statements:
     """COPY_OUT's parts but the bounds: COPY takes no parameters, so they are bound as
     literals per page."""
     deleted_keys: sql.Composed | None
+    gone_keys: sql.Composed
+    """Of ``%(keys)s``, those no row was staged for (no live source row left)."""
     direct_check: sql.Composed | None
     copy_direct: sql.Composed
     copy_staged: sql.Composed
@@ -216,6 +233,8 @@ class SnapshotCopier:
     _closed: bool = False
     pages: int = 0
     pages_direct: int = 0
+    changes: int = 0
+    """Claims of changed keys copied (``copy_keys``)."""
 
     @classmethod
     async def prepare(cls, spec: SnapshotSpec, sink: Any) -> SnapshotCopier | None:
@@ -232,15 +251,22 @@ class SnapshotCopier:
             _ineligible(spec, "a column takes $data (the whole record as JSON)")
             return None
         try:
-            found = await asyncio.to_thread(_catalog, spec, target)
+            pair = await asyncio.to_thread(_connect, spec.settings, target.settings)
+            try:
+                found = await asyncio.to_thread(_catalog, spec, target, pair)
+            except BaseException:
+                await asyncio.to_thread(pair.close)
+                raise
         except psycopg.Error as exc:
             raise _translated(exc, target.label) from exc
         if isinstance(found, str):
+            await asyncio.to_thread(pair.close)
             _ineligible(spec, found)
             return None
         source_types, target_types, key_type = found
         exprs = _select_list(spec, target, source_types, target_types)
         if isinstance(exprs, str):
+            await asyncio.to_thread(pair.close)
             _ineligible(spec, exprs)
             return None
         direct = (
@@ -257,7 +283,8 @@ class SnapshotCopier:
             direct_when_empty=direct,
             columns=len(exprs),
         )
-        return cls(spec, sink, target, statements, key_type)
+        # The catalog's connections serve the first page (or claim of changes).
+        return cls(spec, sink, target, statements, key_type, _idle=[pair])
 
     async def plan_page(self, after_key: str | None, limit: int) -> PagePlan | None:
         """The next page: up to ``limit`` rows matching the filter after ``after_key``
@@ -291,6 +318,30 @@ class SnapshotCopier:
             rows=plan.rows,
             last_key=plan.last_key,
             direct=outcome.direct,
+            stale=outcome.stale,
+        )
+        return changes
+
+    async def copy_keys(self, keys: Sequence[str]) -> int:
+        """Bring the target's rows of ``keys`` (changed source keys, as text) to the source's
+        current state, committed before returning: live rows copied and merged as a page's
+        are (stale-write guard, fencing), the other keys deleted as the record path's delete
+        records are. Returns the rows changed (written, skipped as stale, or deleted).
+
+        Raises what ``copy_page`` raises: ``BulkRefused`` when the target refused the data
+        (nothing written), the sink's connection errors, ``LockLost``."""
+        token = current_fencing_token()
+        outcome: PageOutcome = await self._in_thread(self._copy_keys_sync, list(keys), token)
+        self.changes += 1
+        changes = outcome.written + outcome.deleted
+        from syncworker.connectors.postgres.sink import Held
+
+        self.sink._report(Held(fenced=outcome.fenced, stale=outcome.stale), changes, token)
+        log.debug(
+            "pg_bulk_changes",
+            table=self.spec.table,
+            keys=len(keys),
+            deleted=outcome.deleted,
             stale=outcome.stale,
         )
         return changes
@@ -332,13 +383,7 @@ class SnapshotCopier:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        source = psycopg.connect(self.spec.settings.url, **self.spec.settings.kwargs())
-        try:
-            target = psycopg.connect(self.target.settings.url, **self.target.settings.kwargs())
-        except BaseException:
-            source.close()
-            raise
-        return _Pair(source, target)
+        return _connect(self.spec.settings, self.target.settings)
 
     def _plan_sync(self, pair: _Pair, after_key: str | None, limit: int) -> PagePlan | None:
         row = pair.source.execute(self.statements.plan, {"after": after_key, "limit": limit})
@@ -374,6 +419,22 @@ class SnapshotCopier:
             else:
                 self._copy_staged(pair, copy_out, params, outcome)
             self._delete_soft_deleted(pair, params, outcome)
+        return outcome
+
+    def _copy_keys_sync(self, pair: _Pair, keys: list[str], token: int | None) -> PageOutcome:
+        copy_out = COPY_KEYS.format(**self.statements.copy_out, keys=sql.Literal(keys))
+        params = {"synced_at": datetime.now(UTC), "op": "upsert", "token": token, "keys": keys}
+        outcome = PageOutcome()
+        with pair.target.transaction():
+            self._copy_staged(pair, copy_out, params, outcome)
+            gone = [k for (k,) in pair.target.execute(self.statements.gone_keys, params)]
+            if gone:
+                deleting = {**params, "keys": gone}
+                pair.target.execute(self.target.delete, deleting)
+                outcome.deleted = len(gone)
+                if self.target.fencing_column is not None:
+                    row = pair.target.execute(self.target.remaining, deleting).fetchone()
+                    outcome.fenced += int(row[0]) if row else 0
         return outcome
 
     def _range_empty(self, pair: _Pair, params: dict[str, Any]) -> bool:
@@ -440,16 +501,26 @@ def _pipe(pair: _Pair, copy_out: sql.Composed, copy_in: sql.Composed) -> int:
 # -- prepare ----------------------------------------------------------------------------
 
 
+def _connect(source: ConnectSettings, target: ConnectSettings) -> _Pair:
+    """A source and a target connection (autocommit), or neither."""
+    source_conn = psycopg.connect(source.url, **source.kwargs())
+    try:
+        target_conn = psycopg.connect(target.url, **target.kwargs())
+    except BaseException:
+        source_conn.close()
+        raise
+    return _Pair(source_conn, target_conn)
+
+
 def _catalog(
-    spec: SnapshotSpec, target: _Target
+    spec: SnapshotSpec, target: _Target, pair: _Pair
 ) -> tuple[dict[str, int], dict[str, int], str] | str:
     """Column types of both tables and the source key's type name (or why not eligible)."""
-    with psycopg.connect(spec.settings.url, **spec.settings.kwargs()) as conn:
-        source_types = _types(conn, spec.table)
-        row = conn.execute(KEY_TYPE, (table_identifier(spec.table).as_string(conn), spec.key))
-        key_row = row.fetchone()
-    with psycopg.connect(target.settings.url, **target.settings.kwargs()) as conn:
-        target_types = _types(conn, target.table)
+    conn = pair.source
+    source_types = _types(conn, spec.table)
+    row = conn.execute(KEY_TYPE, (table_identifier(spec.table).as_string(conn), spec.key))
+    key_row = row.fetchone()
+    target_types = _types(pair.target, target.table)
     if not source_types or key_row is None:
         return f"source table {spec.table!r} or its key {spec.key!r} not found"
     return source_types, target_types, str(key_row[0])
@@ -534,6 +605,9 @@ def _statements(
         deleted_keys = sql.SQL("SELECT {}::text FROM {} AS t WHERE {} AND NOT ({}) AND {}").format(
             key, table, where, spec.keep, in_range
         )
+    gone_keys = sql.SQL(
+        "SELECT k FROM unnest({}::text[]) AS k EXCEPT SELECT {}::text FROM {}"
+    ).format(sql.Placeholder("keys"), target_key, sql.Identifier("pg_temp", "syncworker_staging"))
     return _Statements(
         # The page's last key and size in one index range scan; max() is not defined for
         # every key type (uuid), the window count is.
@@ -557,6 +631,7 @@ def _statements(
             "type": typed,
         },
         deleted_keys=deleted_keys,
+        gone_keys=gone_keys,
         direct_check=None
         if not direct
         else sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} WHERE {})").format(

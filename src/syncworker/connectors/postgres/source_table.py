@@ -569,6 +569,7 @@ class PgTableSource:
         self._copier: Any = None  # bulk.SnapshotCopier, when the fast path applies
         self._bulk_pages: set[int] = set()
         self._records_until: str | None = None
+        self._changes_as_records = False
         self._backlog: int | None = None
         self._backlog_at = 0.0
         self._truncates: dict[str, Any] = {"seen": 0, "last_at": None}
@@ -894,10 +895,15 @@ class PgTableSource:
 
     async def _claim_changes(self, limit: int) -> Batch | None:
         statements = self._statements()
+        await self._prepare_bulk()
         while True:
             async with self._connection() as conn:
                 params = {"busy": list(self._busy), "limit": limit}
-                rows = await (await conn.execute(statements.claim, params)).fetchall()
+                # Planned with its values every time, never prepared: a generic plan tests
+                # ``key <> ALL(busy)`` by scanning the array for every log row (10,000 keys in
+                # flight over 10,000 rows: seconds per claim); a custom plan hashes it.
+                claim = await conn.execute(statements.claim, params, prepare=False)
+                rows = await claim.fetchall()
                 self._drained = len(rows) < limit
                 await self._refresh_backlog(conn)
                 if not rows:
@@ -908,14 +914,41 @@ class PgTableSource:
                 changes = _collapse([row for row in rows if row[2] != "T"])
                 if not changes:
                     continue
+                ids = [row_id for change in changes.values() for row_id in change.ids]
+                if self._copies_changes(len(changes)):
+                    return self._bulk_changes(list(changes), ids)
+                self._changes_as_records = False
                 current = dict(await self._read_keys(conn, list(changes)))
             records = [
                 self._record(key, current.get(key), "stream", change.operation)
                 for key, change in changes.items()
             ]
-            ids = [row_id for change in changes.values() for row_id in change.ids]
             self._busy.update(changes)
             return Batch(records, TableToken(ids=ids, keys=list(changes)))
+
+    def _copies_changes(self, keys: int) -> bool:
+        """Whether a claim of ``keys`` changed keys goes by the copier (bulk.py): there is
+        one, the claim is big enough to gain from it, and the last copied claim was not
+        refused (its keys are then served once as records, which names the bad rows)."""
+        from syncworker.connectors.postgres.bulk import CHANGES_MIN_KEYS
+
+        if self._copier is None or self._changes_as_records:
+            return False
+        return keys >= CHANGES_MIN_KEYS
+
+    def _bulk_changes(self, keys: list[str], ids: list[int]) -> BulkBatch:
+        """The claimed changes as a ``BulkBatch`` whose ``load`` copies the keys' current
+        state into the sink's table (and deletes those gone); settled like any batch."""
+        copier = self._copier
+        assert copier is not None
+        self._busy.update(keys)
+        return BulkBatch(
+            records=[],
+            token=TableToken(ids=ids, keys=keys),
+            rows=len(keys),
+            stream=self.config.table,
+            load=partial(copier.copy_keys, keys),
+        )
 
     async def _read_keys(
         self, conn: Connection, keys: list[str]
@@ -1032,6 +1065,10 @@ class PgTableSource:
             return
         self._drained = False
         self._busy.difference_update(token.keys)
+        if isinstance(batch, BulkBatch) and token.ids and isinstance(error, PermanentError):
+            # The target refused copied changes: the same keys (the oldest in the log, so
+            # claimed next) come once as records, whose path dead-letters the bad rows.
+            self._changes_as_records = True
         if token.pages:
             refused = isinstance(error, PermanentError) and self._bulk_pages.intersection(
                 token.pages
