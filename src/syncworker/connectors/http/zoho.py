@@ -39,7 +39,8 @@ CODE_NO_RECORDS = 3100
 CODE_TOKEN = 1030
 CODE_RATE_LIMIT = 2945
 CODE_DAILY_LIMIT = 4000
-_REFUSED_CODES = frozenset({1000, 1040, 1050, 1130, 2892, 2893, 2894, 2899})
+_REFUSED_CODES = frozenset({1000, 1040, 1130})
+"""Invalid URL, no such owner, no API permission: the settings are wrong."""
 
 
 class ZohoEvents(_Section):
