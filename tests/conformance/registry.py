@@ -8,6 +8,7 @@ for it; ``test_registry.py`` fails while a connector the registry knows has no e
 from __future__ import annotations
 
 from tests.conformance.harness import SinkHarness, SourceHarness
+from tests.conformance.redis_sink import RedisSinkHarness
 from tests.conformance.sinks import (
     AlgoliaHarness,
     JsonlHarness,
@@ -36,4 +37,5 @@ SINKS: list[type[SinkHarness]] = [
     PostgresSinkHarness,
     WebhookHarness,
     AlgoliaHarness,
+    RedisSinkHarness,
 ]
