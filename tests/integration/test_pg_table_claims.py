@@ -4,6 +4,8 @@ read until a NOTIFY wakes the source or a batch is settled."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from syncworker.core.record import Batch
@@ -49,5 +51,29 @@ async def test_a_drained_log_is_read_again_on_a_notify_or_a_settled_batch(
         assert await source.claim(10) is None
         await source.ack(first)
         assert _keys(await source.claim(10)) == ["7"]
+    finally:
+        await source.close()
+
+
+async def test_a_change_to_a_key_in_flight_wakes_the_source_when_its_batch_settles(
+    pg_url: str, target_url: str
+) -> None:
+    await setup_users(pg_url, target_url, rows=10)
+    source = users_source(pg_url, snapshot="never", poll_interval="1h")
+    await source.open()
+    try:
+        await eventually(lambda: source.status()["listener"]["connected"], "the listener")
+        await sql(pg_url, "UPDATE users SET score = 1 WHERE id = 1")
+        await source.wait(10.0)
+        first = await source.claim(10)
+        assert _keys(first) == ["1"]
+        # Its key is in flight: the change cannot be claimed yet, so its NOTIFY wakes
+        # nothing (no claim reads the log for it) until the batch settles.
+        await sql(pg_url, "UPDATE users SET score = 2 WHERE id = 1")
+        await eventually(lambda: source._wake_deferred, "the notification for the busy key")
+        assert not source._wake.is_set()
+        await source.ack(first)
+        await asyncio.wait_for(source.wait(3600), timeout=10)  # woken by the ack, not a poll
+        assert _keys(await source.claim(10)) == ["1"]
     finally:
         await source.close()

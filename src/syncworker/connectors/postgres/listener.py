@@ -43,8 +43,8 @@ class Backoff:
 
 
 class Listener:
-    """LISTEN on ``channel`` over a dedicated connection; ``on_notify`` is called for every
-    notification, ``on_reconnect`` after a connection replaced a lost (or never made) one,
+    """LISTEN on ``channel`` over a dedicated connection; ``on_notify`` is called with the
+    payload of every notification, ``on_reconnect`` after a connection replaced a lost (or never made) one,
     ``on_error`` (awaited) with each failure's one-line reason."""
 
     def __init__(
@@ -55,7 +55,7 @@ class Listener:
         *,
         source: str,
         label: str,
-        on_notify: Callable[[], None],
+        on_notify: Callable[[str], None],
         on_reconnect: Callable[[], None],
         on_error: Callable[[str, int], Awaitable[None]],
     ) -> None:
@@ -122,8 +122,8 @@ class Listener:
             conn = self._conn
             assert conn is not None
             try:
-                async for _ in conn.notifies():
-                    self._on_notify()
+                async for notify in conn.notifies():
+                    self._on_notify(notify.payload)
             except psycopg.Error as exc:
                 await self._lost(describe(exc))
 

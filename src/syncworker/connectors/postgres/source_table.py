@@ -570,6 +570,7 @@ class PgTableSource:
         self._bulk_pages: set[int] = set()
         self._records_until: str | None = None
         self._changes_as_records = False
+        self._wake_deferred = False  # a notification for a busy key waits for its settle
         self._backlog: int | None = None
         self._backlog_at = 0.0
         self._truncates: dict[str, Any] = {"seen": 0, "last_at": None}
@@ -729,10 +730,20 @@ class PgTableSource:
             self.config.reconnect.backoff(),
             source=self.name,
             label=self._label,
-            on_notify=self._wake.set,
+            on_notify=self._notified,
             on_reconnect=self._reconnected,
             on_error=self._listener_error,
         )
+
+    def _notified(self, payload: str) -> None:
+        """A change was logged (payload ``op:key``, the key left out when too long). A key
+        in a batch still in flight cannot be claimed until that batch settles, so its
+        notification wakes nothing now; the settle does (``_wake_deferred``)."""
+        _, _, key = payload.partition(":")
+        if key and key in self._busy:
+            self._wake_deferred = True
+            return
+        self._wake.set()
 
     def _reconnected(self) -> None:
         # The log kept every change meanwhile; the lookback is the seed's extra net.
@@ -1053,9 +1064,15 @@ class PgTableSource:
             raise self._error(exc, "ack failed") from exc
         finally:
             self._busy.difference_update(token.keys)
+            self._wake_if_deferred()
         self._bulk_pages.difference_update(token.pages)
         if token.pages and await self._snapshot.acked(token.pages):
             self._wake.set()  # the stream may start now
+
+    def _wake_if_deferred(self) -> None:
+        if self._wake_deferred:
+            self._wake_deferred = False
+            self._wake.set()
 
     async def nack(self, batch: Batch, error: BaseException | None = None) -> None:
         """Hand the batch back: its change-log rows stay (claimed again, in order), its
