@@ -289,6 +289,11 @@ class Pipeline:
             self._opened = True
             return
 
+    @property
+    def is_open(self) -> bool:
+        """The connectors are open (``open`` succeeded, ``close`` not called since)."""
+        return self._opened
+
     async def _open_connectors(self) -> None:
         await self._open_state()
         self._opening = self.source.name

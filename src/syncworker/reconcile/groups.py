@@ -352,16 +352,89 @@ async def repair_groups(
     return repair
 
 
+class HttpRedisSides:
+    """A grouped ``http`` source (``zoho_creator``) against a ``redis`` sink with an index:
+    the source's groups from its parent listing, the sink's from its ``groups`` registry
+    (without one: the source's only), one ``HttpGroupSide`` and one ``RedisGroupSide`` per
+    group. The source's client is shared by the groups' sides (and with the pipeline, when
+    it is open: its rate limit then counts the check's requests too)."""
+
+    key_kind: KeyKind = "text"
+
+    def __init__(self, source: Any, sink: Any, owner: Any = None) -> None:
+        self.source = source
+        self.sink = sink
+        self.owner = owner  # the pipeline: once it opened the source, it closes it
+        groups = source.config.groups
+        self.group_name: str = groups.name if groups is not None else "group"
+        self._opened_source = False
+        self._client: Any = None
+
+    async def open(self) -> None:
+        if getattr(self.source, "_client", None) is None:
+            await self.source.open()
+            self._opened_source = True
+        from syncworker.connectors.redis.client import create_client
+
+        self._client = create_client(self.sink.config)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+        if self._opened_source:
+            self._opened_source = False
+            if not getattr(self.owner, "is_open", False):
+                await self.source.close()
+
+    async def source_groups(self) -> list[str]:
+        lister = getattr(self.source, "list_groups", None) or self.source._list_groups
+        return sorted(await lister())
+
+    async def target_groups(self) -> list[str]:
+        from syncworker.reconcile.redis_side import redis_groups
+
+        if self.sink.config.groups is None:
+            return []
+        return await redis_groups(self.sink.config, self.source.stream, client=self._client)
+
+    def source_side(self, group: str) -> Side:
+        from syncworker.connectors.http.side import HttpGroupSide
+
+        side: Side = HttpGroupSide(self.source, group)
+        return side
+
+    def target_side(self, group: str) -> Side:
+        from syncworker.reconcile.redis_side import RedisGroupSide
+
+        side: Side = RedisGroupSide(
+            self.sink.config,
+            stream=self.source.stream,
+            group=group,
+            group_name=self.group_name,
+            client=self._client,
+        )
+        return side
+
+
 def sides_for(pipeline: Any) -> GroupedSides | None:
-    """The grouped sides of ``pipeline``: its source's groups (a source offering
-    ``group_sides()``) against its first sink holding groups; None when it has none."""
+    """The grouped sides of ``pipeline``: a source offering ``group_sides(sink)`` against
+    its first sink that has ``group_side``, or a grouped ``http`` source against its first
+    ``redis`` sink with an index; None when the pipeline has neither."""
     factory = getattr(pipeline.source, "group_sides", None)
-    if factory is None:
+    if factory is not None:
+        for sink in pipeline.sinks:
+            if hasattr(sink, "group_side"):
+                sides: GroupedSides = factory(sink)
+                return sides
+        return None
+    source_config = getattr(pipeline.source, "config", None)
+    if getattr(source_config, "groups", None) is None or not hasattr(pipeline.source, "iter_group"):
         return None
     for sink in pipeline.sinks:
-        if hasattr(sink, "group_side"):
-            sides: GroupedSides = factory(sink)
-            return sides
+        config = getattr(sink, "config", None)
+        if getattr(config, "type", None) == "redis" and getattr(config, "index", None):
+            return HttpRedisSides(pipeline.source, sink, pipeline)
     return None
 
 
