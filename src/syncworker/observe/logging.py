@@ -39,6 +39,7 @@ __all__ = [
     "LogFormat",
     "configure_default_logging",
     "configure_logging",
+    "env_levels",
     "is_secret_name",
     "parse_level",
     "redact_event",
@@ -136,25 +137,97 @@ _AUTH_HEADER = re.compile(
 
 
 def configure_logging(
-    fmt: LogFormat = "console", level: str = "info", stream: TextIO | None = None
+    fmt: LogFormat = "console",
+    level: str = "info",
+    stream: TextIO | None = None,
+    *,
+    levels: Mapping[str, str] | None = None,
 ) -> None:
     """Send structured, redacted events to ``stream`` (``sys.stderr`` when None).
+
+    ``levels`` gives some loggers a level of their own, by name prefix (the module names
+    of ``structlog.get_logger(__name__)``): ``{"syncworker.connectors.redis": "warning"}``
+    (seed 002's ``REDIS_LOG_LEVEL``, see `env_levels`); the longest matching prefix wins,
+    the others log at ``level``.
 
     Safe to call again: the new format, level and stream replace the old ones, also for
     loggers obtained before. Raises ValueError for an unknown format or level, leaving the
     previous configuration in place.
     """
     min_level = parse_level(level)
+    own = {name: parse_level(value) for name, value in (levels or {}).items()}
     target = sys.stderr if stream is None else stream
     renderer = _renderer(fmt, target)
+    processors = [*_shared_processors(), renderer]
+    factory: Callable[..., Any] = structlog.WriteLoggerFactory(file=target)
+    if own:  # the loggers' names are needed to filter by them: only then is it paid for
+        processors.insert(0, _LevelByName(min_level, own))
+        factory = _NamedLoggerFactory(target)
     structlog.configure(
-        processors=[*_shared_processors(), renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(min_level),
-        logger_factory=structlog.WriteLoggerFactory(file=target),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(min([min_level, *own.values()])),
+        logger_factory=factory,
         # Caching would pin loggers to the first configuration and break reconfiguring.
         cache_logger_on_first_use=False,
     )
     _install_stdlib_bridge(min_level)
+
+
+REDIS_LOGGERS = "syncworker.connectors.redis"
+"""The loggers of the Redis connectors (``REDIS_LOG_LEVEL``)."""
+
+LEVEL_VARIABLES = {"REDIS_LOG_LEVEL": REDIS_LOGGERS}
+"""Environment variables that set the level of a family of loggers (seed 002's)."""
+
+
+def env_levels(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``levels`` of `configure_logging` the environment asks for: ``REDIS_LOG_LEVEL``
+    for the Redis connectors' loggers. Unset or empty variables are left out; a value
+    `parse_level` refuses makes `configure_logging` raise ValueError."""
+    return {
+        prefix: environ[name].strip()
+        for name, prefix in LEVEL_VARIABLES.items()
+        if environ.get(name, "").strip()
+    }
+
+
+_METHOD_LEVELS = {**LEVELS, "exception": logging.ERROR, "fatal": logging.CRITICAL}
+
+
+class _LevelByName:
+    """Drops an event below the level of its logger's name (longest matching prefix)."""
+
+    def __init__(self, default: int, levels: Mapping[str, int]) -> None:
+        self.default = default
+        self.levels = sorted(levels.items(), key=lambda item: -len(item[0]))
+
+    def level_of(self, name: str) -> int:
+        for prefix, level in self.levels:
+            if name == prefix or name.startswith(prefix + "."):
+                return level
+        return self.default
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        name = getattr(logger, "name", "")
+        if _METHOD_LEVELS.get(method, logging.INFO) < self.level_of(name):
+            raise structlog.DropEvent
+        return event_dict
+
+
+class _NamedWriteLogger(structlog.WriteLogger):
+    name = ""
+
+
+class _NamedLoggerFactory:
+    """``WriteLoggerFactory`` whose loggers keep the name they were asked for."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _NamedWriteLogger:
+        logger = _NamedWriteLogger(self._file)
+        logger.name = str(args[0]) if args else ""
+        return logger
 
 
 def configure_default_logging() -> None:
