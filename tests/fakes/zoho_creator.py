@@ -12,7 +12,8 @@ Endpoints (as Zoho documents them):
   <token>``, ``max_records`` (200, 500 or 1000; more is refused: code 2930... here 3970-like
   ``code 3990``), ``criteria`` and ``field_config``; the request header ``record_cursor``
   continues a read. Answers ``{"code": 3000, "data": [...]}`` with a ``record_cursor`` header
-  while records remain, or ``{"code": 3100}`` (HTTP 400) when nothing matches.
+  while records remain, or ``{"code": 3100}`` (HTTP 200, as Zoho's other "none available" codes) when nothing
+  matches.
 - ``GET /api/v2.1/{owner}/{app}/report/{report}/count``: ``{"code": 3000, "result":
   {"records_count": "N"}}``.
 
@@ -262,6 +263,7 @@ class ZohoCreatorServer(LocalServer):
         self.slow_s = slow_s
         self.delay_s = 0.0
         self.sticky_cursor = False
+        self.strict_sizes = True  # False: any max_records from 1 to 1000 (small test pages)
         self.reports: dict[str, _Report] = {}
         self.requests: list[Received] = []
         self.keep_requests = True
@@ -331,6 +333,16 @@ class ZohoCreatorServer(LocalServer):
         rep = self.report(report)
         seq = rep.by_id.pop(record_id)
         self._unindex(rep, rep.rows.pop(seq))
+
+    def put(self, report: str, data: dict[str, Any], *, key_field: str = "ID") -> None:
+        """Store ``data`` exactly as given (no ID nor Modified_Time added): one held with the
+        same ``key_field`` value is replaced; one without it is a new row."""
+        body = jsonvalue.dumps(data)
+        key = data.get(key_field)
+        if isinstance(key, str):
+            self._store(report, key, data, body)
+        else:
+            self.put_raw(report, body, data)
 
     def put_raw(self, report: str, body: bytes, fields: dict[str, Any] | None = None) -> None:
         """Store a row served as ``body`` exactly (no object, no ID...); ``fields`` are what
@@ -504,7 +516,7 @@ class ZohoCreatorServer(LocalServer):
             size = int(request.query_params.get("max_records", "200"))
         except ValueError:
             size = -1
-        if size not in ALLOWED_MAX_RECORDS:
+        if size not in ALLOWED_MAX_RECORDS and not (0 < size <= 1000 and not self.strict_sizes):
             message = "max_records must be 200, 500 or 1000."
             return _json({"code": 3990, "message": message}, 400, seen)
         criteria = request.query_params.get("criteria", "")
@@ -521,7 +533,8 @@ class ZohoCreatorServer(LocalServer):
             after = held[2]
         bodies, last, more = self._page(rep, node, after, size)
         if not bodies:
-            return _json({"code": 3100, "message": "No records found."}, 400, seen)
+            # 200 with the code, like Zoho's other "none available" answers (3910-3930)
+            return _json({"code": 3100, "message": "No records found."}, 200, seen)
         headers: dict[str, str] = {}
         if more and self.sticky_cursor:
             # a broken server: the same cursor every time, for the same first page

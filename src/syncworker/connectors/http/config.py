@@ -167,6 +167,12 @@ class HttpSourceConfig(ConnectorConfig):
         "data", description="Dotted path of the records list in an answer ('' the body)."
     )
     id_field: str = Field("id", description="Field holding a record's id (its key).")
+    missing_id: Literal["dead_letter", "key_from_bytes"] = Field(
+        "dead_letter",
+        description="A record without its id field: 'dead_letter' (kept in the dead letters "
+        "with its page; the page goes on) or 'key_from_bytes' (delivered under a key hashed "
+        "from its canonical JSON, as queue sources key messages without one).",
+    )
     stream: str | None = Field(
         None, description="Stream name of the records (default: the path's last part)."
     )

@@ -676,10 +676,11 @@ class HttpSource:
             await self._dead_record(read, item, page, "a record that is not a JSON object")
             return
         key = key_text(item.get(c.id_field))
-        if key is None or key == "":
-            await self._dead_record(
-                read, item, page, f"a record without its id field {c.id_field!r}"
-            )
+        if (key is None or key == "") and c.missing_id == "key_from_bytes":
+            key = key_from_bytes(jsonvalue.dumps(item, sort_keys=True))
+        elif key is None or key == "":
+            why = f"a record without its id field {c.id_field!r}"
+            await self._dead_record(read, item, page, why)
             return
         raw_modified = item.get(c.modified_field) if c.modified_field else None
         modified = self.parse_modified(raw_modified)
