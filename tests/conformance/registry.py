@@ -23,6 +23,7 @@ from tests.conformance.sources import (
     RedisStreamHarness,
     SqliteQueueHarness,
 )
+from tests.conformance.sources_http import HttpHarness, ZohoCreatorHarness
 
 SOURCES: list[type[SourceHarness]] = [
     SqliteQueueHarness,
@@ -30,6 +31,8 @@ SOURCES: list[type[SourceHarness]] = [
     RedisStreamHarness,
     PgOutboxHarness,
     PgTableHarness,
+    HttpHarness,
+    ZohoCreatorHarness,
 ]
 SINKS: list[type[SinkHarness]] = [
     JsonlHarness,
