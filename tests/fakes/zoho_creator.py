@@ -9,11 +9,11 @@ Endpoints (as Zoho documents them):
   "Bearer", "expires_in"}``; a wrong client or refresh token answers ``{"error":
   "invalid_client"}`` / ``{"error": "invalid_code"}`` (HTTP 200, as Zoho does).
 - ``GET /api/v2.1/{owner}/{app}/report/{report}`` with ``Authorization: Zoho-oauthtoken
-  <token>``, ``max_records`` (200, 500 or 1000; more is refused: code 2930... here 3970-like
-  ``code 3990``), ``criteria`` and ``field_config``; the request header ``record_cursor``
-  continues a read. Answers ``{"code": 3000, "data": [...]}`` with a ``record_cursor`` header
-  while records remain, or ``{"code": 3100}`` (HTTP 200, as Zoho's other "none available" codes) when nothing
-  matches.
+  <token>``, ``max_records`` (200, 500 or 1000; another value is refused, ``code 3990``
+  here), ``criteria`` and ``field_config``; the request header ``record_cursor`` continues
+  a read. Answers ``{"code": 3000, "data": [...]}`` with a ``record_cursor`` header while
+  records remain, or ``{"code": 3100}`` (HTTP 200, as Zoho's other "none available" codes
+  3910-3930) when nothing matches.
 - ``GET /api/v2.1/{owner}/{app}/report/{report}/count``: ``{"code": 3000, "result":
   {"records_count": "N"}}``.
 
