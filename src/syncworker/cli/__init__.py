@@ -6,10 +6,12 @@ imported; the import list at the end of this file is where every family register
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from syncworker import __version__
-from syncworker.observe.logging import configure_logging
+from syncworker.observe.logging import configure_logging, env_levels
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,8 +32,13 @@ from syncworker.observe.logging import configure_logging
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
 def main(log_format: str, log_level: str) -> None:
-    """Keeps data moving between queues, databases, APIs, search indexes and files."""
-    configure_logging(log_format, log_level)  # type: ignore[arg-type]
+    """Keeps data moving between queues, databases, APIs, search indexes and files.
+
+    REDIS_LOG_LEVEL (seed 002) sets the level of the Redis connectors' own events."""
+    try:
+        configure_logging(log_format, log_level, levels=env_levels(os.environ))  # type: ignore[arg-type]
+    except ValueError as exc:  # an invalid REDIS_LOG_LEVEL
+        raise click.BadParameter(str(exc), param_hint="REDIS_LOG_LEVEL") from None
 
 
 # -- command families: importing a module registers its commands on `main`. A new family is
