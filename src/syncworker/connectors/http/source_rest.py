@@ -165,6 +165,7 @@ class HttpSource:
         self._plan_newest: tuple[datetime, str] | None = None
         self._plan_seen: dict[str, str] | None = {}
         self._plan_covers_all = False
+        self._parsed_times: dict[str, datetime | None] = {}
         self._runs = itertools.count(1)
         self._settled = asyncio.Event()
         self._status: dict[str, Any] = {
@@ -403,6 +404,15 @@ class HttpSource:
         """A modified time as written by the API, or ``None`` when it cannot be read."""
         if not isinstance(raw, str) or not raw:
             return None
+        cache = self._parsed_times
+        if raw in cache:
+            return cache[raw]
+        if len(cache) >= 4096:
+            cache.clear()  # records of one read share few distinct times: keep it small
+        cache[raw] = parsed = self._parse_time(raw)
+        return parsed
+
+    def _parse_time(self, raw: str) -> datetime | None:
         try:
             if self.config.modified_format == "iso":
                 return datetime.fromisoformat(raw.replace("Z", "+00:00"))
@@ -783,8 +793,8 @@ class HttpSource:
             self._plan_newest is None or read.newest[0] > self._plan_newest[0]
         ):
             self._plan_newest = read.newest
-        if len(read.seen) > MAX_SEEN or self._plan_seen is None:
-            self._plan_seen = None
+        if self._plan_seen is None or len(self._plan_seen) + len(read.seen) > MAX_SEEN:
+            self._plan_seen = None  # too many to keep: the window is delivered again once
         else:
             self._plan_seen.update(read.seen)
         read.seen = {}
