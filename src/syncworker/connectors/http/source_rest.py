@@ -657,8 +657,10 @@ class HttpSource:
             read.request = following
         else:
             items = self._items(page)
-            for item in items:
-                await self._accept(read, item, number)
+            before = read.count
+            for item, why in self._accept(read, items, number):
+                await self._dead_record(read, item, number, why)
+            self._status["records_read"] += read.count - before
             read.request = read.pager.next(page.response, page.body, len(items))
         if read.request is None:
             self._read_done(read)
@@ -680,36 +682,47 @@ class HttpSource:
             records=read.count,
         )
 
-    async def _accept(self, read: _Read, item: Any, page: int) -> None:
+    def _accept(self, read: _Read, items: list[Any], page: int) -> list[tuple[Any, str]]:
+        """Queue the records of one page; returns those to dead-letter, with why (kept
+        apart so the page's good records are queued in one pass, without awaiting)."""
         c = self.config
-        if not isinstance(item, dict):
-            await self._dead_record(read, item, page, "a record that is not a JSON object")
-            return
-        key = key_text(item.get(c.id_field))
-        if (key is None or key == "") and c.missing_id == "key_from_bytes":
-            key = key_from_bytes(jsonvalue.dumps(item, sort_keys=True))
-        elif key is None or key == "":
-            why = f"a record without its id field {c.id_field!r}"
-            await self._dead_record(read, item, page, why)
-            return
-        raw_modified = item.get(c.modified_field) if c.modified_field else None
-        modified = self.parse_modified(raw_modified)
-        if isinstance(raw_modified, str) and read.kind != "resync":
-            if read.kind == "incremental" and self._seen.get(key) == raw_modified:
-                return  # read again in the overlap window, unchanged
-            if len(read.seen) <= MAX_SEEN:
-                read.seen[key] = raw_modified
-        if modified is not None and (read.newest is None or modified > read.newest[0]):
-            read.newest = (modified, str(raw_modified))
-        read.count += 1
-        read.digest = (read.digest + record_digest(item)) & _MASK64
-        if read.ids is not None:
-            read.found.add(key)
-        meta = self._meta(read, item, page)
-        meta["modified_time"] = raw_modified if isinstance(raw_modified, str) else None
-        self._ready.append((read, Record(key, item, self.stream, "upsert", meta)))
-        read.unsettled += 1
-        self._status["records_read"] += 1
+        bad: list[tuple[Any, str]] = []
+        id_field, modified_field = c.id_field, c.modified_field
+        hash_missing = c.missing_id == "key_from_bytes"
+        incremental, resync = read.kind == "incremental", read.kind == "resync"
+        seen, ready, stream = self._seen, self._ready, self.stream
+        base_meta = self._meta(read, None, page)
+        grouped_by_record = self.config.groups is not None and read.group is None
+        for item in items:
+            if type(item) is not dict:
+                bad.append((item, "a record that is not a JSON object"))
+                continue
+            key = key_text(item.get(id_field))
+            if not key:
+                if not hash_missing:
+                    bad.append((item, f"a record without its id field {id_field!r}"))
+                    continue
+                key = key_from_bytes(jsonvalue.dumps(item, sort_keys=True))
+            raw_modified = item.get(modified_field) if modified_field else None
+            if type(raw_modified) is str:
+                if incremental and seen.get(key) == raw_modified:
+                    continue  # read again in the overlap window, unchanged
+                if not resync and len(read.seen) <= MAX_SEEN:
+                    read.seen[key] = raw_modified
+                modified = self.parse_modified(raw_modified)
+                if modified is not None and (read.newest is None or modified > read.newest[0]):
+                    read.newest = (modified, raw_modified)
+            else:
+                raw_modified = None
+            read.count += 1
+            read.digest = (read.digest + record_digest(item)) & _MASK64
+            if read.ids is not None:
+                read.found.add(key)
+            meta = self._meta(read, item, page) if grouped_by_record else dict(base_meta)
+            meta["modified_time"] = raw_modified
+            ready.append((read, Record(key, item, stream, "upsert", meta)))
+            read.unsettled += 1
+        return bad
 
     def _meta(self, read: _Read, item: dict[str, Any] | None, page: int) -> dict[str, Any]:
         meta: dict[str, Any] = {"page": page}
