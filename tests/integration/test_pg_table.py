@@ -328,6 +328,34 @@ async def test_a_key_is_never_in_two_batches_in_flight(
         assert seen[key] == sorted(seen[key]), f"key {key} written out of order: {seen[key]}"
 
 
+async def test_a_stream_claims_the_next_change_while_a_batch_is_in_flight(
+    pg_url: str, target_url: str, state: StateStore
+) -> None:
+    # The first write is held until a second one starts: the stream must claim and write the
+    # next change while the first batch is still in flight, not after it settles.
+    await setup_users(pg_url, target_url, rows=5)
+    sink = GatedSink(users_sink(target_url), overlap=True)
+    settings = fast_settings(batch_size=5, max_in_flight=2, max_wait_s=0)
+    sync = Pipeline(
+        "users", users_source(pg_url, snapshot="never"), [sink], settings=settings, state=state
+    )
+    await sync.start()
+    try:
+        await sql(pg_url, "UPDATE users SET score = 10 WHERE id = 1")
+        await eventually(lambda: sink.active == 1, "the first write, held")
+        await sql(pg_url, "UPDATE users SET score = 20 WHERE id = 2")
+
+        async def both_written() -> bool:
+            rows = await user_rows(target_url)
+            none = (None, None, None)
+            return rows.get(1, none)[2] == 10 and rows.get(2, none)[2] == 20
+
+        await eventually(both_written, "both changes, the second while the first was held")
+    finally:
+        await sync.stop()
+    assert sink.most_active == 2
+
+
 async def test_lookback_queues_recent_rows_never_twice_at_once_and_on_schedule(
     pg_url: str, target_url: str, state: StateStore
 ) -> None:

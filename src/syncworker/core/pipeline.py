@@ -770,6 +770,7 @@ class Pipeline:
 
     async def _drain(self, source: Source, stats: RunStats, *, fill: bool) -> None:
         """Claim and dispatch batches until the source is empty (or the run is cut)."""
+        quiet = False  # the source's last signal, while batches were in flight, was idle
         while not self._stopping.is_set() and not self._lock_lost():
             if self._breaker.is_open:
                 paused_from = time.monotonic()
@@ -787,6 +788,11 @@ class Pipeline:
                 return
             if not parts:
                 self._slots.release()
+                if fill and self._streams_on(stats):
+                    # A stream run goes on while its batches are in flight: the next change
+                    # is claimed when the source signals it, not after they all settle.
+                    quiet = await self._await_work_or_settle(source, use_source=not quiet)
+                    continue
                 if fill or not self._tasks or stats.error is not None:
                     return
                 # A run drains its source: one may have more once its batches in flight
@@ -795,6 +801,7 @@ class Pipeline:
                 if stats.error is not None:
                     return
                 continue
+            quiet = False
             if probing:
                 await self._finish(source, parts, stats)
             else:
@@ -810,6 +817,38 @@ class Pipeline:
         task = asyncio.create_task(self._finish(source, parts, stats), name=f"batch:{self.name}")
         self._tasks[task] = None
         task.add_done_callback(lambda done: self._tasks.pop(done, None))
+
+    def _streams_on(self, stats: RunStats) -> bool:
+        """A stream run whose source is empty for now keeps claiming: batches are in flight,
+        nothing failed, no other run was asked for, and the run is not due to end."""
+        return (
+            bool(self._tasks)
+            and stats.error is None
+            and not self._trigger.is_set()
+            and stats.elapsed_s() < self.settings.stream_run_max_s
+        )
+
+    async def _await_work_or_settle(self, source: Source, *, use_source: bool) -> bool:
+        """Until the source signals more (``use_source``), a batch in flight settles, a run is
+        asked for, or stop. True when the source's signal came first: the next empty claim
+        then waits for a settle only, so a source whose ``wait`` returns at once (no way to
+        signal) cannot make this loop spin."""
+        mine: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self._trigger.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
+        ]
+        signal = (
+            asyncio.ensure_future(source.wait(self.settings.idle_wait_s)) if use_source else None
+        )
+        if signal is not None:
+            mine.append(signal)
+        in_flight = set(self._tasks)
+        try:
+            done, _ = await asyncio.wait({*mine, *in_flight}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in mine:
+                waiter.cancel()
+        return signal is not None and signal in done and not done & in_flight
 
     async def _wait_in_flight(self) -> None:
         while self._tasks:
