@@ -250,3 +250,24 @@ async def test_group_side_lists_one_group_with_record_digests(
         assert set(await side.rows([recent, "nope"])) == {recent}
     finally:
         await side.close()
+
+
+async def test_source_counts_find_a_record_deleted_in_zoho(
+    zoho: ZohoCreatorServer, state: StateStore
+) -> None:
+    events = seed(zoho, 2, 10)
+    groups = {"report": EVENTS, "count_check": "source"}
+    source, sink = zoho_source(zoho, events=groups), GroupSink()
+    run = pipeline(source, sink, state)
+    try:
+        assert (await run.run_once("full")).status == "success"
+        assert sorted(await source.list_groups()) == sorted(events)
+        gone = sorted(of_event(zoho, events[1]))[0]
+        zoho.delete(REGISTRATIONS, gone)
+        assert (await run.run_once("incremental")).status == "success"
+    finally:
+        await run.close()
+    assert [end.group for end in sink.ends[2:]] == [events[1]]  # Zoho's count says 9, not 10
+    assert gone not in sink.rows
+    counted = [r for r in zoho.data_requests() if r.path.endswith("/count")]
+    assert len(counted) == 2  # one per event, in the incremental run only

@@ -285,6 +285,13 @@ class HttpSource:
             )
         return picture
 
+    async def list_groups(self) -> list[str]:
+        """The groups the parent listing names now (a discrepancy check's group list).
+        Raises ``ConnectorError`` when the source is not open or has no groups."""
+        if self._client is None or self.config.groups is None:
+            raise ConnectorError(f"http source {self.name!r}: not open, or not grouped")
+        return list(await self._list_groups())
+
     async def iter_group(self, group: str | None) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Every record of ``group`` (ungrouped: of the listing) as ``(id, data)``, page by
         page, read now and delivered to nobody (a discrepancy check's side). Records without
