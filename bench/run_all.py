@@ -20,10 +20,11 @@ BENCHES = [
     "table_sync.py",
     "pg_table_latency.py",
     "verify.py",
+    "rest_to_redis.py",
 ]
 # Benchmarks with targets of their own: a missed one makes them, and `make bench`, fail. (The
 # older ones gain --check with issue 14.)
-CHECKED = {"table_sync.py", "pg_table_latency.py", "verify.py"}
+CHECKED = {"table_sync.py", "pg_table_latency.py", "verify.py", "rest_to_redis.py"}
 
 
 def main() -> int:
