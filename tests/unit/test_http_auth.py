@@ -106,3 +106,20 @@ def test_zoho_codes_mean_more_than_the_status() -> None:
     assert zoho_verdict(500, {"code": 2899}) == "retry"
     assert zoho_verdict(404, {"code": 1000}) == "refuse"
     assert zoho_verdict(400, {"code": 3020}) == "permanent"
+
+
+def test_zoho_max_records_from_an_environment_variable() -> None:
+    from syncworker.connectors.http.zoho import ZohoCreatorSourceConfig
+
+    base = {
+        "type": "zoho_creator",
+        "owner": "o",
+        "app": "a",
+        "report": "r",
+        "client_id": "id",
+        "client_secret": SECRET,
+        "refresh_token": REFRESH,
+    }
+    assert ZohoCreatorSourceConfig.model_validate({**base, "max_records": "500"}).max_records == 500
+    with pytest.raises(ValueError):
+        ZohoCreatorSourceConfig.model_validate({**base, "max_records": "300"})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from syncworker.connectors.http.client import Verdict, default_verdict
 from syncworker.connectors.http.config import (
@@ -109,6 +109,14 @@ class ZohoCreatorSourceConfig(ConnectorConfig):
     max_retry_after: DurationS = Field(
         60.0, ge=0, description="Retry-After obeyed up to this long."
     )
+
+    @field_validator("max_records", mode="before")
+    @classmethod
+    def _number_text(cls, value: Any) -> Any:
+        # "${ZOHO_MAX_RECORDS:-1000}" arrives as text; a Literal of ints would refuse it
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return value
 
     @model_validator(mode="after")
     def _names(self) -> ZohoCreatorSourceConfig:
