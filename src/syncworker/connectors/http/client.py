@@ -19,6 +19,7 @@ Secrets never leave: every answer quoted in an error goes through ``scrub`` firs
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,14 +153,13 @@ class HttpClient:
     async def open(self) -> None:
         if self._client is not None:
             return
-        if self.settings.http2:
-            try:
-                import h2  # noqa: F401
-            except ImportError:
-                raise ConfigRefused(
-                    f"{self.label}: http2 is on but the h2 package is not installed "
-                    "(pip install 'httpx[http2]')"
-                ) from None
+        if self.settings.http2 and importlib.util.find_spec("h2") is None:
+            # an optional package, not in the http extra: HTTP/2 only helps over TLS with
+            # many requests in flight, and this client sends one page at a time
+            raise ConfigRefused(
+                f"{self.label}: http2 is on but the h2 package is not installed "
+                "(pip install 'httpx[http2]')"
+            )
         self._client = httpx.AsyncClient(
             headers={"User-Agent": f"syncworker/{__version__}", "Accept": "application/json"},
             timeout=httpx.Timeout(self.settings.timeout_s),
