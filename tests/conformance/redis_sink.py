@@ -43,7 +43,9 @@ class RedisSinkHarness(SinkHarness):
     async def state(self) -> dict[str, Any]:
         client = aredis.Redis.from_url(self.target)
         try:
-            keys = [key async for key in client.scan_iter(match=f"{self.records_prefix}*")]
+            keys = [
+                key async for key in client.scan_iter(match=f"{self.records_prefix}*", count=10_000)
+            ]
             values = await client.mget(keys) if keys else []
         finally:
             await client.aclose()

@@ -171,7 +171,10 @@ async def test_a_refused_record_is_isolated(
     assert "Email" in str(result.failed[1]) and "NaN" in str(result.failed[2])
     assert (result.added, result.updated) == (2, 0)
     keys = sorted(
-        [k.decode() async for k in redis_client.scan_iter(f"{redis_prefix}registration:*")]
+        [
+            k.decode()
+            async for k in redis_client.scan_iter(f"{redis_prefix}registration:*", count=10_000)
+        ]
     )
     assert keys == [f"{redis_prefix}registration:E1:a@x:1", f"{redis_prefix}registration:E1:d@x:4"]
     assert await members(redis_client, f"{redis_prefix}event:E1:registrations") == {"1", "4"}
@@ -222,15 +225,20 @@ async def test_finish_group_removes_what_the_full_read_did_not_deliver(
     sink = build()
     assert isinstance(sink, ReplacesGroups | CountsGroups | Probes)
     await sink.open()
-    await sink.write([rec(str(n), {"n": n}) for n in range(10)] + [rec("x", {}, group="E2")])
+    held = [rec(str(n), {"n": n}, sync_run="run-1") for n in range(10)]
+    await sink.write([*held, rec("x", {}, group="E2")])
+    assert await sink.finish_group(end("E1", "run-1", held)) == 0
+    index = f"{redis_prefix}event:E1:registrations"
+    # Written outside a full read before the next one started: no reason to keep it.
+    await sink.write([rec("old-change", {})])
+    await redis_client.zadd(f"{index}:live", {"old-change": 1})  # written at 1 ms past 1970
     read = [rec(str(n), {"n": n}, sync_run="run-2") for n in range(3, 8)]
     await sink.write(read[:2])
     live = rec("new", {"n": "written by an incremental read during the full read"})
     await sink.write([live])
     await sink.write(read[2:])
     finished = end("E1", "run-2", read, source_modified="2026-12-01T10:00:00Z")
-    assert await sink.finish_group(finished) == 5  # 0, 1, 2, 8, 9
-    index = f"{redis_prefix}event:E1:registrations"
+    assert await sink.finish_group(finished) == 6  # 0, 1, 2, 8, 9, old-change
     assert await members(redis_client, index) == {"3", "4", "5", "6", "7", "new"}
     for n in (0, 1, 2, 8, 9):
         assert not await redis_client.exists(f"{redis_prefix}registration:E1:{n}")
@@ -245,7 +253,7 @@ async def test_finish_group_removes_what_the_full_read_did_not_deliver(
     )
     assert await members(redis_client, f"{redis_prefix}events:synced") == {"E1", "E2"}
     # Idempotent: the same end again removes nothing, even with records written since.
-    await sink.write([rec("later", {})])
+    await sink.write([rec("later", {}, sync_run="run-abandoned")])
     assert await sink.finish_group(finished) == 0
     assert await sink.group_counts(STREAM, ["E1", "E2", "E3"]) == {"E1": 7, "E2": 1, "E3": 0}
     # The next full read delivers 3 of them: the rest goes, "new" and "later" included.
@@ -293,7 +301,7 @@ async def test_hash_tags_keep_a_group_in_one_slot(
     read = [rec(str(n), {"n": n}, group=g, sync_run="r") for g in ("E1", "E2") for n in range(3)]
     result = await sink.write(read)
     assert not result.failed and result.added == 6
-    keys = [k async for k in redis_client.scan_iter(f"{redis_prefix}*")]
+    keys = [k async for k in redis_client.scan_iter(f"{redis_prefix}*", count=10_000)]
     by_tag: dict[bytes, int] = {}
     for key in keys:
         by_tag[hash_slot_tag(key)] = by_tag.get(hash_slot_tag(key), 0) + 1

@@ -22,6 +22,7 @@ from syncworker.connectors.redis.sink import (
     hash_value,
     key_part,
     live_key,
+    record_group,
     sink_error,
     staging_key,
 )
@@ -102,7 +103,7 @@ def test_hash_slot_tag_follows_the_cluster_rule() -> None:
 def test_hash_tag_puts_every_key_of_a_group_in_one_slot() -> None:
     layout = KeyLayout.of(config(hash_tag=True))
     record = grouped("17", {"v": 1})
-    key = layout.key.render(layout.record_lookup(record))
+    key = layout.key.render(layout.record_lookup(record, record_group(record)))
     index = layout.group_key(layout.index, "registrations", "4433")
     meta = layout.group_key(layout.meta, "registrations", "4433")
     assert (key, index, meta) == (
@@ -122,7 +123,10 @@ def test_hash_tag_puts_every_key_of_a_group_in_one_slot() -> None:
 def test_without_hash_tag_keys_have_no_braces() -> None:
     layout = KeyLayout.of(config())
     record = grouped("17", {"v": 1})
-    assert layout.key.render(layout.record_lookup(record)) == "registration:4433:17"
+    assert (
+        layout.key.render(layout.record_lookup(record, record_group(record)))
+        == "registration:4433:17"
+    )
 
 
 def test_a_record_off_its_groups_hash_tag_is_refused() -> None:

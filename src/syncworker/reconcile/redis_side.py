@@ -43,6 +43,7 @@ from syncworker.reconcile.sides import Key, KeyKind, KeyRange, SideInfo, Summary
 
 UNDECODABLE = "$undecodable"
 _PIPELINE_CHUNKS = 50  # chunks per round trip: bounded replies for a large ungrouped prefix
+_SCAN_COUNT = 10_000  # keys SCAN looks at per call: a shared database may hold millions
 
 
 class RedisGroupSide:
@@ -172,7 +173,7 @@ class RedisGroupSide:
         pattern = _glob_escape(self._prefix) + "*" + _glob_escape(self._suffix)
         ids: list[str] = []
         start, end = len(self._prefix.encode()), len(self._suffix.encode())
-        async for key in client.scan_iter(match=pattern, count=1000):
+        async for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
             ids.append(_text(key[start : len(key) - end]))
         return ids
 
@@ -232,14 +233,17 @@ async def redis_groups(
 
 
 def exact_loads(raw: bytes) -> Any:
-    """``jsonvalue.loads(raw)``, faster for records without fractions: orjson's reading is
-    exact when it yields no float (an integer it cannot hold becomes one), and then the
-    check for long digit runs, which Zoho's 19-digit id strings always trip (sending them
-    through Python's ``json``, ~10x slower), is skipped. Undecodable text becomes
-    ``{"$undecodable": <text>}``."""
+    """``jsonvalue.loads(raw)``, faster: orjson's reading is exact when orjson writes the
+    value back as ``raw`` itself, or when it yields no float (an integer it cannot hold
+    becomes one); then jsonvalue's check for long digit runs, which Zoho's 19-digit id
+    strings always trip (sending them through Python's ``json``, ~7x slower), is skipped.
+    Undecodable text becomes ``{"$undecodable": <text>}``."""
     try:
         value = orjson.loads(raw)
-        if not _has_float(value):
+        # Written back as the same bytes (what the sink stores, for any record without a
+        # Decimal or a huge integer), no number was altered in reading; else any float
+        # may be one orjson rounded.
+        if orjson.dumps(value) == raw or not _has_float(value):
             return value
     except orjson.JSONDecodeError:
         pass
