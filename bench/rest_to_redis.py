@@ -96,12 +96,14 @@ def _ago() -> str:
 
 
 def _registration(event_id: str, n: int) -> dict[str, Any]:
+    """A registration shaped as Zoho sends one: ids and lookups as text, a few numbers."""
     return {
         "Event": {"ID": event_id, "display_value": f"Event {event_id}"},
         "Name": f"Guest {n}",
         "Email": f"guest{n}@example.com",
         "Phone": f"+84 90 {n:07d}",
-        "Ticket": 12345678901234567890 + n,
+        "Ticket": f"T-{n:08d}",
+        "Seats": 1 + n % 4,
         "Price": "0.1",
         "Amount": 10.25,
         "Checked_In": n % 3 == 0,

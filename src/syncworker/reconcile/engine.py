@@ -56,6 +56,9 @@ class CompareSettings:
     ignore_recent_s: float = 0.0
     column_sample: int = 20  # different keys whose differing columns are named
     max_passes: int = 64  # a guard against a side whose ranges never shrink
+    # The seed's "recent updates (last hour)" (count_recent), off where nobody shows it (one
+    # comparison per group of a discrepancy check: a pass over the group's modified times).
+    count_recent: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +166,10 @@ class _Comparison:
         if bounds[0] is not None or bounds[1] is not None:
             await self._walk(bounds, exclude, report, found)
         await self._finish(report, found)
-        report.recent_updates_last_hour = await self.source.count_recent(RECENT_UPDATES_WINDOW_S)
+        if self.settings.count_recent:
+            report.recent_updates_last_hour = await self.source.count_recent(
+                RECENT_UPDATES_WINDOW_S
+            )
         report.duration_s = time.perf_counter() - t0
         self._tick("done")
         log.info(

@@ -247,6 +247,7 @@ def group_settings(ignore_recent_s: float = 0.0, max_keys: int = 10_000) -> Comp
         ignore_recent_s=ignore_recent_s,
         max_keys=max_keys,
         column_sample=0,
+        count_recent=False,
     )
 
 
