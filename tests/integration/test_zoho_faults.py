@@ -115,6 +115,7 @@ async def test_a_5xx_burst_longer_than_the_attempts_pauses_and_resumes(
         await run.close()
     assert second.status == "success"
     assert_exact(zoho, sink)
+    assert len(sink.ends) == 1  # the second run went on with the first one's read
 
 
 async def test_a_malformed_page_is_read_again(zoho: ZohoCreatorServer, state: StateStore) -> None:
@@ -257,3 +258,31 @@ async def test_the_client_side_limiter_spaces_requests(
         assert limiter.delay_s(f"report/{EVENTS}") == 0  # per endpoint
     finally:
         await run.close()
+
+
+async def test_a_dead_letter_the_state_store_refused_is_kept_until_it_takes_it(
+    zoho: ZohoCreatorServer, state: StateStore
+) -> None:
+    events = seed(zoho, 1, 5)
+    zoho.put_raw(REGISTRATIONS, b'"no record"', {"Event": {"ID": events[0]}})
+    add = state.add_dead_letters
+    failures = [OSError("state store disk full (injected)")]
+
+    async def flaky(letters):  # type: ignore[no-untyped-def]
+        if failures:
+            raise failures.pop()
+        return await add(letters)
+
+    state.add_dead_letters = flaky  # type: ignore[method-assign]
+    sink = GroupSink()
+    run = pipeline(zoho_source(zoho), sink, state)
+    try:
+        first = await run.run_once("full")
+        second = first if first.status == "success" else await run.run_once("full")
+    finally:
+        await run.close()
+    assert second.status == "success", second.error
+    assert_exact(zoho, sink)
+    letters = await state.dead_letters()
+    assert [letter.data["raw"] for letter in letters] == ['"no record"']
+    assert len(sink.ends) == 1

@@ -166,6 +166,7 @@ class HttpSource:
         self._plan_seen: dict[str, str] | None = {}
         self._plan_covers_all = False
         self._parsed_times: dict[str, datetime | None] = {}
+        self._unsent_letters: list[tuple[_Read, Any, int, str]] = []
         self._runs = itertools.count(1)
         self._settled = asyncio.Event()
         self._status: dict[str, Any] = {
@@ -225,6 +226,7 @@ class HttpSource:
         if self._client is None:
             raise ConnectorError(f"http source {self.name!r}: not open")
         try:
+            await self._send_letters()  # kept from a claim whose state store failed
             await self._plan_if_due()
             while True:
                 end = self._end_ready()
@@ -454,7 +456,7 @@ class HttpSource:
         self._plan_covers_all = ctx.mode == "full" or (
             ctx.mode == "incremental" and self._hwm is None
         )
-        reads = await self._plan(ctx.mode, ctx.force_key)
+        reads = self._merge(await self._plan(ctx.mode, ctx.force_key))
         self._reads = deque(reads)
         self._status["groups_total"] = sum(1 for r in reads if r.kind == "group")
         self._status["groups_done"] = 0
@@ -465,6 +467,21 @@ class HttpSource:
             reads=len(reads),
             groups=self._status["groups_total"],
         )
+
+    def _merge(self, planned: list[_Read]) -> list[_Read]:
+        """The reads of a run that starts while the last one's are unfinished (it ended on
+        an error, or a stream run was cut): those go on first, where they were, and the new
+        plan adds what they do not already cover."""
+        unfinished = [r for r in [self._reading, *self._reads] if r is not None and not r.done]
+        groups = {r.group for r in unfinished if r.kind == "group"}
+        whole = any(r.kind in ("incremental", "all") for r in unfinished)
+        fresh = [
+            r
+            for r in planned
+            if not (r.kind == "group" and r.group in groups)
+            and not (whole and r.kind in ("incremental", "all"))
+        ]
+        return [r for r in self._reads if not r.done] + fresh
 
     async def _plan(self, mode: str, force_key: str | None) -> list[_Read]:
         groups = self.config.groups
@@ -665,10 +682,11 @@ class HttpSource:
         else:
             items = self._items(page)
             before = read.count
-            for item, why in self._accept(read, items, number):
-                await self._dead_record(read, item, number, why)
+            bad = self._accept(read, items, number)
             self._status["records_read"] += read.count - before
             read.request = read.pager.next(page.response, page.body, len(items))
+            self._unsent_letters += [(read, item, number, why) for item, why in bad]
+            await self._send_letters()
         if read.request is None:
             self._read_done(read)
 
@@ -881,6 +899,14 @@ class HttpSource:
         self._status["hwm"] = self._hwm[1]
 
     # -- dead letters -----------------------------------------------------------------------
+
+    async def _send_letters(self) -> None:
+        """Dead-letter what the pages read so far could not deliver, oldest first; what the
+        state store fails to take stays for the next claim (raised now)."""
+        while self._unsent_letters:
+            read, item, page, why = self._unsent_letters[0]
+            await self._dead_record(read, item, page, why)
+            self._unsent_letters.pop(0)
 
     async def _dead_record(self, read: _Read, item: Any, page: int, why: str) -> None:
         try:
