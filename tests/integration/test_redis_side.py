@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aredis
 
-from syncworker.connectors.redis.sink import RedisSink, RedisSinkConfig
+from syncworker.connectors.redis.sink import RedisSink, RedisSinkConfig, exact_loads
 from syncworker.core import jsonvalue
 from syncworker.core.record import Record
 from syncworker.errors import ConfigError
 from syncworker.reconcile.digest import combine, record_digest
 from syncworker.reconcile.engine import CompareSettings, compare
 from syncworker.reconcile.memory import MemorySide
-from syncworker.reconcile.redis_side import RedisGroupSide, exact_loads, redis_groups
+from syncworker.reconcile.redis_side import RedisGroupSide, redis_groups
 from syncworker.reconcile.sides import Key, KeyRange, Summary
 from tests.integration.conftest import REDIS_URL
 
@@ -213,7 +213,27 @@ def test_exact_loads_is_jsonvalue_loads() -> None:
     ):
         fast, exact = exact_loads(raw), jsonvalue.loads(raw)
         assert jsonvalue.canonical(fast) == jsonvalue.canonical(exact), raw
-    assert exact_loads(b"not json") == {"$undecodable": "not json"}
+    deep = b"[" * 300 + b"]" * 300  # read by orjson, too deep for it to write back
+    assert exact_loads(deep) == jsonvalue.loads(deep)
+    with pytest.raises(jsonvalue.UndecodableJSON):
+        exact_loads(b"not json")
+
+
+async def test_a_stored_value_that_is_no_json_is_a_differing_row(redis_prefix: str) -> None:
+    config = settings(redis_prefix)
+    await write_group(config, "E1", range(2))
+    client = aredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.set(f"{redis_prefix}registration:E1:r00001", b"not json {")
+        redis_side = side(config, client=client)
+        await redis_side.open()
+        rows = await redis_side.rows(["r00001"])
+        assert rows == {"r00001": {"$undecodable": "not json {"}}
+        digests = await redis_side.fetch([KeyRange(None, None)], frozenset())
+        assert digests["r00001"] == record_digest({"$undecodable": "not json {"})
+        assert digests["r00000"] == record_digest(registration(0))
+    finally:
+        await client.aclose()
 
 
 def test_records_digest_alike_from_either_side() -> None:

@@ -24,16 +24,17 @@ import bisect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
 import redis.asyncio as aredis
 from redis import exceptions as rexc
 
 from syncworker.connectors.redis.client import create_client, describe, register_scripts
 from syncworker.connectors.redis.sink import (
+    CPackedConnection,
     KeyLayout,
     RedisSinkConfig,
     Unrenderable,
     decode_hash,
+    exact_loads,
     sink_error,
 )
 from syncworker.core import jsonvalue
@@ -50,7 +51,10 @@ class RedisGroupSide:
     """One group of ``stream`` (``group``), or with ``group=None`` every record key of the
     template's prefix, as the ``redis`` sink with ``config`` holds it.
 
-    ``client``: a client to use (not closed by ``close``); default: the side's own.
+    ``group_name`` is the group's name in the key template (``event_id`` for
+    ``registration:{event_id}:{id}``); None: any variable of it but ``{id}`` and
+    ``{stream}`` is the group. ``client``: a client to use (not closed by ``close``);
+    default: the side's own.
     """
 
     key_kind: KeyKind = "text"
@@ -61,7 +65,7 @@ class RedisGroupSide:
         *,
         stream: str,
         group: str | None,
-        group_name: str = "group",
+        group_name: str | None = None,
         label: str | None = None,
         chunk: int = 1000,
         client: aredis.Redis | None = None,
@@ -101,6 +105,8 @@ class RedisGroupSide:
         the credentials or the index key holds another type."""
         if self._client is None:
             self._client = create_client(self.config)
+            if self._client.connection_pool.connection_class is aredis.Connection:
+                self._client.connection_pool.connection_class = CPackedConnection
         try:
             ids = await self._read_ids(self._client)
             values = await self._read_values(self._client, ids)
@@ -207,7 +213,10 @@ class RedisGroupSide:
                 return {UNDECODABLE: repr(fields)}
         if raw is None:
             return None
-        return exact_loads(raw)
+        try:
+            return exact_loads(raw)
+        except jsonvalue.UndecodableJSON:
+            return {UNDECODABLE: raw.decode("utf-8", "replace")}
 
 
 async def redis_groups(
@@ -230,40 +239,6 @@ async def redis_groups(
         if own:
             await active.aclose()
     return sorted(_text(m) for m in members)
-
-
-def exact_loads(raw: bytes) -> Any:
-    """``jsonvalue.loads(raw)``, faster: orjson's reading is exact when orjson writes the
-    value back as ``raw`` itself, or when it yields no float (an integer it cannot hold
-    becomes one); then jsonvalue's check for long digit runs, which Zoho's 19-digit id
-    strings always trip (sending them through Python's ``json``, ~7x slower), is skipped.
-    Undecodable text becomes ``{"$undecodable": <text>}``."""
-    try:
-        value = orjson.loads(raw)
-        # Written back as the same bytes (what the sink stores, for any record without a
-        # Decimal or a huge integer), no number was altered in reading; else any float
-        # may be one orjson rounded.
-        if orjson.dumps(value) == raw or not _has_float(value):
-            return value
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return jsonvalue.loads(raw)
-    except jsonvalue.UndecodableJSON:
-        return {UNDECODABLE: raw.decode("utf-8", "replace")}
-
-
-def _has_float(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if type(item) is float:
-            return True
-        if type(item) is dict:
-            stack.extend(item.values())
-        elif type(item) is list:
-            stack.extend(item)
-    return False
 
 
 def _digest(value: Any) -> int:
