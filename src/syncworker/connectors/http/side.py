@@ -29,7 +29,8 @@ class HttpGroupSide:
     def __init__(self, source: HttpSource, group: str | None, *, label: str | None = None) -> None:
         self.source = source
         self.group = group
-        self.label = label or f"{source.name} group {group}" if group else source.name
+        default = f"{source.name} group {group}" if group is not None else source.name
+        self.label = label or default
         self._keys: list[str] = []
         self._data: dict[str, dict[str, Any]] = {}
         self._digests: dict[str, int] = {}
