@@ -271,3 +271,22 @@ async def test_source_counts_find_a_record_deleted_in_zoho(
     assert gone not in sink.rows
     counted = [r for r in zoho.data_requests() if r.path.endswith("/count")]
     assert len(counted) == 2  # one per event, in the incremental run only
+
+
+async def test_a_change_within_the_same_second_is_not_taken_for_the_one_read(
+    zoho: ZohoCreatorServer, state: StateStore
+) -> None:
+    events = seed(zoho, 1, 5)
+    sink = GroupSink()
+    run = pipeline(zoho_source(zoho, overlap="10m"), sink, state)
+    try:
+        assert (await run.run_once("full")).status == "success"
+        assert (await run.run_once("incremental")).processed == 0  # all in the window, skipped
+        key = sorted(of_event(zoho, events[0]))[2]
+        same_second = zoho.records(REGISTRATIONS)[key]["Modified_Time"]
+        zoho.update(REGISTRATIONS, key, {"Name": "changed", "Modified_Time": same_second})
+        result = await run.run_once("incremental")
+    finally:
+        await run.close()
+    assert result.processed == 1
+    assert sink.rows[key]["Name"] == "changed"

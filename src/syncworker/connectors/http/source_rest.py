@@ -728,19 +728,23 @@ class HttpSource:
                     bad.append((item, f"a record without its id field {id_field!r}"))
                     continue
                 key = key_from_bytes(jsonvalue.dumps(item, sort_keys=True))
+            digest = record_digest(item)
             raw_modified = item.get(modified_field) if modified_field else None
             if type(raw_modified) is str:
-                if incremental and seen.get(key) == raw_modified:
+                # The time AND the content: a record changed twice within the second its
+                # modified time is written in must not be taken for the one already read.
+                mark = f"{raw_modified}|{digest:016x}"
+                if incremental and seen.get(key) == mark:
                     continue  # read again in the overlap window, unchanged
                 if not resync and len(read.seen) <= MAX_SEEN:
-                    read.seen[key] = raw_modified
+                    read.seen[key] = mark
                 modified = self.parse_modified(raw_modified)
                 if modified is not None and (read.newest is None or modified > read.newest[0]):
                     read.newest = (modified, raw_modified)
             else:
                 raw_modified = None
             read.count += 1
-            read.digest = (read.digest + record_digest(item)) & _MASK64
+            read.digest = (read.digest + digest) & _MASK64
             if read.ids is not None:
                 read.found.add(key)
             meta = self._meta(read, item, page) if grouped_by_record else dict(base_meta)
@@ -885,10 +889,10 @@ class HttpSource:
             return
         floor = self._hwm[0] - timedelta(seconds=self.config.overlap)
         kept: dict[str, str] = {}
-        for key, raw in self._seen.items():
-            when = self.parse_modified(raw)
+        for key, mark in self._seen.items():
+            when = self.parse_modified(mark.rpartition("|")[0])
             if when is not None and when >= floor:
-                kept[key] = raw
+                kept[key] = mark
         if len(kept) > MAX_SEEN or overflow:
             # A mass update inside the window: re-delivering it once (idempotent sinks) costs
             # less than a checkpoint this large.
