@@ -290,3 +290,30 @@ async def test_a_change_within_the_same_second_is_not_taken_for_the_one_read(
         await run.close()
     assert result.processed == 1
     assert sink.rows[key]["Name"] == "changed"
+
+
+async def test_group_side_reads_modified_times_in_the_apps_time_zone(
+    zoho: ZohoCreatorServer,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    event = zoho.add(EVENTS, {"Event_Name": "Hanoi"})
+    local = ZoneInfo("Asia/Ho_Chi_Minh")  # UTC+7, where the seed's app runs
+    now_there = datetime.now(UTC).astimezone(local)
+    fresh = zoho.add(REGISTRATIONS, {"Event": {"ID": event}, "Modified_Time": zoho_time(now_there)})
+    old = zoho.add(
+        REGISTRATIONS,
+        {"Event": {"ID": event}, "Modified_Time": zoho_time(now_there - timedelta(hours=2))},
+    )
+    right = HttpGroupSide(zoho_source(zoho, time_zone="Asia/Ho_Chi_Minh"), event)
+    wrong = HttpGroupSide(zoho_source(zoho), event)  # read as UTC: 7 hours in the future
+    try:
+        await right.open()
+        await wrong.open()
+        assert await right.recent_keys(600) == frozenset({fresh})
+        assert old not in (await right.recent_keys(600) or set())
+        assert await wrong.recent_keys(600) == frozenset()  # nothing hidden as in flight
+    finally:
+        await right.close()
+        await wrong.close()

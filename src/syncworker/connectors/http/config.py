@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -186,6 +187,12 @@ class HttpSourceConfig(ConnectorConfig):
         description="How modified times are written: 'iso' (ISO 8601) or a strptime "
         "format (Zoho: %d-%b-%Y %H:%M:%S).",
     )
+    time_zone: str = Field(
+        "UTC",
+        description="IANA zone of modified times written without one (Zoho writes them in the "
+        "app's zone, e.g. Asia/Ho_Chi_Minh): how old a record is for the discrepancy check's "
+        "in-flight window.",
+    )
     overlap: DurationS = Field(
         60.0,
         ge=0,
@@ -232,6 +239,15 @@ class HttpSourceConfig(ConnectorConfig):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("expected an http:// or https:// URL with a host")
         return value.rstrip("/")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; expected an IANA name") from None
+        return value
 
     @model_validator(mode="after")
     def _one_auth(self) -> HttpSourceConfig:

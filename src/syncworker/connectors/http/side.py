@@ -13,6 +13,7 @@ import bisect
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from syncworker.connectors.http.source_rest import HttpSource
 from syncworker.reconcile.digest import record_digest
@@ -88,19 +89,22 @@ class HttpGroupSide:
 
     async def recent_keys(self, within_s: float) -> frozenset[Key] | None:
         """Records whose modified time is within ``within_s`` of now (times without a zone
-        are taken as UTC, as the API's clock)."""
+        are in the source's ``time_zone``)."""
         field = self.source.config.modified_field
         if field is None:
             return None
         now = datetime.now(UTC)
+        zone = ZoneInfo(self.source.config.time_zone)
         recent: set[Key] = set()
         for key, data in self._data.items():
             when = self.source.parse_modified(data.get(field))
             if when is None:
                 continue
             if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            if (now - when).total_seconds() <= within_s:
+                when = when.replace(tzinfo=zone)
+            # a little in the future is clock skew; hours ahead is a wrong time_zone, and
+            # hiding every record as "in flight" would hide every difference
+            if abs((now - when).total_seconds()) <= within_s:
                 recent.add(key)
         return frozenset(recent)
 

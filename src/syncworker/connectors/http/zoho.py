@@ -88,6 +88,11 @@ class ZohoCreatorSourceConfig(ConnectorConfig):
     )
     stream: str | None = Field(None, description="Stream name (default: the report's name).")
     events: ZohoEvents | None = Field(None, description="Group the records by event.")
+    time_zone: str = Field(
+        "UTC",
+        description="The app's time zone (Zoho writes Modified_Time in it, without an offset), "
+        "an IANA name such as Asia/Ho_Chi_Minh.",
+    )
     overlap: DurationS = Field(
         120.0,
         ge=0,
@@ -169,6 +174,7 @@ class ZohoCreatorSourceConfig(ConnectorConfig):
             ),
             modified_field="Modified_Time",
             modified_format=ZOHO_TIME_FORMAT,
+            time_zone=self.time_zone,
             overlap=_s(self.overlap),
             filters=FilterSettings(
                 param="criteria",
