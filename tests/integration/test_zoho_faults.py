@@ -286,3 +286,30 @@ async def test_a_dead_letter_the_state_store_refused_is_kept_until_it_takes_it(
     letters = await state.dead_letters()
     assert [letter.data["raw"] for letter in letters] == ['"no record"']
     assert len(sink.ends) == 1
+
+
+async def test_past_the_per_minute_limit_zoho_answers_429_and_the_run_says_so(
+    zoho: ZohoCreatorServer, state: StateStore
+) -> None:
+    seed(zoho, 3, 5)
+    zoho.per_minute = 2  # the events listing and one event's page; then 429 for a minute
+    zoho.retry_after = None  # as Zoho: no Retry-After
+    source = zoho_source(zoho, max_attempts=2)
+    sink = GroupSink()
+    run = pipeline(source, sink, state)
+    try:
+        result = await run.run_once("full")
+        assert result.status != "success"
+        assert "HTTP 429" in (result.error or "") and "2945" in (result.error or "")
+        assert "HTTP 429" in str(source.status()["last_error"])
+        assert zoho.throttled == 2  # both attempts of the second event's page
+        assert sink.ends == []  # no event ended yet: nothing was removed from the sink
+        zoho.per_minute = 0  # a minute later
+        again = await run.run_once("full")
+    finally:
+        await run.close()
+    assert again.status == "success"
+    assert_exact(zoho, sink)
+    assert len(sink.ends) == 3  # each event once: the first one's read was not done again
+    pages = [r for r in zoho.data_requests() if "criteria" in r.query and r.status == 200]
+    assert len(pages) == 3

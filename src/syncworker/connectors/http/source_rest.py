@@ -473,7 +473,8 @@ class HttpSource:
         an error, or a stream run was cut): those go on first, where they were, and the new
         plan adds what they do not already cover."""
         unfinished = [r for r in [self._reading, *self._reads] if r is not None and not r.done]
-        groups = {r.group for r in unfinished if r.kind == "group"}
+        # a group read to its end whose GroupEnd is still to come covers its group too
+        groups = {r.group for r in [*unfinished, *self._finishing] if r.kind == "group"}
         whole = any(r.kind in ("incremental", "all") for r in unfinished)
         fresh = [
             r
