@@ -50,7 +50,7 @@ from syncworker.core import jsonvalue
 from syncworker.core.protocols import CountsGroups, GroupEnd, SourceContext
 from syncworker.core.record import Batch, Record, key_from_bytes, key_text, wrap
 from syncworker.errors import ConnectorError
-from syncworker.reconcile.digest import group_hash, record_digest
+from syncworker.reconcile.digest import record_digest
 from syncworker.state.base import DeadLetter
 
 log = structlog.get_logger(__name__)
@@ -958,8 +958,3 @@ class HttpSource:
             )
             await ctx.state.add_dead_letters([letter])
         await ctx.report_error(SOURCE_ERROR, message, key=key, metadata=meta)
-
-
-def content_hash(digests: list[int]) -> str:
-    """``group_hash`` (re-exported for tests that compute a group's expected hash)."""
-    return group_hash(digests)
