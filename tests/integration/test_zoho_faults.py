@@ -313,3 +313,39 @@ async def test_past_the_per_minute_limit_zoho_answers_429_and_the_run_says_so(
     assert len(sink.ends) == 3  # each event once: the first one's read was not done again
     pages = [r for r in zoho.data_requests() if "criteria" in r.query and r.status == 200]
     assert len(pages) == 3
+
+
+async def test_an_ack_retried_after_the_checkpoint_failed_moves_the_mark_once(
+    zoho: ZohoCreatorServer, state: StateStore
+) -> None:
+    from syncworker.core.protocols import SourceContext
+
+    seed(zoho, 1, 5)
+    set_checkpoint = state.set_checkpoint
+    failures = [OSError("state store busy (injected)")]
+
+    async def flaky(pipeline: str, name: str, value: str) -> None:
+        if failures:
+            raise failures.pop()
+        await set_checkpoint(pipeline, name, value)
+
+    state.set_checkpoint = flaky  # type: ignore[method-assign]
+    source = zoho_source(zoho, events=None)  # the report alone: an incremental read of it
+    source.bind(SourceContext("zoho", state=state))
+    await source.open()
+    try:
+        batch = await source.claim(100)
+        assert batch is not None and len(batch) == 5
+        with pytest.raises(OSError):
+            await source.ack(batch)
+        await source.ack(batch)  # the runtime's retry
+    finally:
+        await source.close()
+    assert await state.get_checkpoint("zoho", "hwm") is not None
+    again = zoho_source(zoho, events=None)
+    again.bind(SourceContext("zoho", state=state))
+    await again.open()
+    try:
+        assert await again.claim(100) is None  # nothing read twice
+    finally:
+        await again.close()

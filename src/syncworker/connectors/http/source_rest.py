@@ -86,11 +86,13 @@ class _Read:
     found: set[str] = field(default_factory=set)
     seen: dict[str, str] = field(default_factory=dict)
     end_claimed: bool = False
+    committed: bool = False
 
 
 @dataclass(slots=True)
 class _Claim:
     parts: list[tuple[_Read, int]]
+    settled: bool = False
 
 
 @dataclass(slots=True)
@@ -243,19 +245,35 @@ class HttpSource:
             raise
 
     async def ack(self, batch: Batch) -> None:
+        """Every sink wrote ``batch``: a ``GroupEnd`` records its group's full read in the
+        group's checkpoint; records settle their read (an incremental read fully settled
+        moves the high-water mark). Raises what the state store raises; the runtime's retry
+        of the same ack settles nothing twice."""
         token = batch.token
         if isinstance(token, _EndClaim):
             await self._group_done(token.read)
         elif isinstance(token, _Claim):
-            for read, count in token.parts:
-                read.unsettled -= count
-                if read.kind in ("incremental", "all") and read.done and read.unsettled == 0:
-                    seen = read.seen if len(read.seen) <= MAX_SEEN else {}
-                    await self._commit_hwm(read.newest, seen, overflow=len(read.seen) > MAX_SEEN)
-                    read.seen = {}
+            if not token.settled:
+                token.settled = True
+                for read, count in token.parts:
+                    read.unsettled -= count
+            for read, _ in token.parts:
+                await self._commit_if_settled(read)
         self._settled.set()
 
+    async def _commit_if_settled(self, read: _Read) -> None:
+        if read.kind not in ("incremental", "all") or not read.done or read.unsettled:
+            return
+        if read.committed:
+            return
+        overflow = len(read.seen) > MAX_SEEN
+        await self._commit_hwm(read.newest, {} if overflow else read.seen, overflow=overflow)
+        read.committed = True
+        read.seen = {}
+
     async def nack(self, batch: Batch, error: BaseException | None = None) -> None:
+        """Hand ``batch`` back: its records are served again first, in order (a group's
+        ``GroupEnd`` waits for them); a ``GroupEnd`` is served again."""
         token = batch.token
         if isinstance(token, _EndClaim):
             token.read.end_claimed = False
