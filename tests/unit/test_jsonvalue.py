@@ -50,6 +50,40 @@ def test_long_digit_runs_in_strings_only_cost_a_slower_read() -> None:
     assert jsonvalue.loads(raw) == {"phone": "12345678901234567890", "n": 1}
 
 
+def test_long_digit_runs_only_inside_strings_keep_orjson_s_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Zoho's 19-digit ids are strings: a page of them is no reason for the slow exact read.
+    raw = b'{"ID": "4433256000013547003", "price": 10.25, "when": "2026-12-01 10:00:00.123456"}'
+
+    def slow(*_: object) -> object:
+        raise AssertionError("read with the slow exact reader")
+
+    monkeypatch.setattr(jsonvalue, "_exact_loads", slow)
+    assert jsonvalue.loads(raw) == orjson.loads(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            b'{"id": "4433256000013547003", "n": 0.1000000000000000000000001}',
+            {"id": "4433256000013547003", "n": Decimal("0.1000000000000000000000001")},
+        ),
+        (b'{"a": "x\\"", "n": 12345678901234567890123}', {"a": 'x"', "n": 12345678901234567890123}),
+        (
+            b'{"s": "a\\" 1234567890123456789012 \\"b", "n": 1e400}',
+            {"s": 'a" 1234567890123456789012 "b', "n": Decimal("1e400")},
+        ),
+        (b'{"s": "q\\" 1234567890123456789012 \\""}', {"s": 'q" 1234567890123456789012 "'}),
+    ],
+)
+def test_numbers_beside_strings_and_escaped_quotes_are_still_exact(
+    raw: bytes, expected: object
+) -> None:
+    assert jsonvalue.loads(raw) == expected
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [

@@ -83,8 +83,9 @@ def loads(raw: bytes | str, *, writable: bool = False) -> Any:
         if not raw:
             raise UndecodableJSON("empty", "empty payload") from exc
         raise UndecodableJSON("not_json", message) from exc
-    scanned = (raw.encode() if isinstance(raw, str) else raw).translate(_SCAN, b"+-")
-    if _LONG_RUN in scanned or b"e000" in scanned:
+    data = raw.encode() if isinstance(raw, str) else raw
+    scanned = data.translate(_SCAN, b"+-")
+    if _may_round(scanned) and _may_round_outside_strings(data):
         value = _exact_loads(raw, False)
     if (
         writable
@@ -94,6 +95,22 @@ def loads(raw: bytes | str, *, writable: bool = False) -> Any:
     ):
         raise UndecodableJSON("too_deep", "nested deeper than the 253 levels sinks can write")
     return value
+
+
+def _may_round(scanned: bytes) -> bool:
+    """Whether a run of ``_SCAN``-translated text could be a number orjson rounds: 16 or more
+    digits in a row (an integer past 64 bits, a decimal past a double's precision), or an
+    exponent of 3 or more digits (past a double's range)."""
+    return _LONG_RUN in scanned or b"e000" in scanned
+
+
+def _may_round_outside_strings(data: bytes) -> bool:
+    """Whether such a run lies outside the strings (a 19-digit id in quotes is no number):
+    the text between quotes is left out. With an escaped quote the strings cannot be told
+    apart this way, so the answer is yes (the slower, exact read)."""
+    if b'\\"' in data:
+        return True
+    return _may_round(b"".join(data.split(b'"')[::2]).translate(_SCAN, b"+-"))
 
 
 def dumps(
