@@ -103,7 +103,7 @@ class ScheduleConfig(_Strict):
     auto: bool = Field(
         True,
         description="false: never run by itself, only when asked (API, CLI), as 'manual' "
-        "(seed 002's ENABLE_AUTO_SYNC: auto: \"${ENABLE_AUTO_SYNC:-true}\")",
+        '(seed 002\'s ENABLE_AUTO_SYNC: auto: "${ENABLE_AUTO_SYNC:-true}")',
     )
 
     @field_validator("cron")
