@@ -1,11 +1,13 @@
 """Faults during a full sync of the example's pipeline (fake Zoho Creator, real Redis, real
 HTTP client): the access token expiring mid-sync (one refresh, no failed page), 429 with
 Retry-After, a burst of 5xx, a malformed page, a record without an id and one that is no
-object, and the sink's Redis connections killed. The sync ends exact, the bad records are
-dead-lettered with the page they came from, and the errors are in the status and the logs."""
+object, the sink's Redis connections killed, and Redis restarted. The sync ends exact, the
+bad records are dead-lettered with the page they came from, and the errors are in the status
+and the logs."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from syncworker.reconcile.groups import check_pipeline, sides_for
 from syncworker.state import state_store_from_url
 from tests.fakes.zoho_creator import ZohoCreatorServer
 from tests.integration import zoho_redis_support as support
+from tests.integration.test_redis_restart import PrivateRedis
 from tests.integration.zoho_redis_support import (
     EXAMPLE,
     PIPELINE,
@@ -121,3 +124,59 @@ async def test_a_full_sync_through_every_fault_ends_exact(
     assert any("dead" in n for n in names), sorted(set(names))
     assert any("retry" in n or "failed" in n for n in names), sorted(set(names))
     assert duration_s < 60
+
+
+async def test_redis_restarted_mid_sync_ends_exact(tmp_path: Path) -> None:
+    """A private redis-server (AOF, fsync always; the shared one is not ours to restart),
+    shut down and started again while the full sync writes to it."""
+    server = PrivateRedis(tmp_path, persistent=True)
+    server.start()
+    restarts: list[asyncio.Task[None]] = []
+    try:
+        async with ZohoCreatorServer() as zoho:
+            events = seed_events(zoho, EVENTS)
+            seed_registrations(zoho, events, EVENTS * PER_EVENT)
+            env = environ(zoho, "", tmp_path / "state.db", SYNC_BATCH_SIZE="100")
+            env["REDIS_URL"] = server.url
+            text = EXAMPLE.read_text().replace("max_records: 1000", "max_records: 200")
+            config = parse_config(text, EXAMPLE, environ=env)
+            state = state_store_from_url(config.app.state)
+            await state.open()
+            [pipeline] = config.build(state, [PIPELINE])
+            batches = 0
+
+            async def restart(_: dict[str, Any]) -> None:
+                nonlocal batches
+                batches += 1
+                if batches == 10:
+                    restarts.append(asyncio.create_task(asyncio.to_thread(_restart, server)))
+
+            pipeline.on("batch_committed", restart)
+            try:
+                with structlog.testing.capture_logs() as logs:
+                    first = await pipeline.run_once("full")
+                    await asyncio.gather(*restarts)
+                    # A run the outage cut short ends at its first failure; the next one
+                    # (the schedule's) goes on from where the source stands.
+                    runs = [first]
+                    while runs[-1].status != "success" and len(runs) < 5:
+                        await asyncio.sleep(0.5)  # the breaker's pause
+                        runs.append(await pipeline.run_once("incremental"))
+                sides = sides_for(pipeline)
+                assert sides is not None
+                report = (await check_pipeline(pipeline, sides)).to_json()
+            finally:
+                await pipeline.close()
+                await state.close()
+    finally:
+        server.stop()
+    assert restarts, "the restart was not triggered"
+    assert runs[-1].status == "success", [r.to_dict() for r in runs]
+    assert report["totals"]["differences"] == 0 and report["totals"]["target_rows"] == 4500
+    names = [entry["event"] for entry in logs]
+    assert "sink_write_failed" in names or "sink_unavailable" in names, sorted(set(names))
+
+
+def _restart(server: PrivateRedis) -> None:
+    server.shutdown()
+    server.start()
