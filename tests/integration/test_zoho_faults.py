@@ -186,6 +186,7 @@ async def test_a_repeating_cursor_stops_the_read_with_an_error(
     assert "cursor already followed" in (result.error or "")
     assert len(zoho.data_requests()) < 10
     assert sink.ends == []  # the group never ended: nothing is removed from the sink
+    assert sum(len(write) for write in sink.writes) == 200  # the repeated page is not queued
 
 
 async def test_refused_credentials_stop_the_pipeline_without_quoting_secrets(

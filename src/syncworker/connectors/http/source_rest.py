@@ -700,10 +700,13 @@ class HttpSource:
             read.request = following
         else:
             items = self._items(page)
+            # the next request first: a cursor already followed raises before this page's
+            # records are queued, so a claim that tries again queues nothing twice
+            following = read.pager.next(page.response, page.body, len(items))
             before = read.count
             bad = self._accept(read, items, number)
             self._status["records_read"] += read.count - before
-            read.request = read.pager.next(page.response, page.body, len(items))
+            read.request = following
             self._unsent_letters += [(read, item, number, why) for item, why in bad]
             await self._send_letters()
         if read.request is None:
