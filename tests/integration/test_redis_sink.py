@@ -77,9 +77,11 @@ def end(group: str, run: str, records: list[Record], **overrides: Any) -> GroupE
         group=group,
         group_name="event_id",
         run=run,
-        count=len(records),
-        content_hash=group_hash(record_digest(r.data) for r in records),
-        **overrides,
+        **{
+            "count": len(records),
+            "content_hash": group_hash(record_digest(r.data) for r in records),
+            **overrides,
+        },
     )
 
 
@@ -261,6 +263,20 @@ async def test_finish_group_removes_what_the_full_read_did_not_deliver(
     await sink.write(again)
     assert await sink.finish_group(end("E1", "run-3", again)) == 4
     assert await members(redis_client, index) == {"3", "4", "5"}
+
+
+async def test_a_record_refused_in_a_full_read_keeps_its_stored_version(
+    build: Build, redis_client: aredis.Redis, redis_prefix: str
+) -> None:
+    sink = build()
+    await sink.open()
+    await sink.write([rec("1", {"v": 1}, sync_run="run-1"), rec("2", {"v": 2}, sync_run="run-1")])
+    read = [rec("1", {"v": Decimal("NaN")}, sync_run="run-2"), rec("2", {"v": 3}, sync_run="run-2")]
+    result = await sink.write(read)
+    assert list(result.failed) == [0]  # dead-lettered: the source still has it
+    assert await sink.finish_group(end("E1", "run-2", read[1:], count=2)) == 0
+    assert await redis_client.get(f"{redis_prefix}registration:E1:1") == b'{"v":1}'
+    assert await sink.group_counts(STREAM, ["E1"]) == {"E1": 2}
 
 
 async def test_a_group_read_with_no_records_removes_everything(

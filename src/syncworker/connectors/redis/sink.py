@@ -592,7 +592,29 @@ class RedisSink:
             if (group, index_key, registry) not in groups_seen:
                 groups_seen.add((group, index_key, registry))
                 self._add_group(plan, unit, group, index_key, registry)
+        for index in plan.failed:
+            self._keep_refused(plan, records[index])
         return plan
+
+    def _keep_refused(self, plan: _Plan, record: Record) -> None:
+        """A record of a full read this sink refused still counts as delivered by the read:
+        the version it holds, if any, is left in place (and the record is dead-lettered)
+        rather than removed as gone from the source."""
+        run, group = record.meta.get("sync_run"), record_group(record)
+        if run is None or group is None:
+            return
+        try:
+            index_key = self._group_keys_of(record.stream, group)[0]
+        except Unrenderable:
+            return
+        if index_key is None:
+            return
+        unit = plan.units.get(group if self.config.hash_tag else None)
+        if unit is None:
+            unit = plan.units[group if self.config.hash_tag else None] = _Unit()
+        staging = staging_key(index_key, str(run))
+        unit.add_member("sadd", staging, record.key)
+        unit.staging.add(staging)
 
     def _add_group(
         self,
