@@ -145,3 +145,24 @@ async def test_the_seed_commands_run_unchanged(
     assert returncode == 0, output[-3000:]
     assert "redis_group_finished" not in output  # REDIS_LOG_LEVEL=WARN: the sink's info goes
     assert "sync_finished" in output  # LOG_LEVEL=INFO: the rest is logged
+
+
+async def test_the_python_example_runs_with_the_seed_method_names(
+    tmp_path: Path, h3_prefix: str, rclient: aredis.Redis
+) -> None:
+    async with ZohoCreatorServer() as zoho:
+        events = seed_events(zoho, 3)
+        seed_registrations(zoho, events, 30)
+        env = {**child_env(), **environ(zoho, h3_prefix, tmp_path / "state.db")}
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [PYTHON, str(EXAMPLE.with_name("worker.py"))],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "full sync: success 30 records, 0 removed" in done.stdout
+    assert "'records_added': 30" in done.stdout and "'differences': 0" in done.stdout
+    assert await rclient.scard(f"{h3_prefix}events:synced") == 3
