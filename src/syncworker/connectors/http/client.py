@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
-import orjson
 import structlog
 
 from syncworker import __version__
@@ -76,37 +75,10 @@ class Page:
     error: str | None = None
 
 
-# orjson rounds a number of 16 or more digits (or with an exponent of 3+ digits) without a
-# word; jsonvalue.loads then reads the text again with the standard library. It looks for
-# long digit runs anywhere, strings included, and a page of Zoho ids ("4433256000013547003")
-# always has them: 18-22 ms a page of 1,000 records instead of ~7. Looking outside strings only
-# (split on quotes, when no quote is escaped) finds just the numbers that could be rounded.
-_SCAN = bytes(
-    ord("0") if chr(b) in "0123456789." else ord("e") if chr(b) in "eE" else ord(" ")
-    for b in range(256)
-)
-
-
-def _numbers_may_round(raw: bytes) -> bool:
-    if b'\\"' in raw:
-        return True  # an escaped quote: strings cannot be told apart by splitting
-    outside = b"".join(raw.split(b'"')[::2]).translate(_SCAN, b"+-")
-    return b"0" * 16 in outside or b"e000" in outside
-
-
 def decode_page(raw: bytes) -> Any:
-    """A page's body with every number exact, as ``jsonvalue.loads(raw, writable=True)``
-    returns it (same values, same ``UndecodableJSON``), faster when no number outside the
-    strings could be rounded: orjson's own result is exact then."""
-    if _numbers_may_round(raw):
-        return jsonvalue.loads(raw, writable=True)
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return jsonvalue.loads(raw, writable=True)  # it raises the error with its reason
-    if raw.count(b"[") + raw.count(b"{") >= 253 and not jsonvalue.encodable(value):
-        return jsonvalue.loads(raw, writable=True)  # too deep for sinks: it says so
-    return value
+    """A page's body with every number exact: ``jsonvalue.loads(raw, writable=True)``, which
+    keeps orjson's fast answer when every long digit run is inside a string (Zoho's ids)."""
+    return jsonvalue.loads(raw, writable=True)
 
 
 def default_verdict(status: int, body: Any) -> Verdict:
