@@ -66,8 +66,15 @@ def seed_config(pipeline: Pipeline) -> dict[str, Any]:
         "batch_size": settings.batch_size,
         "max_retries": settings.retry.attempts,
         "enable_auto_sync": settings.schedule.kind != "manual",
-        "enable_discrepancy_detection": sides_for(pipeline) is not None,
+        "enable_discrepancy_detection": sides_for(pipeline) is not None
+        and _count_check(pipeline) != "off",
     }
+
+
+def _count_check(pipeline: Pipeline) -> str | None:
+    """A grouped source's incremental count comparison (``groups.count_check``), if any."""
+    groups = getattr(getattr(pipeline.source, "config", None), "groups", None)
+    return getattr(groups, "count_check", None)
 
 
 def last_sync_time(statuses: Iterable[dict[str, Any]]) -> str | None:
