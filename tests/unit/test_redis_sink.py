@@ -252,3 +252,29 @@ def test_errors_are_mapped_to_what_the_runtime_does() -> None:
 def test_client_names_are_accepted_by_client_setname() -> None:
     assert client_name("zoho to redis\n") == "syncworker:zoho_to_redis_"
     assert client_name("é") == "syncworker:_"
+
+
+@pytest.mark.parametrize("hash_tag", [False, True])
+def test_keys_built_by_concatenation_equal_the_rendered_ones(hash_tag: bool) -> None:
+    sink = RedisSink(config(hash_tag=hash_tag), name="t")
+    layout = sink.layout
+    records = [
+        grouped("17", {"v": 1}),
+        grouped("18", {"event_id": "from data"}),  # the meta's group_name wins
+        Record("19", {"event_id": "E7"}, STREAM_NAME, meta={"group": "E7"}),  # no group_name
+        Record("20", {}, STREAM_NAME, "delete", {"group": "4433"}),
+        grouped("{odd}:id", {"v": 1}, group="g{1}"),
+    ]
+    for record in records:
+        group = record_group(record)
+        rendered = layout.key.render(layout.record_lookup(record, group))
+        if hash_tag and record.key == "19":  # its data's event_id has no braces: refused
+            with pytest.raises(Unrenderable, match="hash tag"):
+                sink._keys_of(record, group)
+            continue
+        assert sink._keys_of(record, group)[0] == rendered
+    assert sink._affixes_of(STREAM_NAME, "4433", "event_id") is not None
+    assert sink._affixes_of(STREAM_NAME, "E7", None) is None  # a data field may be meant
+
+
+STREAM_NAME = "registrations"

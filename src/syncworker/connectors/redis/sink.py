@@ -491,6 +491,7 @@ class RedisSink:
         self._client: aredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._checked: set[str] = set()  # set keys seen holding a set (or nothing)
+        self._affix_cache: dict[tuple[str, str | None, Any], tuple[str, str] | None] = {}
         self._group_keys_cache: dict[
             tuple[str, str | None], tuple[str | None, str | None, bytes | None]
         ] = {}
@@ -635,12 +636,36 @@ class RedisSink:
         """The record's key, its group's index key and the registry key (``None`` for those
         a record without a group has none of). Raises ``Unrenderable``."""
         layout = self.layout
-        key = layout.key.render(layout.record_lookup(record, group))
+        affixes = self._affixes_of(record.stream, group, record.meta.get("group_name"))
+        if affixes is not None:
+            key = affixes[0] + record.key + affixes[1]
+        else:
+            key = layout.key.render(layout.record_lookup(record, group))
         key.encode()  # a key that is not UTF-8 is this record's fault: refused here
         index_key, registry, tag = self._group_keys_of(record.stream, group)
         if layout.hash_tag and (tag is None or hash_slot_tag(key.encode()) != tag):
             raise Unrenderable(f"key {_short(key)} does not carry its group's hash tag")
         return key, index_key, registry
+
+    def _affixes_of(
+        self, stream: str, group: str | None, group_name: Any
+    ) -> tuple[str, str] | None:
+        """The key before and after the id when the key template needs nothing of the
+        record's data (the seed's ``registration:{event_id}:{id}``), else None; remembered
+        per group, so a batch renders its keys by concatenation."""
+        cache_key = (stream, group, group_name)
+        if cache_key in self._affix_cache:
+            return self._affix_cache[cache_key]
+        names = set(self.layout.key.fields) - {"id", "stream"}
+        allowed = {"group", group_name} if group is not None and group_name else {"group"}
+        affixes = None
+        if names <= (allowed if group is not None else set()):
+            lookup = self.layout.group_lookup(stream, group, group_name or "group")
+            affixes = self.layout.key.split_at_id(lookup)
+        if len(self._affix_cache) > _MAX_CHECKED_KEYS:
+            self._affix_cache.clear()
+        self._affix_cache[cache_key] = affixes
+        return affixes
 
     def _group_keys_of(
         self, stream: str, group: str | None
