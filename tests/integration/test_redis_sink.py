@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from syncworker.core.protocols import (
 from syncworker.core.record import Record
 from syncworker.errors import ConfigRefused, ConnectionFailed, is_transient
 from syncworker.reconcile.digest import group_hash, record_digest
+from tests.conformance.services import PrivateRedis
 from tests.integration.conftest import REDIS_URL
 from tests.waiting import eventually
 
@@ -396,3 +398,29 @@ async def _probes(sink: RedisSink) -> bool:
         assert is_transient(exc), exc
         return False
     return True
+
+
+async def test_an_acl_that_denies_a_command_is_refused_as_config(
+    build: Build, tmp_path: Path
+) -> None:
+    server = PrivateRedis(tmp_path)  # a private server: the shared one's users stay as they are
+    await asyncio.to_thread(server.start)
+    try:
+        admin = aredis.Redis.from_url(server.url)
+        # May connect, ping and load scripts, not write: NOPERM on the first write.
+        await admin.acl_setuser(
+            "h2-reader",
+            enabled=True,
+            passwords=["+h2-reader-pw"],
+            commands=["+ping", "+script|load", "+client|setname", "+type", "+hello"],
+            keys=["*"],
+        )
+        await admin.aclose()
+        url = server.url.replace("redis://", "redis://h2-reader:h2-reader-pw@")
+        sink = build(url=url)
+        await sink.open()
+        with pytest.raises(ConfigRefused, match=r"NOPERM|permission") as refused:
+            await sink.write([rec("1", {"v": 1})])
+        assert "h2-reader-pw" not in str(refused.value)
+    finally:
+        await asyncio.to_thread(server.kill)
