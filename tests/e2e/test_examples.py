@@ -19,6 +19,12 @@ REQUIRED_ENV = {
     "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres",
     "ALGOLIA_APP_ID": "TESTAPP",
     "ALGOLIA_ADMIN_KEY": "not-a-real-key",
+    # seed 002 (examples/zoho_to_redis)
+    "ZOHO_OWNER": "acme",
+    "ZOHO_APP": "events",
+    "ZOHO_CLIENT_ID": "1000.TESTCLIENT",
+    "ZOHO_CLIENT_SECRET": "not-a-real-secret",
+    "ZOHO_REFRESH_TOKEN": "1000.not-a-real-token",
 }
 
 

@@ -346,7 +346,11 @@ class SyncRunning(BaseModel):
     """409 of the seed's paths and of force: a sync of that pipeline is under way."""
 
     error: str
-    detail: dict[str, Any] = Field(description="pipeline, sync_id, mode, key, started_at")
+    detail: dict[str, Any] | None = Field(
+        None,
+        description="a sync under way: pipeline, sync_id, mode, key, started_at; a stopped "
+        "pipeline: null",
+    )
 
 
 class DiscrepancyTotals(BaseModel):
