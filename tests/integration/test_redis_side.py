@@ -169,6 +169,30 @@ async def test_engine_reports_planted_differences_by_key(
     assert same.status == "consistent" and same.source_rows == same.target_rows == 300
 
 
+async def test_records_stored_in_another_spelling_are_not_different(
+    redis_prefix: str, written: dict[str, dict[str, Any]]
+) -> None:
+    # Written by another program: indented, in the API's key order. Equal values, other text.
+    client = aredis.Redis.from_url(REDIS_URL)
+    try:
+        for key in ("r00003", "r00004"):
+            text = jsonvalue.dumps(written[key], indent=True)
+            assert text != jsonvalue.dumps(written[key], sort_keys=True)
+            assert jsonvalue.loads(text) == written[key]
+            await client.set(f"{redis_prefix}registration:E1:{key}", text)
+        stale = dict(written["r00005"], Status="Cancelled")
+        await client.set(f"{redis_prefix}registration:E1:r00005", jsonvalue.dumps(stale))
+    finally:
+        await client.aclose()
+    report = await compare(
+        RecordMemorySide(written, key_kind="text"),
+        side(settings(redis_prefix)),
+        CompareSettings(segments=8, fetch_rows=50),
+    )
+    assert (report.missing.keys, report.extra.keys) == ([], [])
+    assert report.different.keys == ["r00005"]  # the text of r00003/4 differs, not their values
+
+
 async def test_ungrouped_side_finds_its_keys_by_prefix(redis_prefix: str) -> None:
     config = settings(redis_prefix, key=redis_prefix + "rec:{stream}:{id}", index=None, meta=None)
     sink = RedisSink(config, name="side-writer")

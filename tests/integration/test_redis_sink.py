@@ -4,6 +4,7 @@ deletes, group replacement (finish_group), counts, hash tags, refusals and recon
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -100,7 +101,8 @@ async def test_json_values_are_stored_exactly(
     result = await sink.write([rec("17", data)])
     assert not result.failed and (result.added, result.updated) == (1, 0)
     stored = await redis_client.get(f"{redis_prefix}registration:E1:17")
-    assert stored == jsonvalue.dumps(data)
+    assert stored == jsonvalue.dumps(data, sort_keys=True)  # canonical: its digest's text
+    assert hashlib.blake2b(stored, digest_size=8).digest() == record_digest(data).to_bytes(8, "big")
     assert b"123456789012345678901234567890" in stored and b"0.1000000000000000000000001" in stored
     back = jsonvalue.loads(stored)
     assert jsonvalue.canonical(back) == jsonvalue.canonical(data)

@@ -31,10 +31,20 @@ def record_digest(data: Mapping[str, Any]) -> int:
     Raises ``jsonvalue.JSONValueError`` for a value with no exact JSON form (such a record
     cannot be written by the sinks either).
     """
+    return canonical_digest(canonical_json(data))
+
+
+def canonical_json(data: Any) -> bytes:
+    """The text ``record_digest`` hashes: ``jsonvalue.dumps`` with sorted keys (what the
+    redis sink stores for ``format: json``). Raises ``jsonvalue.JSONValueError``."""
     try:  # orjson alone writes the same bytes as jsonvalue when it can (most records): faster
-        body = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:  # a Decimal, an integer past 64 bits: the exact writer
-        body = jsonvalue.dumps(data, sort_keys=True)
+        return jsonvalue.dumps(data, sort_keys=True)
+
+
+def canonical_digest(body: bytes) -> int:
+    """The digest of a record whose canonical JSON (``canonical_json``) is ``body``."""
     return int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "big")
 
 

@@ -14,8 +14,13 @@ record as the API sent it. A stored value that is not JSON is a row too, whose v
 ``{"$undecodable": <text>}``: it differs from any source record instead of vanishing.
 
 The side reads its group once, at ``open`` (each comparison opens its sides), and answers
-``key_bounds``/``summarize``/``fetch`` from that snapshot; ``rows`` reads the keys again.
-Redis keeps no change time per record: ``recent_keys`` is ``None``.
+``key_bounds``/``summarize`` from that snapshot. With ``format: json`` the sink stores the
+record's canonical JSON (the text ``record_digest`` hashes), so ``summarize`` sums the
+digests of the stored texts unread: equal to the records' own for what the sink wrote, and
+different (with the odds of a 64-bit collision) for any other text, whose range is then
+fetched; ``fetch`` reads its rows again and digests them decoded, so a record stored in
+another spelling (spaces, key order) is not reported different. ``rows`` reads the keys
+again. Redis keeps no change time per record: ``recent_keys`` is ``None``.
 """
 
 from __future__ import annotations
@@ -41,11 +46,12 @@ from syncworker.connectors.redis.sink import (
 )
 from syncworker.core import jsonvalue
 from syncworker.errors import ConfigError
-from syncworker.reconcile.digest import combine, record_digest
+from syncworker.reconcile.digest import canonical_digest, combine, record_digest
 from syncworker.reconcile.sides import Key, KeyKind, KeyRange, SideInfo, Summary
 
 UNDECODABLE = "$undecodable"
 _PIPELINE_CHUNKS = 50  # chunks per round trip: bounded replies for a large ungrouped prefix
+_COLUMN_SAMPLE = 200  # records decoded at open to name the columns (format json)
 _SCAN_COUNT = 10_000  # keys SCAN looks at per call: a shared database may hold millions
 
 
@@ -109,17 +115,27 @@ class RedisGroupSide:
             self._client = side_client(self.config)
         try:
             ids = await self._read_ids(self._client)
-            values = await self._read_values(self._client, ids)
+            raws = await self._read_raw(self._client, ids)
         except rexc.RedisError as exc:
             raise sink_error(exc, self.label, "read") from exc
         rows = sorted(
-            ((i, v) for i, v in zip(ids, values, strict=True) if v is not None),
+            ((i, raw) for i, raw in zip(ids, raws, strict=True) if self._present(raw)),
             key=itemgetter(0),
         )
         self._ids = [i for i, _ in rows]
-        self._digests = [_digest(v) for _, v in rows]
-        self._columns = set().union(*(v.keys() for _, v in rows if type(v) is dict))
+        if self.config.format == "json":
+            # The stored text's digest: the record's own when the sink wrote it (canonical
+            # JSON); any other text digests differently, and ``fetch`` decodes it exactly.
+            self._digests = [canonical_digest(raw) for _, raw in rows]
+            sample = [self._decode(raw) for _, raw in rows[:_COLUMN_SAMPLE]]
+        else:
+            sample = [self._decode(raw) for _, raw in rows]
+            self._digests = [_digest(value) for value in sample]
+        self._columns = set().union(*(v.keys() for v in sample if type(v) is dict))
         return SideInfo(self.label, sorted(self._columns), can_tell_recent=False)
+
+    def _present(self, raw: Any) -> bool:
+        return bool(raw) if self.config.format == "hash" else raw is not None
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -139,13 +155,24 @@ class RedisGroupSide:
         return out
 
     async def fetch(self, ranges: Sequence[KeyRange], exclude: frozenset[Key]) -> dict[Key, int]:
+        """The digests of the rows in ``ranges``; ``format: json`` reads them again and
+        digests their decoded records (exact even for text the sink did not write)."""
         found: dict[Key, int] = {}
         for rng in ranges:
             lo, hi = self._span(rng)
             for record_id, digest in zip(self._ids[lo:hi], self._digests[lo:hi], strict=True):
                 if record_id not in exclude:
                     found[record_id] = digest
-        return found
+        if self.config.format != "json" or not found:
+            return found
+        ids = [str(k) for k in found]
+        if self._client is None:
+            raise ConfigError(f"{self.label}: not open")
+        try:
+            values = await self._read_values(self._client, ids)
+        except rexc.RedisError as exc:
+            raise sink_error(exc, self.label, "read") from exc
+        return {i: _digest(v) for i, v in zip(ids, values, strict=True) if v is not None}
 
     async def rows(self, keys: Sequence[Key]) -> dict[Key, Mapping[str, object]]:
         """The records of ``keys`` read again, decoded (exact numbers); absent ones left out."""
@@ -185,6 +212,14 @@ class RedisGroupSide:
 
     async def _read_values(self, client: aredis.Redis, ids: list[str]) -> list[Any]:
         """The decoded record of each id (``None`` when its key is missing), in order."""
+        return [
+            self._decode(raw) if self._present(raw) else None
+            for raw in await self._read_raw(client, ids)
+        ]
+
+    async def _read_raw(self, client: aredis.Redis, ids: list[str]) -> list[Any]:
+        """What each id's key holds, undecoded: its text (json; ``None`` when missing) or
+        its flat field list (hash; empty when missing)."""
         keys = [self.record_key(i) for i in ids]
         chunks = [keys[n : n + self.chunk] for n in range(0, len(keys), self.chunk)]
         out: list[Any] = []
@@ -198,7 +233,7 @@ class RedisGroupSide:
                         pipe.mget(chunk)
                 replies = await pipe.execute()
             for reply in replies:
-                out.extend(self._decode(item) for item in reply)
+                out.extend(reply)
         return out
 
     def _hash_script(self, client: aredis.Redis) -> AsyncScript:
@@ -207,15 +242,11 @@ class RedisGroupSide:
 
     def _decode(self, raw: Any) -> Any:
         if self.config.format == "hash":
-            if not raw:
-                return None
             fields = dict(zip(raw[::2], raw[1::2], strict=True))
             try:
                 return decode_hash(fields, self.config.json_fields_key)
             except jsonvalue.UndecodableJSON:
                 return {UNDECODABLE: repr(fields)}
-        if raw is None:
-            return None
         try:
             return exact_loads(raw)
         except jsonvalue.UndecodableJSON:

@@ -4,8 +4,9 @@ Keys, from templates (``{id}`` the record key, ``{stream}``, ``{group}`` and ``{
 the record's ``meta["group"]``, any other name a top-level field of the record's data):
 
 - ``key`` (default ``{stream}:{id}``; seed 002: ``registration:{event_id}:{id}``): the record,
-  a JSON string (``format: json``, exact numbers) or a hash (``format: hash``: a string field
-  as it is, any other value as its exact JSON text, their names listed in ``json_fields_key``);
+  a JSON string (``format: json``, exact numbers, keys sorted) or a hash (``format: hash``:
+  a string field as it is, any other value as its exact JSON text, their names listed in
+  ``json_fields_key``);
 - ``index`` (seed: ``event:{event_id}:registrations``): a SET of the group's record ids;
 - ``meta`` (seed: ``event:{event_id}:meta``): a HASH ``count``, ``content_hash``,
   ``last_synced_at``, ``source_modified_time`` (plus ``source_count``, ``removed``,
@@ -60,6 +61,7 @@ from syncworker.core.durations import DurationS
 from syncworker.core.protocols import GroupEnd, WriteResult
 from syncworker.core.record import Record
 from syncworker.errors import ConfigRefused, ConnectorError, PermanentError
+from syncworker.reconcile.digest import canonical_json
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +86,8 @@ class RedisSinkConfig(RedisConnectionConfig):
     )
     format: Literal["json", "hash"] = Field(
         "json",
-        description="json: the record's data as one exact JSON string (SET). hash: one hash "
+        description="json: the record's data as one exact JSON string, keys sorted (SET; "
+        "the text its digest hashes, so a discrepancy check hashes it unread). hash: one hash "
         "field per top-level data field (DEL then HSET, so a removed field goes): text as it "
         "is, any other value as its exact JSON text.",
     )
@@ -348,11 +351,10 @@ def started_key(staging: str) -> str:
 
 
 def json_value(data: Any) -> bytes:
-    """``format: json``: the exact JSON text (raises ``JSONValueError``)."""
-    try:  # orjson alone writes jsonvalue's bytes when it can (most records), faster
-        return orjson.dumps(data)
-    except orjson.JSONEncodeError:  # a Decimal, an integer past 64 bits...: the exact writer
-        return jsonvalue.dumps(data)
+    """``format: json``: the exact JSON text, keys sorted (``digest.canonical_json``: the
+    stored text is what the record's digest hashes, so a side digests it unread). Raises
+    ``JSONValueError``."""
+    return canonical_json(data)
 
 
 def hash_value(data: Any, json_fields_key: str | None) -> dict[bytes, bytes]:
