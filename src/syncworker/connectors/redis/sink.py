@@ -452,9 +452,6 @@ class _Unit:
     sets: dict[str, bytes] = field(default_factory=dict)
     hashes: dict[str, dict[bytes, bytes]] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)
-    upserted: list[int] = field(
-        default_factory=list
-    )  # record indexes, in ``sets``/``hashes`` order
     members: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (op, set) -> ids
     staging: set[str] = field(default_factory=set)
     live: dict[str, list[str]] = field(default_factory=dict)  # live zset -> ids
@@ -701,7 +698,6 @@ class RedisSink:
         except (ValueError, TypeError) as exc:  # JSONValueError is a TypeError
             plan.failed[index] = self._refusal(record, f"its value cannot be written: {exc}")
             return False
-        unit.upserted.append(index)
         return True
 
     def _add_memberships(
