@@ -63,6 +63,18 @@ def test_long_digit_runs_only_inside_strings_keep_orjson_s_answer(
     assert jsonvalue.loads(raw) == orjson.loads(raw)
 
 
+def test_long_integers_orjson_reads_exactly_keep_its_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = b'{"id": 4433256000013547003, "tags": ["a\\"b", 9223372036854775807]}'
+
+    def slow(*_: object) -> object:
+        raise AssertionError("read with the slow exact reader")
+
+    monkeypatch.setattr(jsonvalue, "_exact_loads", slow)
+    assert jsonvalue.loads(raw) == {"id": 4433256000013547003, "tags": ['a"b', 9223372036854775807]}
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [

@@ -85,7 +85,7 @@ def loads(raw: bytes | str, *, writable: bool = False) -> Any:
         raise UndecodableJSON("not_json", message) from exc
     data = raw.encode() if isinstance(raw, str) else raw
     scanned = data.translate(_SCAN, b"+-")
-    if _may_round(scanned) and _may_round_outside_strings(data):
+    if _may_round(scanned) and _may_round_outside_strings(data) and _has_float(value):
         value = _exact_loads(raw, False)
     if (
         writable
@@ -111,6 +111,23 @@ def _may_round_outside_strings(data: bytes) -> bool:
     if b'\\"' in data:
         return True
     return _may_round(b"".join(data.split(b'"')[::2]).translate(_SCAN, b"+-"))
+
+
+def _has_float(value: Any) -> bool:
+    """Whether orjson's value holds a float: only a float can be a rounded number (it reads
+    an integer past 64 bits as a float too), so without one its answer is exact. A loop,
+    not recursion: values nest up to 1,024 levels."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is float:
+            return True
+        if kind is dict:
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
+    return False
 
 
 def dumps(
