@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import re
+import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -250,18 +252,38 @@ async def admin_connection(target: str | Connection, kind: str) -> AsyncIterator
 
 
 def create_pool(settings: ConnectSettings, *, min_size: int, max_size: int, name: str) -> Pool:
-    """A closed pool (open it with ``open_pool``) whose connections are checked before each use,
-    so a connection the server dropped is replaced instead of failing a batch."""
+    """A closed pool (open it with ``open_pool``) whose connections are checked before use
+    unless used a moment ago (``CHECK_BYPASS_S``), so a connection the server dropped while
+    idle is replaced instead of failing a batch."""
     return AsyncConnectionPool(
         settings.url,
         kwargs=settings.kwargs(),
         min_size=min_size,
         max_size=max_size,
         open=False,
-        check=AsyncConnectionPool.check_connection,
+        check=_check_unless_fresh,
         name=name,
         timeout=settings.connect_timeout_s,
     )
+
+
+CHECK_BYPASS_S = 0.5
+"""A connection handed out less than this long ago is handed out again unchecked: it
+answered a moment ago, and a check is one more round trip on every checkout of a busy
+pipeline (HikariCP's aliveBypassWindowMs: 500 ms). One the server dropped in between fails
+its statement, which the runtime retries on another connection (the pool drops it)."""
+_handed_out_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+async def _check_unless_fresh(conn: Any) -> None:
+    # Stamped at checkout, not at return: psycopg_pool runs a reset callback (the other
+    # place to stamp) in a worker task, which delays every return.
+    now = time.monotonic()
+    last = _handed_out_at.get(conn)
+    _handed_out_at[conn] = now
+    if last is not None and now - last < CHECK_BYPASS_S:
+        return
+    await AsyncConnectionPool.check_connection(conn)
 
 
 async def open_pool(pool: Pool, timeout_s: float, label: str) -> None:
