@@ -102,6 +102,17 @@ class RateLimitSettings(_Section):
     per: DurationS = Field(60.0, gt=0, description="The window of the limit.")
 
 
+def count_check_flag(value: object) -> object:
+    """``count_check`` also takes a flag, as the seed's ENABLE_DISCREPANCY_DETECTION is one:
+    true means ``sink``, false ``off``."""
+    flag = value.strip().lower() if isinstance(value, str) else value
+    if flag in (True, "true"):
+        return "sink"
+    if flag in (False, "false"):
+        return "off"
+    return value
+
+
 class GroupSettings(_Section):
     """Records in groups (the registrations of each event): a parent listing names the
     groups; each group's records are read from the child listing with a group filter."""
@@ -135,8 +146,11 @@ class GroupSettings(_Section):
         "sink",
         description="What makes a group's count 'differ' in an incremental run: 'sink' compares "
         "the sink's count (a sink that counts groups, e.g. redis) with the last full read's; "
-        "'source' also asks the API's count endpoint (count_path) per group; 'off' never.",
+        "'source' also asks the API's count endpoint (count_path) per group; 'off' never "
+        "(true and false mean 'sink' and 'off').",
     )
+
+    _count_check_flag = field_validator("count_check", mode="before")(count_check_flag)
     page_size: int | None = Field(
         None, ge=1, description="Page size of the parent listing (default page_size)."
     )

@@ -28,6 +28,7 @@ from syncworker.connectors.http.config import (
     PaginationSettings,
     RateLimitSettings,
     _Section,
+    count_check_flag,
 )
 from syncworker.connectors.http.source_rest import HttpSource
 from syncworker.core.durations import DurationS
@@ -58,8 +59,11 @@ class ZohoEvents(_Section):
         "sink",
         description="'sink': an event whose count in the sink differs from its last full "
         "read is re-read; 'source': Zoho's count endpoint is asked too (one request per "
-        "event per run); 'off'.",
+        "event per run); 'off' (true and false mean 'sink' and 'off': the seed's "
+        "ENABLE_DISCREPANCY_DETECTION).",
     )
+
+    _count_check_flag = field_validator("count_check", mode="before")(count_check_flag)
 
 
 class ZohoCreatorSourceConfig(ConnectorConfig):
