@@ -44,8 +44,8 @@ class Backoff:
 
 class Listener:
     """LISTEN on ``channel`` over a dedicated connection; ``on_notify`` is called with the
-    payload of every notification, ``on_reconnect`` after a connection replaced a lost (or never made) one,
-    ``on_error`` (awaited) with each failure's one-line reason."""
+    payload of every notification, ``on_reconnect`` after a connection replaced a lost (or
+    never made) one, ``on_error`` (awaited) with each failure's one-line reason."""
 
     def __init__(
         self,
