@@ -31,6 +31,7 @@ from tests.integration.zoho_redis_support import (
     seed_events,
     seed_registrations,
 )
+from tests.waiting import eventually
 
 h3_prefix = support.h3_prefix  # fixtures
 rclient = support.rclient
@@ -159,9 +160,14 @@ async def test_redis_restarted_mid_sync_ends_exact(tmp_path: Path) -> None:
                     # A run the outage cut short ends at its first failure; the next one
                     # (the schedule's) goes on from where the source stands.
                     runs = [first]
-                    while runs[-1].status != "success" and len(runs) < 5:
-                        await asyncio.sleep(0.5)  # the breaker's pause
-                        runs.append(await pipeline.run_once("incremental"))
+
+                    async def caught_up() -> bool:
+                        # run_once waits out the breaker's pause itself.
+                        if runs[-1].status != "success":
+                            runs.append(await pipeline.run_once("incremental"))
+                        return runs[-1].status == "success"
+
+                    await eventually(caught_up, "a run that ends the sync", timeout_s=60)
                 sides = sides_for(pipeline)
                 assert sides is not None
                 report = (await check_pipeline(pipeline, sides)).to_json()

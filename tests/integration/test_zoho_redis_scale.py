@@ -34,7 +34,7 @@ from tests.integration.zoho_redis_support import (
     seed_events,
     seed_registrations,
 )
-from tests.waiting import eventually
+from tests.waiting import NotYet, eventually
 
 ROWS = int(os.environ.get("SYNCWORKER_ZOHO_ROWS", "20000"))
 GROUPS = 100
@@ -74,12 +74,16 @@ class Run:
             await asyncio.sleep(0.05)
 
     async def wait(self, timeout_s: float) -> int:
-        deadline = time.monotonic() + timeout_s
-        while self.process.poll() is None:
-            if time.monotonic() > deadline:
-                self.process.kill()
-                raise AssertionError(f"syncworker run did not end within {timeout_s:.0f} s")
-            await asyncio.sleep(0.05)
+        try:
+            await eventually(
+                lambda: self.process.poll() is not None,
+                "syncworker run to end",
+                timeout_s=timeout_s,
+                interval_s=0.05,
+            )
+        except NotYet:
+            self.process.kill()
+            raise
         await self._sampler
         self.process.wait()
         self.log.close()

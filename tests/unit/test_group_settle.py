@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from tests.waiting import eventually
 
 from syncworker.core import Pipeline, PipelineSettings, Record, RetryPolicy
 from syncworker.core.policies import BreakerPolicy
@@ -54,6 +55,7 @@ class GroupedSource:
         self.acked_ends: list[str] = []
         self.nacked_ends: list[tuple[str, BaseException | None]] = []
         self.claims_while_waiting = 0
+        self.waited = asyncio.Event()  # a claim found batches of a read still unacked
         self.reads = 0
 
     def bind(self, context: SourceContext) -> None:
@@ -105,6 +107,7 @@ class GroupedSource:
                 return batch
             if self._unacked:
                 self.claims_while_waiting += 1
+                self.waited.set()
                 return None
             if self._end_out:
                 return None  # claimed, not settled yet
@@ -143,7 +146,7 @@ class GroupSink:
         self.finish_failures = finish_failures
         self.finish_error = finish_error
         self.finished: list[str] = []
-        self.write_delay_s = 0.0
+        self.hold: asyncio.Event | None = None  # writes of slow_keys wait for it
         self.slow_keys: set[str] = set()
 
     async def open(self) -> None:
@@ -153,8 +156,8 @@ class GroupSink:
         pass
 
     async def write(self, records: Sequence[Record]) -> WriteResult:
-        if self.write_delay_s and any(r.key in self.slow_keys for r in records):
-            await asyncio.sleep(self.write_delay_s)
+        if self.hold is not None and any(r.key in self.slow_keys for r in records):
+            await self.hold.wait()
         added = updated = 0
         for r in records:
             group = r.meta["group"]
@@ -216,7 +219,8 @@ async def test_full_run_removes_what_the_read_did_not_deliver_and_counts_it() ->
 async def test_a_group_end_claimed_after_in_flight_acks_still_ends_the_run() -> None:
     source = GroupedSource({"a": [f"a{i}" for i in range(7)]})
     sink = GroupSink()
-    sink.write_delay_s = 0.02  # the last batch is still in flight when the source runs dry
+    # The last batch stays in flight until the source has answered a claim with "not yet".
+    sink.hold = source.waited
     sink.slow_keys = {"a6"}
     settings = PipelineSettings(batch_size=2, max_wait_s=0.01, max_in_flight=2)
     pipeline = Pipeline("p", source, [sink], settings=settings)
@@ -249,7 +253,6 @@ async def test_a_sink_down_rolls_the_group_end_back_and_the_next_run_finishes_it
     assert [g for g, _ in source.nacked_ends] == ["a"]
     assert isinstance(source.nacked_ends[0][1], ConnectionFailed | Exception)
     assert "old" in sink.rows
-    await asyncio.sleep(0.03)  # the breaker's pause (20 ms at most)
     second = await pipeline.run_once("incremental")  # the source serves the GroupEnd again
     await pipeline.close()
     assert second.status == "success"
@@ -363,7 +366,7 @@ async def test_a_counting_sink_is_offered_before_open() -> None:
 async def test_a_requested_sync_is_named_while_it_runs() -> None:
     source = GroupedSource({"a": [f"a{i}" for i in range(6)]})
     sink = GroupSink()
-    sink.write_delay_s = 0.05
+    sink.hold = asyncio.Event()  # the run stays under way until the test has named it
     sink.slow_keys = {"a0"}
     settings = PipelineSettings(
         batch_size=2, max_wait_s=0.01, schedule=Schedule.manual(), retry=SETTINGS.retry
@@ -373,9 +376,9 @@ async def test_a_requested_sync_is_named_while_it_runs() -> None:
     try:
         assert pipeline.running_sync() is None
         waiting = asyncio.create_task(pipeline.sync_now("force", key="a"))
-        await asyncio.sleep(0)
-        named = pipeline.running_sync()
-        assert named is not None and named["mode"] == "force" and named["key"] == "a"
+        named = await eventually(pipeline.running_sync, "the sync under way")
+        assert named["mode"] == "force" and named["key"] == "a"
+        sink.hold.set()
         run = await waiting
         assert run.sync_id == named["id"]
         assert pipeline.running_sync() is None
