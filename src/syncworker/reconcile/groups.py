@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -27,8 +27,9 @@ from typing import Any, Protocol, runtime_checkable
 import structlog
 
 from syncworker.reconcile.engine import CompareSettings, compare
+from syncworker.reconcile.memory import MemorySide
 from syncworker.reconcile.report import KINDS, VerifyReport
-from syncworker.reconcile.sides import Key, KeyKind, KeyRange, Side, SideInfo, Summary
+from syncworker.reconcile.sides import Key, KeyKind, Side
 
 log = structlog.get_logger(__name__)
 
@@ -207,36 +208,9 @@ class GroupsReport:
         return out
 
 
-class EmptySide:
-    """A side with no records: the other side of a group that exists on one side only."""
-
-    def __init__(self, key_kind: KeyKind, label: str) -> None:
-        self.key_kind: KeyKind = key_kind
-        self.label = label
-
-    async def open(self) -> SideInfo:
-        return SideInfo(self.label, can_tell_recent=True)
-
-    async def close(self) -> None:
-        pass
-
-    async def key_bounds(self) -> tuple[Key, Key] | None:
-        return None
-
-    async def summarize(self, ranges: Sequence[KeyRange], exclude: frozenset[Key]) -> list[Summary]:
-        return [Summary(0, 0, 0) for _ in ranges]
-
-    async def fetch(self, ranges: Sequence[KeyRange], exclude: frozenset[Key]) -> dict[Key, int]:
-        return {}
-
-    async def rows(self, keys: Sequence[Key]) -> dict[Key, Mapping[str, object]]:
-        return {}
-
-    async def recent_keys(self, within_s: float) -> frozenset[Key] | None:
-        return frozenset()
-
-    async def count_recent(self, within_s: float) -> int | None:
-        return 0
+def _empty(key_kind: KeyKind, label: str) -> MemorySide:
+    """The other side of a group that exists on one side only: no records, none recent."""
+    return MemorySide({}, key_kind=key_kind, label=label, changed_at={})
 
 
 def group_settings(ignore_recent_s: float = 0.0, max_keys: int = 10_000) -> CompareSettings:
@@ -277,12 +251,12 @@ async def check_groups(
         source: Side = (
             sides.source_side(group)
             if on_source
-            else EmptySide(sides.key_kind, f"source group {group}")
+            else _empty(sides.key_kind, f"source group {group}")
         )
         target: Side = (
             sides.target_side(group)
             if on_target
-            else EmptySide(sides.key_kind, f"target group {group}")
+            else _empty(sides.key_kind, f"target group {group}")
         )
         async with limit:
             report = await compare(source, target, settings, pipeline=pipeline)
