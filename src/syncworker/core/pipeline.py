@@ -788,16 +788,12 @@ class Pipeline:
                 return
             if not parts:
                 self._slots.release()
-                if fill and self._streams_on(stats):
-                    # A stream run goes on while its batches are in flight: the next change
-                    # is claimed when the source signals it, not after they all settle.
-                    quiet = await self._await_work_or_settle(source, use_source=not quiet)
-                    continue
-                if fill or not self._tasks or stats.error is not None:
+                if not self._claims_again(stats, stream=fill):
                     return
-                # A run drains its source: one may have more once its batches in flight
-                # are acked (a GroupEnd follows the last acked batch of a group's read).
-                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                # Batches are in flight: a source may have more once they settle (a GroupEnd
+                # follows the last acked batch of a group's read), and a stream's next change
+                # is claimed when its source signals it, not after they all settle.
+                quiet = await self._await_work_or_settle(source, stream=fill, quiet=quiet)
                 if stats.error is not None:
                     return
                 continue
@@ -818,30 +814,28 @@ class Pipeline:
         self._tasks[task] = None
         task.add_done_callback(lambda done: self._tasks.pop(done, None))
 
-    def _streams_on(self, stats: RunStats) -> bool:
-        """A stream run whose source is empty for now keeps claiming: batches are in flight,
-        nothing failed, no other run was asked for, and the run is not due to end."""
-        return (
-            bool(self._tasks)
-            and stats.error is None
-            and not self._trigger.is_set()
-            and stats.elapsed_s() < self.settings.stream_run_max_s
+    def _claims_again(self, stats: RunStats, *, stream: bool) -> bool:
+        """A run whose source is empty for now claims again when batches are in flight and
+        nothing failed; a stream run also only while no other run was asked for and it is
+        not due to end."""
+        if not self._tasks or stats.error is not None:
+            return False
+        return not stream or (
+            not self._trigger.is_set() and stats.elapsed_s() < self.settings.stream_run_max_s
         )
 
-    async def _await_work_or_settle(self, source: Source, *, use_source: bool) -> bool:
-        """Until the source signals more (``use_source``), a batch in flight settles, a run is
-        asked for, or stop. True when the source's signal came first: the next empty claim
-        then waits for a settle only, so a source whose ``wait`` returns at once (no way to
-        signal) cannot make this loop spin."""
-        mine: list[asyncio.Future[Any]] = [
-            asyncio.ensure_future(self._trigger.wait()),
-            asyncio.ensure_future(self._stopping.wait()),
-        ]
-        signal = (
-            asyncio.ensure_future(source.wait(self.settings.idle_wait_s)) if use_source else None
-        )
-        if signal is not None:
-            mine.append(signal)
+    async def _await_work_or_settle(self, source: Source, *, stream: bool, quiet: bool) -> bool:
+        """Until a batch in flight settles or stop; in a stream, also until a run is asked for
+        or the source signals more. True when the source's signal came first: the next empty
+        claim (``quiet``) then waits for a settle only, so a source whose ``wait`` returns at
+        once (no way to signal) cannot make this loop spin."""
+        mine: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._stopping.wait())]
+        signal = None
+        if stream:
+            mine.append(asyncio.ensure_future(self._trigger.wait()))
+            if not quiet:
+                signal = asyncio.ensure_future(source.wait(self.settings.idle_wait_s))
+                mine.append(signal)
         in_flight = set(self._tasks)
         try:
             done, _ = await asyncio.wait({*mine, *in_flight}, return_when=asyncio.FIRST_COMPLETED)
