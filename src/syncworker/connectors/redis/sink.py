@@ -40,7 +40,6 @@ from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 import hiredis
-import orjson
 import redis.asyncio as aredis
 import structlog
 from pydantic import Field, field_validator, model_validator
@@ -397,34 +396,10 @@ def decode_hash(fields: Mapping[bytes, bytes], json_fields_key: str | None) -> d
 
 
 def exact_loads(raw: bytes) -> Any:
-    """``jsonvalue.loads(raw)``, faster: orjson's reading is exact when orjson writes the
-    value back as ``raw`` itself, or when it yields no float (an integer it cannot hold
-    becomes one); then jsonvalue's check for long digit runs, which Zoho's 19-digit id
-    strings always trip (sending them through Python's ``json``, ~7x slower), is skipped.
-    Raises ``UndecodableJSON`` for what is not JSON."""
-    try:
-        value = orjson.loads(raw)
-        # Written back as the same bytes (what the sink stores, for any record without a
-        # Decimal or a huge integer), no number was altered in reading; else any float
-        # may be one orjson rounded.
-        if orjson.dumps(value) == raw or not _has_float(value):
-            return value
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # too deep to write: read slowly
-        pass
+    """A stored JSON value read exactly (``jsonvalue.loads``, which keeps orjson's fast answer
+    when no number could have been rounded). Raises ``UndecodableJSON`` for what is not
+    JSON."""
     return jsonvalue.loads(raw)
-
-
-def _has_float(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if type(item) is float:
-            return True
-        if type(item) is dict:
-            stack.extend(item.values())
-        elif type(item) is list:
-            stack.extend(item)
-    return False
 
 
 # -- errors -------------------------------------------------------------------------------
