@@ -4,6 +4,7 @@ with the running sync's id, and the discrepancy check with and without repair.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,7 @@ async def test_a_sync_asked_for_while_one_runs_is_409_with_its_id(
     client, pipeline = grouped
     sink = pipeline.sinks[0]
     assert isinstance(sink, CheckedSink)
-    sink.write_delay_s, sink.slow_keys = 0.5, {"r1"}
+    sink.hold, sink.slow_keys = asyncio.Event(), {"r1"}  # the sync stays under way
     accepted = await client.post("/pipelines/zoho/sync", json={"mode": "full", "wait": False})
     assert accepted.status_code == 202
     await eventually(lambda: _syncing(client), "the full sync to start")
@@ -165,6 +166,7 @@ async def test_a_sync_asked_for_while_one_runs_is_409_with_its_id(
         assert refused.json()["detail"]["mode"] == "full"
     legacy = (await client.get("/api/sync-worker/status")).json()
     assert legacy["current_syncs"]["zoho"]["id"] == current["id"]
+    sink.hold.set()
     # The generic endpoint queues instead: it answers once the running sync and its own ran.
     queued = await client.post("/pipelines/zoho/sync", json={"mode": "incremental"})
     assert queued.status_code == 200 and queued.json()["sync_id"] != current["id"]
