@@ -1,0 +1,147 @@
+"""The ``jobs:`` section of ``syncworker.yaml``: the queue backend, queues, tasks and cron.
+
+    jobs:
+      backend: {type: redis, url: "${REDIS_URL}", prefix: "messenger:jobs"}
+      queues:
+        media: {concurrency: 2, timeout: 1m}
+      tasks:
+        process_video: {handler: "myapp.media:process_video", queue: media, timeout: 5m}
+      cron:
+        cleanup_hourly: {schedule: "0 * * * *", task: cleanup_messages}
+
+The models only validate; ``build_jobs`` turns them into a registry, a ``Jobs`` client, a
+``Worker`` and a ``CronScheduler``.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass
+from typing import Any
+
+from croniter import croniter
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
+
+from syncworker.core.durations import DurationS
+from syncworker.core.fields import refuse_bool_for_number
+
+
+class _Strict(BaseModel):
+    model_config = {"extra": "forbid", "frozen": True}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool_for_number(cls, value, info)
+
+
+class BackoffConfig(_Strict):
+    base: DurationS = Field(5.0, ge=0, description="wait before the first retry (seed: 5s)")
+    factor: float = Field(2.0, ge=1, description="each retry waits this much longer (5s, 10s, 20s)")
+    max: DurationS = Field(3600.0, ge=0, description="longest wait between attempts")
+    jitter: float = Field(0.1, ge=0, le=1, description="random spread of each wait, a fraction")
+
+
+class QueueSettingsConfig(_Strict):
+    concurrency: int = Field(1, ge=1, le=10_000, description="jobs of this queue run at once")
+    timeout: DurationS = Field(
+        60.0, gt=0, description="default time limit per job; a task's own timeout wins"
+    )
+
+
+class TaskConfig(_Strict):
+    handler: str = Field(description="the function, as 'package.module:function'")
+    queue: str = Field("default", min_length=1, description="the queue its jobs go to")
+    priority: int = Field(0, ge=-1000, le=1000, description="higher runs first")
+    timeout: DurationS | None = Field(
+        None, gt=0, description="time limit per run (default: the queue's)"
+    )
+    retries: int = Field(3, ge=0, le=100, description="runs after the first failed one")
+    backoff: BackoffConfig = Field(default_factory=BackoffConfig)
+    cpu: bool = Field(
+        False, description="run in the process pool (CPU-bound work that would block the loop)"
+    )
+
+    @field_validator("handler")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        module, sep, attr = value.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"expected 'package.module:function', got {value!r}")
+        return value
+
+
+class CronConfig(_Strict):
+    schedule: str = Field(description="a cron expression ('0 * * * *') or @hourly, @daily...")
+    task: str = Field(min_length=1, description="the task to enqueue at each slot")
+    payload: dict[str, Any] = Field(default_factory=dict, description="the job's payload")
+    queue: str | None = Field(None, description="default: the task's queue")
+    timezone: str = Field("UTC", description="the zone the schedule is read in")
+    enabled: bool = Field(True, description="false: validated, never enqueued")
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"expected a cron expression like '*/5 * * * *', got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; expected e.g. UTC, Europe/Paris"
+            ) from None
+        return value
+
+
+class JobsConfig(_Strict):
+    backend: dict[str, Any] = Field(
+        description="the queue backend, by type: sqlite (path), postgres (url, schema) or "
+        "redis (url, prefix)"
+    )
+    queues: dict[str, QueueSettingsConfig] = Field(
+        default_factory=dict, description="queues this process works on, with their settings"
+    )
+    tasks: dict[str, TaskConfig] = Field(default_factory=dict, description="tasks by name")
+    cron: dict[str, CronConfig] = Field(default_factory=dict, description="scheduled jobs")
+    worker: bool = Field(
+        True, description="false: this process only enqueues (and schedules cron), never runs jobs"
+    )
+    lease: DurationS = Field(
+        30.0, gt=0, description="a running job's lease; a live worker renews it every third"
+    )
+    shutdown_grace: DurationS = Field(
+        10.0, ge=0, description="how long running jobs get at shutdown before they are handed back"
+    )
+    poll_interval: DurationS = Field(1.0, gt=0, description="fallback poll when no wake-up arrives")
+    process_workers: int | None = Field(
+        None, ge=1, le=256, description="processes for cpu tasks (default: the CPU count)"
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _tasks_known(
+        cls, value: dict[str, CronConfig], info: ValidationInfo
+    ) -> dict[str, CronConfig]:
+        tasks = info.data.get("tasks")
+        if tasks is None:
+            return value
+        for name, entry in value.items():
+            if entry.task not in tasks:
+                known = ", ".join(tasks) or "none"
+                raise ValueError(f"cron {name!r}: no task named {entry.task!r}; tasks: {known}")
+        return value
+
+
+@dataclass(slots=True)
+class BuiltJobs:
+    """What a ``jobs:`` section builds: not yet opened or running."""
+
+    backend: Any
+    jobs: Any
+    worker: Any | None
+    scheduler: Any | None

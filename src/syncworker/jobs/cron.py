@@ -1,0 +1,158 @@
+"""Cron: each due slot of each entry enqueued exactly once, however many schedulers run.
+
+Every scheduler computes the latest slot at or before ``now`` and hands it to
+``backend.enqueue_cron``, an atomic compare-and-set of the entry's last slot plus the
+enqueue: the first caller for a slot enqueues, the others change nothing. Only the latest
+slot is ever offered, so after all schedulers were down a missed run happens once, not once
+per missed slot. An entry the backend has never run starts with the slots after the
+scheduler started (a first start does not fire the past).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import structlog
+from croniter import croniter
+
+from syncworker.errors import ConfigError
+from syncworker.jobs.backoff import Backoff
+from syncworker.jobs.enqueue import Jobs
+
+log = structlog.get_logger("syncworker.jobs")
+
+MAX_SLEEP_S = 30.0
+"""A scheduler re-reads the clock at least this often (clock jumps, suspended machines)."""
+_BACKOFF = Backoff(base_s=0.5, factor=2, max_s=30.0, jitter=0.2)
+
+
+@dataclass(slots=True)
+class CronEntry:
+    """``task`` with ``payload`` on ``schedule`` (five-field cron or an alias such as
+    ``@hourly``, ``@daily``, ``@weekly``), read in ``timezone``."""
+
+    name: str
+    schedule: str
+    task: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    timezone: str = "UTC"
+    tz: ZoneInfo = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("cron entry name is empty")
+        if not croniter.is_valid(self.schedule):
+            raise ConfigError(f"cron entry {self.name!r}: invalid schedule {self.schedule!r}")
+        try:
+            self.tz = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(
+                f"cron entry {self.name!r}: unknown time zone {self.timezone!r}"
+            ) from exc
+
+    def latest_slot(self, now: float) -> datetime:
+        """The latest slot at or before ``now`` (epoch s)."""
+        # croniter's get_prev is strictly before its start: start just after now.
+        start = datetime.fromtimestamp(now, self.tz) + timedelta(microseconds=1)
+        slot: datetime = croniter(self.schedule, start).get_prev(datetime)
+        return slot
+
+    def next_slot(self, now: float) -> datetime:
+        """The first slot strictly after ``now``."""
+        start = datetime.fromtimestamp(now, self.tz)
+        slot: datetime = croniter(self.schedule, start).get_next(datetime)
+        return slot
+
+
+class CronScheduler:
+    """Enqueues the due slots of ``entries`` through ``jobs`` (see the module)."""
+
+    def __init__(
+        self,
+        jobs: Jobs,
+        entries: Sequence[CronEntry],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        names = [entry.name for entry in entries]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"cron entry names repeat: {sorted(names)}")
+        for entry in entries:
+            jobs._task(entry.task)  # an unknown task is a configuration error at start
+        self.jobs = jobs
+        self.entries = list(entries)
+        self._clock = clock
+        self._started_at: float | None = None
+        self._known: set[str] = set()  # entries the backend has run before
+
+    def next_runs(self, now: float | None = None) -> list[tuple[CronEntry, datetime]]:
+        """Each entry with its next slot after ``now`` (in the entry's time zone)."""
+        at = self._clock() if now is None else now
+        return [(entry, entry.next_slot(at)) for entry in self.entries]
+
+    async def start(self, now: float | None = None) -> None:
+        """Remember when this scheduler started and which entries ran before (once)."""
+        if self._started_at is None:
+            self._known = set(await self.jobs.backend.cron_state())
+            self._started_at = self._clock() if now is None else now
+
+    async def tick(self, now: float | None = None) -> list[str]:
+        """Offer every entry's latest slot; returns the ids of the jobs this call enqueued."""
+        at = self._clock() if now is None else now
+        await self.start(at)
+        assert self._started_at is not None
+        enqueued: list[str] = []
+        for entry in self.entries:
+            slot = entry.latest_slot(at).timestamp()
+            if slot < self._started_at and entry.name not in self._known:
+                continue  # first start ever: the past is not fired
+            job = self.jobs.new_job(
+                entry.task,
+                dict(entry.payload),
+                queue=entry.queue,
+                run_at=slot,
+                unique_key=f"cron:{entry.name}:{slot:.0f}",
+            )
+            job_id = await self.jobs.backend.enqueue_cron(entry.name, slot, job)
+            self._known.add(entry.name)
+            if job_id is not None:
+                enqueued.append(job_id)
+                log.info(
+                    "cron_enqueued",
+                    entry=entry.name,
+                    slot=datetime.fromtimestamp(slot, UTC).isoformat(),
+                    job_id=job_id,
+                )
+        return enqueued
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick at every slot until ``stop``; backend errors are logged and retried."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self.tick()
+                failures = 0
+                delay_s = self._until_next()
+            except Exception as exc:
+                failures += 1
+                log.warning(
+                    "cron_tick_failed", error=f"{type(exc).__name__}: {exc}", failures=failures
+                )
+                delay_s = _BACKOFF.delay_s(failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay_s)
+
+    def _until_next(self) -> float:
+        now = self._clock()
+        if not self.entries:
+            return MAX_SLEEP_S
+        soonest = min(slot.timestamp() for _, slot in self.next_runs(now))
+        return max(0.0, min(MAX_SLEEP_S, soonest - now))
