@@ -348,16 +348,25 @@ class PostgresQueueBackend:
             "worker": worker_id,
             "lease_until": now + lease_s,
         }
+        claimed: list[Job] = []
         async with self._conn("claim") as conn:
-            cur = await conn.execute(self._query("claim", conn), params, prepare=True, binary=True)
-            rows = await cur.fetchall()
-        jobs = [_job(row, now) for row in rows]
-        for job in jobs:
-            if job.state is JobState.DEAD:
-                log.warning(
-                    "job_lease_expired_dead", queue=queue, job_id=job.id, attempts=job.attempts
+            # Jobs moved to dead took places in the LIMIT: claim again for those places, so
+            # an empty answer means nothing is due.
+            while len(claimed) < limit:
+                params["limit"] = limit - len(claimed)
+                cur = await conn.execute(
+                    self._query("claim", conn), params, prepare=True, binary=True
                 )
-        claimed = [job for job in jobs if job.state is JobState.ACTIVE]
+                jobs = [_job(row, now) for row in await cur.fetchall()]
+                claimed += [job for job in jobs if job.state is JobState.ACTIVE]
+                dead = [job for job in jobs if job.state is JobState.DEAD]
+                for job in dead:
+                    log.warning(
+                        "job_lease_expired_dead", queue=queue, job_id=job.id, attempts=job.attempts
+                    )
+                if not dead:
+                    break
+        # RETURNING follows the join, not the pick: put the priority order back.
         claimed.sort(key=lambda job: (-job.priority, job.run_at, int(job.id)))
         return claimed
 

@@ -153,8 +153,12 @@ RETURNING j.id
 -- name: finish
 -- One statement for a batch of outcomes, each fenced by (id, attempt, worker). Retries wake
 -- the queue's waiters (a retry due at once is claimable now; one later sets the next due).
-WITH o AS (
-    SELECT *
+-- The fence (worker, state 'active') is compared as columns of the materialized "o", not as
+-- constants: as constants they look selective enough on "jobs" that the planner scans the
+-- table or loops over the outcomes once per job; as join columns, the plan is a primary-key
+-- probe per outcome ("j.id = ANY") whatever the statistics say.
+WITH o AS MATERIALIZED (
+    SELECT o.*, %(worker)s::text AS worker, 'active'::text AS state
     FROM unnest(
         %(ids)s::bigint[], %(attempts)s::integer[], %(kinds)s::text[], %(results)s::bytea[],
         %(run_ats)s::float8[], %(errors)s::text[], %(stacks)s::text[]
@@ -171,8 +175,8 @@ WITH o AS (
         worker = NULL,
         lease_until = NULL
     FROM o
-    WHERE j.id = o.id AND j.attempts = o.attempt AND j.worker = %(worker)s
-      AND j.state = 'active'
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = o.id AND j.attempts = o.attempt
+      AND j.worker = o.worker AND j.state = o.state
     RETURNING j.id, j.queue, o.kind
 )
 SELECT id, (SELECT count(pg_notify({channel}, r.queue))
