@@ -60,6 +60,7 @@ from syncworker.connectors.redis.client import (
     preload_scripts,
     redis_errors,
 )
+from syncworker.connectors.redis.sink import CPackedConnection
 from syncworker.core import jsonvalue
 from syncworker.core.protocols import ConnectorConfig
 from syncworker.errors import ConnectorError
@@ -181,6 +182,10 @@ class RedisQueueBackend:
         # a connection the other calls need nor be cut off by the socket timeout.
         wait_config = config.model_copy(update={"socket_timeout": 3600.0})
         self._wait_client: aredis.Redis = create_client(wait_config)
+        for client in (self._client, self._wait_client):
+            # hiredis packs the commands (an enqueue chunk is ~7,000 arguments), as the sink does
+            if client.connection_pool.connection_class is aredis.Connection:
+                client.connection_pool.connection_class = CPackedConnection
         self._scripts: dict[str, AsyncScript] = {
             name: self._client.register_script(_script_text(name)) for name in _SCRIPTS
         }
