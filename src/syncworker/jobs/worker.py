@@ -39,8 +39,11 @@ from syncworker.queue.base import Job, Outcome, QueueBackend
 log = structlog.get_logger("syncworker.jobs")
 
 DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800)
-FLUSH_MAX_OUTCOMES = 100
+FLUSH_MAX_OUTCOMES = 1000
 """Outcomes per ``finish`` call at most (a larger buffer goes out in several calls)."""
+MAX_PENDING_OUTCOMES = 2000
+"""Claiming pauses while this many outcomes wait for ``finish`` (backpressure: a backend
+slower to finish than the handlers run would otherwise let held jobs pile up)."""
 BACKEND_BACKOFF = Backoff(base_s=0.05, factor=2, max_s=5.0, jitter=0.2)
 """Delay before retrying a backend call that failed (claim, finish, heartbeat, release)."""
 
@@ -242,10 +245,12 @@ class Worker:
             log.error("jobs_release_failed", worker=self.worker_id, count=len(self._to_release))
 
     async def _flush_all(self) -> None:
-        for failures in range(1, 6):
-            if not self._pending:
-                return
-            if not await self._flush_once():
+        failures = 0
+        while self._pending and failures < 5:
+            if await self._flush_once():
+                failures = 0
+            else:
+                failures += 1
                 await asyncio.sleep(BACKEND_BACKOFF.delay_s(failures))
         if self._pending:
             # Their leases expire and the jobs run again elsewhere: logged, never silent.
@@ -274,7 +279,7 @@ class Worker:
         try:
             while not self._stop.is_set():
                 free = state.settings.concurrency - len(state.running)
-                if free <= 0:
+                if free <= 0 or len(self._pending) >= MAX_PENDING_OUTCOMES:
                     state.capacity.clear()
                     await state.capacity.wait()
                     continue
@@ -470,6 +475,8 @@ class Worker:
         for outcome in batch:
             if self._held.get(outcome.job_id) == outcome.attempt:
                 del self._held[outcome.job_id]
+        for state in self._queues.values():
+            state.capacity.set()  # a claim loop may wait for the backlog of outcomes
         if stale:
             log.warning("job_outcome_stale", worker=self.worker_id, job_ids=stale[:20])
         return True
