@@ -194,8 +194,13 @@ class RedisQueueBackend:
         self._keys_cache: dict[str, _Keys] = {}
 
     def _keys(self, queue: str) -> _Keys:
+        """The keys of ``queue``; ``ValueError`` for a name that would break its hash tag."""
         keys = self._keys_cache.get(queue)
         if keys is None:
+            if queue.startswith("}"):
+                # "{}..." is an empty hash tag: Redis would hash each whole key, scattering
+                # the queue's keys over cluster slots (scripts then fail with CROSSSLOT).
+                raise ValueError(f"queue {queue!r}: a Redis queue name cannot start with '}}'")
             keys = self._keys_cache[queue] = _Keys(self._prefix, queue)
         return keys
 
