@@ -46,6 +46,7 @@ from syncworker.core.policies import BreakerPolicy, RetryPolicy
 from syncworker.core.protocols import ConnectorConfig
 from syncworker.core.schedule import Schedule
 from syncworker.errors import ConfigError
+from syncworker.jobs.config import JobsConfig
 from syncworker.observe.logging import is_secret_name, redact_url
 from syncworker.observe.sync_errors import SyncErrorsConfig, SyncErrorsStore
 from syncworker.reconcile.config import VerifyConfig
@@ -219,8 +220,19 @@ class AppConfig(_Strict):
     shutdown_timeout: DurationS = Field(
         30.0, ge=0, description="how long in-flight batches get to finish at shutdown"
     )
-    pipelines: dict[str, PipelineConfig] = Field(min_length=1)
+    pipelines: dict[str, PipelineConfig] = Field(
+        default_factory=dict, description="the pipelines, by name"
+    )
+    jobs: JobsConfig | None = Field(
+        None, description="the job queue: backend, queues, tasks, cron (see docs/jobs.md)"
+    )
     api: ApiConfig | None = Field(None, description="the HTTP control API and dashboard")
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> AppConfig:
+        if not self.pipelines and self.jobs is None:
+            raise ValueError("expected a 'pipelines' section, a 'jobs' section or both")
+        return self
 
     @field_validator("state")
     @classmethod
@@ -546,7 +558,7 @@ def config_from_dict(
     file = str(path) if path else "<config>"
     lines = lines or {}
     if not isinstance(raw, dict):
-        raise ConfigError("expected a mapping with a 'pipelines' section", file=file)
+        raise ConfigError("expected a mapping with a 'pipelines' or 'jobs' section", file=file)
     check = _Check(file, lines, environ if environ is not None else dict(os.environ))
     data = _substitute(raw, (), check)
     app: AppConfig | None = None

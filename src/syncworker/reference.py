@@ -17,6 +17,8 @@ from pydantic_core import PydanticUndefined
 from syncworker import config
 from syncworker.core import registry
 from syncworker.core.durations import parse_duration_s
+from syncworker.jobs import config as jobs_config
+from syncworker.queue import config as queue_config
 
 HEADER = """\
 # Configuration reference
@@ -100,6 +102,15 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`breaker` (pause after a whole-batch failure)", config.BreakerConfig),
     ("`dead_letter`", config.DeadLetterConfig),
     ("`lock`", config.LockConfig),
+    ("`jobs` (the job queue; `backend` is one of the four types below)", jobs_config.JobsConfig),
+    ("`jobs.backend` type `sqlite`", queue_config.SqliteQueueConfig),
+    ("`jobs.backend` type `postgres`", queue_config.PostgresQueueConfig),
+    ("`jobs.backend` type `redis`", queue_config.RedisQueueConfig),
+    ("`jobs.backend` type `memory`", queue_config.MemoryQueueConfig),
+    ("`jobs.queues.NAME`", jobs_config.QueueSettingsConfig),
+    ("`jobs.tasks.NAME`", jobs_config.TaskConfig),
+    ("`backoff` (of a task)", jobs_config.BackoffConfig),
+    ("`jobs.cron.NAME`", jobs_config.CronConfig),
 ]
 
 
@@ -130,7 +141,7 @@ def _table(title: str, model: type[BaseModel], skip: tuple[str, ...] = ()) -> st
         duration = _is_duration(info)
         kind = "duration" if duration else _type(info.annotation)
         rows.append(
-            f"| `{field_name}` | {kind} | {_default(info, duration)} | "
+            f"| `{info.alias or field_name}` | {kind} | {_default(info, duration)} | "
             f"{(info.description or '').replace('|', '/')} |"
         )
     return f"{title}\n\n{intro}" + "\n".join(rows) + "\n"

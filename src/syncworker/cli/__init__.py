@@ -47,6 +47,7 @@ from syncworker.cli import (  # noqa: E402, F401 - imported for their commands
     algolia,
     dead_letters,
     discrepancy,
+    jobs,
     outbox,
     pg,
     pipelines,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,7 @@ async def _run(
         from syncworker.reconcile.scheduled import verify_services
 
         engine.services.extend(verify_services(config, only))
+        _add_jobs(engine, config)
         _add_api(engine, config, api_listen)
     try:
         if once:
@@ -116,6 +119,28 @@ def _print_final_statistics(stats: dict[str, dict[str, Any]]) -> None:
     Console(stderr=True, width=160).print(table)
 
 
+def _add_jobs(engine: Engine, config: Config) -> None:
+    """The ``jobs:`` section's worker and cron, started after the pipelines, stopped before
+    them (and after the API)."""
+    if config.app.jobs is None:
+        return
+    from syncworker.jobs.service import JobsService
+
+    with _config_file(config):
+        engine.services.append(JobsService.from_config(config.app.jobs))
+
+
+@contextmanager
+def _config_file(config: Config) -> Iterator[None]:
+    """A ``ConfigError`` raised inside names the config file."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.file is not None:
+            raise
+        raise ConfigError(exc.reason, file=str(config.path), path=exc.path) from exc
+
+
 def _add_api(engine: Engine, config: Config, api_listen: str | None) -> None:
     api = config.app.api
     if api is None and api_listen is None:
@@ -143,10 +168,19 @@ def validate(file: Path) -> None:
     with _user_errors():
         config = load_config(file)
         config.build(state_store_from_url(config.app.state), list(config.pipelines))
+        if config.app.jobs is not None:
+            from syncworker.jobs.config import build_registry
+
+            with _config_file(config):
+                registry = build_registry(config.app.jobs)
         if config.app.api is not None:
             _check_api_installed(config)
     names = ", ".join(config.pipelines)
-    click.echo(f"{file}: ok ({len(config.pipelines)} pipeline(s): {names})")
+    summary = f"{len(config.pipelines)} pipeline(s)" + (f": {names}" if names else "")
+    if config.app.jobs is not None:
+        summary += f", {len(registry)} task(s)"
+        summary += f", {len(config.app.jobs.cron)} cron entries"
+    click.echo(f"{file}: ok ({summary})")
 
 
 def _check_api_installed(config: Config) -> None:

@@ -10,7 +10,7 @@
         cleanup_hourly: {schedule: "0 * * * *", task: cleanup_messages}
 
 The models only validate; ``build_jobs`` turns them into a registry, a ``Jobs`` client, a
-``Worker`` and a ``CronScheduler``.
+``Worker`` and a ``CronScheduler``; ``jobs.service.JobsService`` runs them in the engine.
 """
 
 from __future__ import annotations
@@ -24,6 +24,14 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from syncworker.core.durations import DurationS
 from syncworker.core.fields import refuse_bool_for_number
+from syncworker.errors import ConfigError
+from syncworker.jobs.backoff import Backoff
+from syncworker.jobs.cron import CronEntry, CronScheduler
+from syncworker.jobs.enqueue import Jobs
+from syncworker.jobs.tasks import Task, TaskRegistry
+from syncworker.jobs.worker import QueueSettings, Worker
+from syncworker.queue.base import QueueBackend
+from syncworker.queue.config import QueueBackendConfig, validate_backend
 
 
 class _Strict(BaseModel):
@@ -99,9 +107,9 @@ class CronConfig(_Strict):
 
 
 class JobsConfig(_Strict):
-    backend: dict[str, Any] = Field(
-        description="the queue backend, by type: sqlite (path), postgres (url, schema) or "
-        "redis (url, prefix)"
+    backend: QueueBackendConfig = Field(
+        description="the queue backend, by type: sqlite (path, table), postgres (url, schema, "
+        "pool_size), redis (url, prefix) or memory (this process only)"
     )
     queues: dict[str, QueueSettingsConfig] = Field(
         default_factory=dict, description="queues this process works on, with their settings"
@@ -122,6 +130,11 @@ class JobsConfig(_Strict):
         None, ge=1, le=256, description="processes for cpu tasks (default: the CPU count)"
     )
 
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend(cls, value: Any) -> Any:
+        return validate_backend(value)
+
     @field_validator("cron")
     @classmethod
     def _tasks_known(
@@ -141,7 +154,82 @@ class JobsConfig(_Strict):
 class BuiltJobs:
     """What a ``jobs:`` section builds: not yet opened or running."""
 
-    backend: Any
-    jobs: Any
-    worker: Any | None
-    scheduler: Any | None
+    backend: QueueBackend
+    registry: TaskRegistry
+    jobs: Jobs
+    worker: Worker | None
+    scheduler: CronScheduler | None
+
+
+def build_registry(config: JobsConfig) -> TaskRegistry:
+    """The tasks of ``config``, their handlers imported (``ConfigError`` naming the task)."""
+    registry = TaskRegistry()
+    for name, task in config.tasks.items():
+        try:
+            built = Task.from_path(
+                task.handler,
+                name=name,
+                queue=task.queue,
+                priority=task.priority,
+                timeout_s=task.timeout,
+                retries=task.retries,
+                backoff=Backoff(
+                    base_s=task.backoff.base,
+                    factor=task.backoff.factor,
+                    max_s=task.backoff.max,
+                    jitter=task.backoff.jitter,
+                ),
+                cpu=task.cpu,
+            )
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, path=f"jobs.tasks.{name}.handler") from None
+        registry.add(built)
+    return registry
+
+
+def worker_queues(config: JobsConfig) -> dict[str, QueueSettings]:
+    """The queues a worker of ``config`` runs: those configured, plus any a task names
+    without settings (concurrency 1, the default timeout)."""
+    queues = {
+        name: QueueSettings(concurrency=settings.concurrency, timeout_s=settings.timeout)
+        for name, settings in config.queues.items()
+    }
+    for task in config.tasks.values():
+        queues.setdefault(task.queue, QueueSettings())
+    return queues or {"default": QueueSettings()}
+
+
+def build_jobs(
+    config: JobsConfig, *, backend: QueueBackend | None = None, worker_id: str | None = None
+) -> BuiltJobs:
+    """The backend, a client, a worker (unless ``worker: false``) and a cron scheduler (when
+    entries are enabled) for ``config``; nothing is opened."""
+    registry = build_registry(config)
+    backend = backend if backend is not None else config.backend.build()
+    jobs = Jobs(backend, registry)
+    worker = None
+    if config.worker:
+        worker = Worker(
+            backend,
+            registry,
+            worker_queues(config),
+            worker_id=worker_id,
+            lease_s=config.lease,
+            poll_interval_s=config.poll_interval,
+            shutdown_grace_s=config.shutdown_grace,
+            process_workers=config.process_workers,
+        )
+    entries = [
+        CronEntry(
+            name=name,
+            schedule=entry.schedule,
+            task=entry.task,
+            payload=dict(entry.payload),
+            queue=entry.queue,
+            timezone=entry.timezone,
+        )
+        for name, entry in config.cron.items()
+        if entry.enabled
+    ]
+    scheduler = CronScheduler(jobs, entries) if entries else None
+    return BuiltJobs(backend, registry, jobs, worker, scheduler)

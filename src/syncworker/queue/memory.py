@@ -22,9 +22,7 @@ import heapq
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any
 
 from syncworker.core import jsonvalue
 from syncworker.queue.base import Job, JobState, NewJob, Outcome, check_new_job, encode_payload
@@ -48,16 +46,6 @@ class _Queue:
     )  # (run_at, seq, gen, id)
     leases: list[tuple[float, int, str]] = field(default_factory=list)  # (lease_until, gen, id)
     wake: asyncio.Condition | None = None
-
-
-class MemoryQueueConfig(BaseModel):
-    """An in-process queue (lost when the process exits): tests, demos, embedded use."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["memory"] = "memory"
-
-    def build(self) -> MemoryQueueBackend:
-        return MemoryQueueBackend()
 
 
 class MemoryQueueBackend:

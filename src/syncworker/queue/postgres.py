@@ -22,12 +22,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import cache
 from importlib.resources import files
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 import structlog
 from psycopg import sql
-from pydantic import BaseModel, Field, field_validator
 
 from syncworker.connectors.postgres.client import (
     Connection,
@@ -82,32 +81,6 @@ def _blocks() -> dict[str, str]:
     text = (files(__package__) / "sql" / "postgres.sql").read_text(encoding="utf-8")
     parts = re.split(r"^-- name: (\w+)[ \t]*$", text, flags=re.MULTILINE)
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
-
-
-class PostgresQueueConfig(BaseModel):
-    """``jobs.backend`` on PostgreSQL."""
-
-    model_config = {"extra": "forbid", "frozen": True, "populate_by_name": True}
-
-    type: Literal["postgres"] = "postgres"
-    url: str = Field(description="postgresql://user:password@host:5432/dbname")
-    schema_name: str = Field(
-        "syncworker", alias="schema", description="Schema holding the jobs and cron tables."
-    )
-    pool_size: int = Field(4, ge=1, description="Connections in the pool.")
-
-    @field_validator("url")
-    @classmethod
-    def _valid_url(cls, value: str) -> str:
-        return check_url(value)
-
-    @field_validator("schema_name")
-    @classmethod
-    def _valid_schema(cls, value: str) -> str:
-        return _check_schema(value)
-
-    def build(self) -> PostgresQueueBackend:
-        return PostgresQueueBackend(self.url, schema=self.schema_name, pool_size=self.pool_size)
 
 
 def _check_schema(schema: str) -> str:

@@ -46,11 +46,10 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import cache
 from importlib.resources import files
-from typing import Any, Literal
+from typing import Any
 
 import redis.asyncio as aredis
 import structlog
-from pydantic import Field
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
@@ -62,7 +61,6 @@ from syncworker.connectors.redis.client import (
 )
 from syncworker.connectors.redis.sink import CPackedConnection
 from syncworker.core import jsonvalue
-from syncworker.core.protocols import ConnectorConfig
 from syncworker.errors import ConnectorError
 from syncworker.observe.logging import redact_url
 from syncworker.queue.base import (
@@ -70,7 +68,6 @@ from syncworker.queue.base import (
     JobState,
     NewJob,
     Outcome,
-    QueueBackend,
     check_new_job,
     encode_payload,
 )
@@ -659,16 +656,4 @@ class RedisQueueBackend:
         return result
 
 
-class RedisQueueConfig(ConnectorConfig):
-    """A job queue in Redis (``jobs: {backend: {type: redis, url: ...}}``)."""
-
-    type: Literal["redis"] = "redis"
-    url: str = Field(..., description="redis://[user:password@]host:port/db")
-    prefix: str = Field("syncworker:jobs", description="key prefix of every queue key")
-
-    def build(self) -> QueueBackend:
-        """The backend this config describes (not opened yet)."""
-        return RedisQueueBackend(self.url, prefix=self.prefix)
-
-
-__all__ = ["RedisQueueBackend", "RedisQueueConfig"]
+__all__ = ["RedisQueueBackend"]

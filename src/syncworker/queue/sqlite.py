@@ -32,10 +32,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import structlog
-from pydantic import BaseModel, Field, field_validator
 
 from syncworker.connectors.sqlite.client import (
     SqliteClient,
@@ -515,24 +514,6 @@ def wake_waiters(path: str | Path, table: str, queues: Iterable[str]) -> None:
 
 
 # --- the backend ---------------------------------------------------------------------------
-
-
-class SqliteQueueConfig(BaseModel):
-    """``jobs.backend`` (or a ``job_queue`` source's ``backend``) on a SQLite file."""
-
-    model_config = {"extra": "forbid", "frozen": True}
-
-    type: Literal["sqlite"] = Field("sqlite", description="Queue backend: a SQLite file.")
-    path: Path = Field(description="SQLite database file holding the job table.")
-    table: str = Field(DEFAULT_TABLE, description="Job table name; created if missing.")
-
-    @field_validator("table")
-    @classmethod
-    def _table_is_identifier(cls, value: str) -> str:
-        return check_identifier(value)
-
-    def build(self) -> SqliteQueueBackend:
-        return SqliteQueueBackend(self.path, table=self.table)
 
 
 class SqliteQueueBackend:
