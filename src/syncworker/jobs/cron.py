@@ -92,6 +92,9 @@ class CronScheduler:
         self._clock = clock
         self._started_at: float | None = None
         self._known: set[str] = set()  # entries the backend has run before
+        # The slot each entry was last offered with success: the backend's last slot is at
+        # least that, so offering it again changes nothing (one round trip saved per entry).
+        self._offered: dict[str, float] = {}
 
     def next_runs(self, now: float | None = None) -> list[tuple[CronEntry, datetime]]:
         """Each entry with its next slot after ``now`` (in the entry's time zone)."""
@@ -114,6 +117,8 @@ class CronScheduler:
             slot = entry.latest_slot(at).timestamp()
             if slot < self._started_at and entry.name not in self._known:
                 continue  # first start ever: the past is not fired
+            if self._offered.get(entry.name) == slot:
+                continue
             job = self.jobs.new_job(
                 entry.task,
                 dict(entry.payload),
@@ -123,6 +128,7 @@ class CronScheduler:
             )
             job_id = await self.jobs.backend.enqueue_cron(entry.name, slot, job)
             self._known.add(entry.name)
+            self._offered[entry.name] = slot
             if job_id is not None:
                 enqueued.append(job_id)
                 log.info(
