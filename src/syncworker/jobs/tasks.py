@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,7 +24,8 @@ class Task:
     ``fn(payload, ctx)`` or ``fn(payload)``, async or plain. ``retries`` counts the runs after
     the first (``max_attempts = retries + 1``). With ``model`` the payload is validated at
     enqueue (``ValueError`` to the caller) and again at run (dead at once), and the handler
-    receives the model instance. ``cpu=True``: a plain, module-level function run in the
+    receives the model instance; without ``model``, a pydantic model annotating the handler's
+    first parameter is the model. ``cpu=True``: a plain, module-level function run in the
     worker's process pool, so a CPU-heavy handler cannot starve the event loop (and the
     heartbeat); it gets ``ctx`` without ``progress``.
     """
@@ -55,6 +57,8 @@ class Task:
         if self.cpu and self.is_async:
             raise ConfigError(f"task {self.name!r}: cpu=True needs a plain def, not async def")
         self.takes_ctx = _positional_count(self.fn) >= 2
+        if self.model is None:
+            self.model = _payload_model(self.fn)
 
     @property
     def max_attempts(self) -> int:
@@ -109,6 +113,19 @@ class Task:
                 for err in exc.errors()
             )
             raise ValueError(f"task {self.name!r}: invalid payload: {reasons}") from None
+
+
+def _payload_model(fn: Callable[..., Any]) -> type[pydantic.BaseModel] | None:
+    """The pydantic model annotating ``fn``'s first parameter, if there is one."""
+    try:
+        first = next(iter(inspect.signature(fn).parameters), None)
+        hints = typing.get_type_hints(fn) if first is not None else {}
+    except (TypeError, ValueError, NameError):  # no signature, or an unresolvable hint
+        return None
+    hint = hints.get(first) if first is not None else None
+    if isinstance(hint, type) and issubclass(hint, pydantic.BaseModel):
+        return hint
+    return None
 
 
 def _positional_count(fn: Callable[..., Any]) -> int:
