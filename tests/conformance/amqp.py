@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import aio_pika
+import pamqp.body
+import pamqp.frame
+import pamqp.header
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from pamqp import commands
+from yarl import URL
 
 from tests.conformance.exact import Payload
 from tests.conformance.harness import Expected, Service, SourceHarness
@@ -111,6 +116,89 @@ class Publisher:
             for body in bodies
         ]
         await asyncio.gather(*confirms)
+
+
+class PlainPublisher:
+    """Publishes as a producer that sets no ``message_id`` (Node's amqplib, which the seed's
+    services use): aio-pika cannot, since aiormq gives every message without an id a random
+    one, and the source would then key the message by that id, not by its body.
+
+    AMQP 0-9-1 spoken directly with pamqp's frames: one connection, one channel in confirm
+    mode, persistent messages; ``publish_all`` returns when the broker confirmed every one.
+    """
+
+    def __init__(self, url: str, exchange: str) -> None:
+        self.url = URL(url)
+        self.exchange = exchange
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.frame_max = 131_072
+        self.published = 0  # the channel's delivery tags so far
+
+    async def __aenter__(self) -> PlainPublisher:
+        url = self.url
+        self.reader, self.writer = await asyncio.wait_for(
+            asyncio.open_connection(url.host or "127.0.0.1", url.port or 5672), 10
+        )
+        self.writer.write(pamqp.frame.marshal(pamqp.header.ProtocolHeader(), 0))
+        await self._expect(commands.Connection.Start)
+        login = f"\0{url.user or 'guest'}\0{url.password or 'guest'}"
+        self._send(0, commands.Connection.StartOk(response=login))
+        tune = await self._expect(commands.Connection.Tune)
+        self.frame_max = tune.frame_max or self.frame_max
+        self._send(0, commands.Connection.TuneOk(tune.channel_max, self.frame_max, 0))
+        vhost = url.path[1:] if len(url.path) > 1 else "/"
+        self._send(0, commands.Connection.Open(virtual_host=vhost))
+        await self._expect(commands.Connection.OpenOk)
+        self._send(1, commands.Channel.Open())
+        await self._expect(commands.Channel.OpenOk)
+        self._send(1, commands.Confirm.Select())
+        await self._expect(commands.Confirm.SelectOk)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.writer is None:
+            return
+        with contextlib.suppress(Exception):
+            self._send(0, commands.Connection.Close())
+            await asyncio.wait_for(self._expect(commands.Connection.CloseOk), 10)
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+    async def publish_all(self, routing_key: str, bodies: Sequence[bytes]) -> None:
+        """Publish ``bodies`` in order, then wait until the broker confirmed them all."""
+        assert self.writer is not None
+        chunk = self.frame_max - 8  # a frame's header and end byte
+        for body in bodies:
+            properties = commands.Basic.Properties(delivery_mode=2)
+            self._send(1, commands.Basic.Publish(exchange=self.exchange, routing_key=routing_key))
+            self._send(1, pamqp.header.ContentHeader(0, len(body), properties))
+            for start in range(0, len(body), chunk):
+                self._send(1, pamqp.body.ContentBody(body[start : start + chunk]))
+        await self.writer.drain()
+        waiting = set(range(self.published + 1, self.published + len(bodies) + 1))
+        self.published += len(bodies)
+        while waiting:
+            frame = await self._expect(commands.Basic.Ack)
+            if frame.multiple:
+                waiting = {tag for tag in waiting if tag > frame.delivery_tag}
+            else:
+                waiting.discard(frame.delivery_tag)
+
+    def _send(self, channel: int, frame: Any) -> None:
+        assert self.writer is not None
+        self.writer.write(pamqp.frame.marshal(frame, channel))
+
+    async def _expect(self, kind: type[Any]) -> Any:
+        assert self.reader is not None
+        head = await asyncio.wait_for(self.reader.readexactly(7), 30)
+        size = int.from_bytes(head[3:7], "big")
+        rest = await self.reader.readexactly(size + 1)
+        _, _, frame = pamqp.frame.unmarshal(head + rest)
+        if not isinstance(frame, kind):
+            raise AssertionError(f"expected {kind.__name__} from the broker, got {frame!r}")
+        return frame
 
 
 async def ready_count(url: str, queue: str) -> int:
@@ -260,9 +348,10 @@ class AmqpHarness(SourceHarness):
         }
 
     async def produce(self, payloads: list[Payload]) -> list[Expected]:
-        async with Publisher(self.target, self.namespace.exchange) as publisher:
-            for payload in payloads:
-                await publisher.publish("in.conformance", payload.raw)
+        # Without a message_id, as most producers send: the key is then key_field, else a
+        # hash of the body (an id would be the key, whatever the body).
+        async with PlainPublisher(self.target, self.namespace.exchange) as publisher:
+            await publisher.publish_all("in.conformance", [p.raw for p in payloads])
         return byte_expectations(payloads)
 
     def private_service(self, password: str | None = None) -> Service:
@@ -286,4 +375,7 @@ class AmqpHarness(SourceHarness):
         return errors
 
     async def teardown(self) -> None:
+        """Delete this case's exchanges and queues on the shared broker (a private node is
+        destroyed with what it held)."""
+        self.namespace.url = SHARED_URL
         await self.namespace.cleanup([self.namespace.queue()])

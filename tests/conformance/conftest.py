@@ -41,11 +41,18 @@ def sink_context(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[type, 
 
 
 @pytest.fixture
-async def source(source_context: tuple[type[SourceHarness], Context]) -> SourceHarness:
+async def source(
+    source_context: tuple[type[SourceHarness], Context],
+) -> AsyncIterator[SourceHarness]:
     harness_type, ctx = source_context
     harness = harness_type(ctx)
-    await harness.prepare()
-    return harness
+    teardown = getattr(harness, "teardown", None)  # what it made on a shared server (amqp)
+    try:
+        await harness.prepare()
+        yield harness
+    finally:
+        if teardown is not None:
+            await teardown()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ for it; ``test_registry.py`` fails while a connector the registry knows has no e
 
 from __future__ import annotations
 
+from tests.conformance.amqp import AmqpHarness
 from tests.conformance.harness import SinkHarness, SourceHarness
 from tests.conformance.redis_sink import RedisSinkHarness
 from tests.conformance.sinks import (
@@ -33,6 +34,7 @@ SOURCES: list[type[SourceHarness]] = [
     PgTableHarness,
     HttpHarness,
     ZohoCreatorHarness,
+    AmqpHarness,
 ]
 SINKS: list[type[SinkHarness]] = [
     JsonlHarness,

@@ -1,9 +1,11 @@
 """AMQP (RabbitMQ) connectors: the ``amqp`` source consumes queues bound to an exchange,
-acking only after every sink wrote a batch. Needs the ``amqp`` extra (aio-pika).
+acking only after every sink wrote a batch, and reconnects by itself after the broker closes
+the connection or restarts. Needs the ``amqp`` extra (aio-pika).
 
-Not registered yet: a connector joins the registry with its conformance harness
-(``tests/conformance/amqp.py`` exists but has not been run, and reconnecting after the broker
-closes the connection still fails: see the xfail in tests/integration/test_amqp_source.py).
+Its conformance harness is ``tests/conformance/amqp.py`` (the shared broker, and a private
+RabbitMQ node for the restart and password cases).
 """
 
-CONNECTORS: dict[str, str] = {}
+CONNECTORS = {
+    "source:amqp": "syncworker.connectors.amqp.source:AmqpSource",
+}

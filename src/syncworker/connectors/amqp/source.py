@@ -12,7 +12,9 @@ Delivery: one channel consumes every queue with ``basic.qos(prefetch, global)``,
 memory is bounded by ``prefetch`` messages, never by the backlog. The default, 500, keeps
 the pipeline's default two batches of 100 in flight with the next three batches already
 here, so claims never wait for the network; a pipeline with a larger ``batch.size *
-max_in_flight`` needs a larger prefetch (claims otherwise come back short).
+max_in_flight`` needs a larger prefetch (claims otherwise come back short). A claim that
+finds nothing buffered first lets the deliveries already on their way land (two round trips
+on the channel), so "nothing available" means none was sent: a one-off run drains the queue.
 
 Settling: ``ack`` sends ``basic.ack`` per delivery tag (only after every sink wrote the batch:
 the runtime calls it then). ``nack`` requeues the batch and what is buffered behind it, with
@@ -78,6 +80,10 @@ log = structlog.get_logger(__name__)
 
 REASON_HEADER = "x-death-reason"
 """The header carrying why a message was dead-lettered by this source."""
+
+ON_THE_WAY_S = 1.0
+"""How long a claim with nothing buffered waits for messages the broker still counts as ready
+while the prefetch has room (they are being delivered): the first one ends the wait."""
 
 
 class Binding(BaseModel):
@@ -209,6 +215,7 @@ class AmqpSource:
         self._buffer: deque[tuple[str, AbstractIncomingMessage]] = deque()
         self._arrived = asyncio.Event()
         self._rewind = asyncio.Lock()
+        self._held = 0  # deliveries of the open channel claimed and not yet settled
         self._connects = 0
         self._last_error: str | None = None
 
@@ -232,7 +239,8 @@ class AmqpSource:
     # -- claiming ---------------------------------------------------------------------------
 
     async def claim(self, limit: int) -> Batch | None:
-        """Up to ``limit`` delivered messages, in arrival order; ``None`` when none is here.
+        """Up to ``limit`` delivered messages, in arrival order; ``None`` when none is here
+        (nothing buffered, and none still on its way: ``_catch_up``).
 
         After a lost connection, connects again first. Raises ``ConnectionFailed`` /
         ``ConnectionClosed`` when the broker is unreachable, ``ConfigRefused`` when it
@@ -243,12 +251,49 @@ class AmqpSource:
         if self._connection is None:
             await self._connect()
             log.info("amqp_reconnected", source=self.name, broker=self._label)
-        if limit <= 0 or not self._buffer or self._raw is None:
+        if limit <= 0 or self._raw is None:
+            return None
+        if not self._buffer:
+            await self._catch_up()
+        if not self._buffer or self._raw is None:
             return None
         taken = [self._buffer.popleft() for _ in range(min(limit, len(self._buffer)))]
+        self._held += len(taken)
         received_at = datetime.now(UTC).isoformat()
         records = [self._record(queue, message, received_at) for queue, message in taken]
         return Batch(records, token=_Deliveries(self._raw, tuple(taken)))
+
+    async def _catch_up(self) -> None:
+        """Let the deliveries already on their way land before a claim says none is here.
+
+        RabbitMQ pushes: right after a connect, or behind a large message, messages the
+        broker gave this consumer are still on the wire, and "available now" means those
+        too (else a one-off run ends at its first claim, the queue still full). A passive
+        declare per queue on the consuming channel tells how many are still ready; a second
+        round trip (``basic.qos``, unchanged) then comes back after every delivery the
+        queues sent before answering. When some are still ready and the prefetch has room,
+        they are coming: wait (bounded) for the first. Raises ``ConnectorError``.
+        """
+        channel, raw = self._channel, self._raw
+        if channel is None:
+            return
+        try:
+            ready = 0
+            for queue in self._queues.values():
+                declared = await channel.declare_queue(queue.name, passive=True)
+                ready += declared.declaration_result.message_count or 0
+            await channel.set_qos(prefetch_count=self.config.prefetch, global_=True)
+        except Exception as exc:
+            raise translate_error(exc, self._label, "claim") from None
+        for _ in range(3):  # each delivery lands through two tasks (aiormq, then aio-pika)
+            if self._buffer:
+                return
+            await asyncio.sleep(0)
+        room = self.config.prefetch - self._held - len(self._buffer)
+        if ready and room > 0 and self._raw is raw and not self._buffer:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), ON_THE_WAY_S)
 
     def _record(self, queue: str, message: AbstractIncomingMessage, received_at: str) -> Record:
         raw = message.body
@@ -324,6 +369,7 @@ class AmqpSource:
         deliveries = self._live(batch, "ack")
         if deliveries is None:
             return
+        self._held -= len(deliveries.entries)
         try:
             await _settle_all(deliveries, "ack")
         except Exception as exc:
@@ -339,6 +385,7 @@ class AmqpSource:
         deliveries = self._live(batch, "nack")
         if deliveries is None:
             return
+        self._held -= len(deliveries.entries)
         async with self._rewind:
             try:
                 await self._cancel_consumers()
@@ -362,6 +409,7 @@ class AmqpSource:
         deliveries = self._live(batch, "ack")
         if deliveries is None:
             return
+        self._held -= len(deliveries.entries)
         channel = self._require_channel()
         try:
             for index, (queue, message) in enumerate(deliveries.entries):
@@ -466,6 +514,7 @@ class AmqpSource:
         self._raw = await channel.get_underlay_channel()
         self._queues = queues
         self._buffer.clear()
+        self._held = 0
         connection.close_callbacks.add(self._on_closed)
         channel.close_callbacks.add(self._on_closed)
         try:
@@ -560,6 +609,7 @@ class AmqpSource:
         self._connection = self._channel = self._raw = None
         self._queues, self._consumers = {}, {}
         self._buffer.clear()
+        self._held = 0
 
     async def _drop_connection(self) -> None:
         connection = self._connection
