@@ -209,13 +209,21 @@ def _check_api_installed(config: Config) -> None:
     help="Workspace for the queue, the state store and the output files.",
 )
 @click.option("--messages", default=10_000, show_default=True, help="Sample messages to queue.")
+@click.option(
+    "--jobs", "job_count", default=1_000, show_default=True, help="Sample jobs (0: no jobs demo)."
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def demo(workdir: Path, messages: int, progress: bool) -> None:
-    """Run the embedded demo: SQLite queue -> JSONL files + SQLite table, no services."""
+def demo(workdir: Path, messages: int, job_count: int, progress: bool) -> None:
+    """Run the embedded demo, no services: a SQLite queue -> JSONL files + SQLite table
+    pipeline, then seed 003's job queues (retries, dead jobs, a process pool) on SQLite."""
     from syncworker.demo import run_demo
+    from syncworker.demo_jobs import run_jobs_demo
 
     with _user_errors():
-        sys.exit(asyncio.run(run_demo(workdir, messages, progress=progress)))
+        code = asyncio.run(run_demo(workdir, messages, progress=progress))
+        if job_count > 0:
+            code = code or asyncio.run(run_jobs_demo(workdir, job_count, progress=progress))
+        sys.exit(code)
 
 
 # -- status -------------------------------------------------------------------------------
