@@ -115,6 +115,11 @@ def test_readme_demo_commands_work_as_written(tmp_path: Path) -> None:
     letter = orjson.loads(outputs[1])
     assert letter["id"] == 1 and letter["error"] and letter["stack"]
     assert "chat" in outputs[2]
+    jobs = [bash(line) for line in _bash_block_after(readme, "The demo then runs")]
+    assert len(jobs) == 3
+    assert "10 job(s)" in jobs[0] and "orphaned_tables" in jobs[0]
+    assert "requeued 10 job(s)" in jobs[1]
+    assert "expired_stories" in jobs[2]
 
 
 def test_readme_python_example_runs_as_written(tmp_path: Path) -> None:
