@@ -79,6 +79,7 @@ chaos: $(DEV_STAMP) services
 	SYNCWORKER_CHAOS_ROUNDS=10 $(BIN)/pytest -q tests/e2e/test_crash.py tests/integration/test_seed000_e2e.py
 	SYNCWORKER_ACCEPTANCE_ROWS=1000000 $(BIN)/pytest -q -s tests/integration/test_pg_table_acceptance.py
 	SYNCWORKER_ZOHO_ROWS=200000 $(BIN)/pytest -q -s tests/integration/test_zoho_redis_scale.py
+	SYNCWORKER_CHAOS_ROUNDS=20 SYNCWORKER_JOBS_KILL_JOBS=10000 $(BIN)/pytest -q -s tests/integration/test_jobs_kill.py
 
 # Keeps .venv: rebuilding it means reinstalling every extra.
 clean:
