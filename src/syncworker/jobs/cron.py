@@ -31,6 +31,8 @@ log = structlog.get_logger("syncworker.jobs")
 MAX_SLEEP_S = 30.0
 """A scheduler re-reads the clock at least this often (clock jumps, suspended machines)."""
 _BACKOFF = Backoff(base_s=0.5, factor=2, max_s=30.0, jitter=0.2)
+_DST_MARGIN = timedelta(hours=3)
+"""Longer than any clock change: within it of a change, slots are computed the careful way."""
 
 
 @dataclass(slots=True)
@@ -45,6 +47,8 @@ class CronEntry:
     queue: str | None = None
     timezone: str = "UTC"
     tz: ZoneInfo = field(init=False, repr=False)
+    # Hour field "*": runs in both passes of an hour the clock goes back over.
+    every_hour: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -57,19 +61,61 @@ class CronEntry:
             raise ConfigError(
                 f"cron entry {self.name!r}: unknown time zone {self.timezone!r}"
             ) from exc
+        self.every_hour = croniter(self.schedule).expanded[1] == ["*"]
 
     def latest_slot(self, now: float) -> datetime:
         """The latest slot at or before ``now`` (epoch s)."""
-        # croniter's get_prev is strictly before its start: start just after now.
-        start = datetime.fromtimestamp(now, self.tz) + timedelta(microseconds=1)
-        slot: datetime = croniter(self.schedule, start).get_prev(datetime)
-        return slot
+        return self._at(max(t for t in self._instants_near(now) if t <= now))
 
     def next_slot(self, now: float) -> datetime:
         """The first slot strictly after ``now``."""
-        start = datetime.fromtimestamp(now, self.tz)
-        slot: datetime = croniter(self.schedule, start).get_next(datetime)
-        return slot
+        return self._at(min(t for t in self._instants_near(now) if t > now))
+
+    def _at(self, instant: float) -> datetime:
+        return datetime.fromtimestamp(instant, self.tz)
+
+    def _instants_near(self, now: float) -> list[float]:
+        """Slot instants (epoch s) around ``now``: at least the latest at or before it and
+        the first after it.
+
+        The schedule is matched on the local wall clock (naive, so croniter sees no time
+        zone: its own DST handling repeats a fixed-hour job and drops slots when the clock
+        goes back). A wall time that happens twice (clock back) is a slot once, at its first
+        pass, unless the entry runs every hour, which runs in both passes; a wall time that
+        does not exist (clock forward) maps to the instant with the offset before the change,
+        so its job runs once, after the jump.
+        """
+        wall = datetime.fromtimestamp(now, self.tz).replace(tzinfo=None)
+        if not self._changes_near(now):
+            # The previous slot may be days back, across a change: its own offset counts.
+            prev = croniter(self.schedule, wall + timedelta(microseconds=1)).get_prev(datetime)
+            following = croniter(self.schedule, wall).get_next(datetime)
+            return self._wall_instants(prev) + self._wall_instants(following)
+        # Near a clock change: every wall slot from a margin before to a margin after.
+        found: list[float] = []
+        first: datetime = croniter(self.schedule, wall - _DST_MARGIN).get_prev(datetime)
+        found += self._wall_instants(first)
+        ahead = croniter(self.schedule, first)
+        while True:
+            slot: datetime = ahead.get_next(datetime)
+            found += self._wall_instants(slot)
+            if slot > wall + _DST_MARGIN and max(found) > now:
+                return found
+
+    def _changes_near(self, now: float) -> bool:
+        margin_s = _DST_MARGIN.total_seconds()
+        offsets = {
+            datetime.fromtimestamp(now + delta, self.tz).utcoffset()
+            for delta in (-margin_s, 0.0, margin_s)
+        }
+        return len(offsets) > 1
+
+    def _wall_instants(self, wall: datetime) -> list[float]:
+        first = wall.replace(tzinfo=self.tz, fold=0).timestamp()
+        second = wall.replace(tzinfo=self.tz, fold=1).timestamp()
+        if second > first and self.every_hour:  # a wall time that happens twice
+            return [first, second]
+        return [first]
 
 
 class CronScheduler:
