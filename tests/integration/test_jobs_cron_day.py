@@ -191,3 +191,78 @@ async def test_three_schedulers_over_a_simulated_weekend_run_every_slot_once(
 
     await eventually(all_completed, f"{len(rows)} cron jobs completed", timeout_s=60)
     assert ran == enqueued
+
+
+def _every(start: datetime, end: datetime, step: timedelta) -> list[float]:
+    found, at = [], start
+    while at <= end:
+        found.append(at.timestamp())
+        at += step
+    return found
+
+
+def _utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
+
+
+# Europe/Paris days with a clock change: (first local midnight, next local midnight) in UTC and
+# the expected slots. Fall back (2026-10-25, 25 h): 02:00-03:00 happens twice; a job at a fixed
+# hour runs once (the first pass), one on every hour runs in both passes. Spring forward
+# (2026-03-29, 23 h): 02:00-03:00 does not exist; a job set in it runs once, an hour later by
+# the winter offset.
+DST_DAYS = {
+    "fall_back": (
+        _utc(2026, 10, 24, 22),
+        _utc(2026, 10, 25, 23),
+        {
+            "quarter": _every(
+                _utc(2026, 10, 24, 22), _utc(2026, 10, 25, 23), timedelta(minutes=15)
+            ),
+            "hourly": _every(_utc(2026, 10, 24, 22), _utc(2026, 10, 25, 23), timedelta(hours=1)),
+            "two": [_utc(2026, 10, 25, 0).timestamp()],
+            "two_thirty": [_utc(2026, 10, 25, 0, 30).timestamp()],
+        },
+    ),
+    "spring_forward": (
+        _utc(2026, 3, 28, 23),
+        _utc(2026, 3, 29, 22),
+        {
+            "quarter": _every(_utc(2026, 3, 28, 23), _utc(2026, 3, 29, 22), timedelta(minutes=15)),
+            "hourly": _every(_utc(2026, 3, 28, 23), _utc(2026, 3, 29, 22), timedelta(hours=1)),
+            "two": [_utc(2026, 3, 29, 1).timestamp()],
+            "two_thirty": [_utc(2026, 3, 29, 1, 30).timestamp()],
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("day", sorted(DST_DAYS))
+async def test_a_clock_change_day_runs_each_slot_once_and_loses_none(
+    harness: WorkerHarness, day: str
+) -> None:
+    first, last, expected = DST_DAYS[day]
+    registry = TaskRegistry()
+    registry.task("cron_job", queue="cleanup")(lambda payload: None)
+    schedules = {"quarter": "*/15 * * * *", "hourly": "0 * * * *", "two": "0 2 * * *"}
+    schedules["two_thirty"] = "30 2 * * *"
+    entries = [
+        CronEntry(name, schedule, "cron_job", {"entry": name}, timezone="Europe/Paris")
+        for name, schedule in schedules.items()
+    ]
+    schedulers = [
+        CronScheduler(Jobs(await harness.new(), registry), entries, clock=harness.clock)
+        for _ in range(3)
+    ]
+    rng = random.Random(day)
+    moment = first.timestamp() - 60
+    for scheduler in schedulers:
+        await scheduler.start(moment)
+    while moment < last.timestamp() + 60:
+        moment += rng.uniform(20, 100)
+        for scheduler in rng.sample(schedulers, 2):
+            await scheduler.tick(moment)
+    rows = await (await harness.new()).list_jobs(queue="cleanup", limit=1000)
+    got: dict[str, list[float]] = {name: [] for name in schedules}
+    for row in rows:
+        got[row.payload["entry"]].append(row.run_at)
+    assert {name: sorted(slots) for name, slots in got.items()} == expected
