@@ -32,11 +32,14 @@ from syncworker.compat.zoho_worker import last_sync_time, seed_config, seed_stat
 from syncworker.core import jsonvalue
 from syncworker.core.engine import Engine
 from syncworker.core.pipeline import Pipeline
-from syncworker.errors import UnsupportedOperation
+from syncworker.errors import ConfigError, UnsupportedOperation
+from syncworker.jobs.metrics import find_jobs_service, queue_figures
+from syncworker.jobs.service import JobsService
 from syncworker.observe.health import evaluate
 from syncworker.observe.history import History
-from syncworker.observe.logging import redact_value
+from syncworker.observe.logging import redact_url, redact_value
 from syncworker.observe.metrics import EngineMetrics
+from syncworker.queue.base import Job, JobState
 from syncworker.reconcile import groups as grouped
 from syncworker.reconcile.scheduled import verify_status
 from syncworker.state.base import DeadLetter
@@ -65,6 +68,18 @@ BUSY: Responses = {
 NOT_IMPLEMENTED: Responses = {501: {"model": models.ErrorBody, "description": "not supported here"}}
 STOPPING: Responses = {503: {"model": models.ErrorBody, "description": "the engine is stopping"}}
 PipelineName = Annotated[str, Path(description="pipeline name")]
+JOBS: Responses = {
+    404: {
+        "model": models.ErrorBody,
+        "description": "no jobs: section in the config (or no such job)",
+    },
+    503: {
+        "model": models.ErrorBody,
+        "description": "the job queue backend is not open yet or failed (detail says why)",
+    },
+}
+JobId = Annotated[str, Path(min_length=1, max_length=300, description="a job's id")]
+REQUEUE_PAGE = 500
 
 
 class ApiError(Exception):
@@ -294,6 +309,7 @@ def create_app(
     _control_routes(private, controller)
     _dead_letter_routes(private, controller)
     _metrics_routes(private, controller)
+    _jobs_routes(private, controller)
     _legacy_routes(private, controller)
 
     @private.get("/openapi.json", include_in_schema=False)
@@ -597,6 +613,199 @@ def _metrics_routes(router: APIRouter, c: Controller) -> None:
     async def system() -> dict[str, Any]:
         """CPU, memory and process figures (seed 003's /metrics/system)."""
         return c.system()
+
+
+class _JobsApi:
+    """What the jobs endpoints do with the engine's jobs service (404 without one, 503
+    while its backend is not open or when it fails)."""
+
+    def __init__(self, c: Controller) -> None:
+        self.c = c
+
+    def service(self) -> JobsService:
+        service = find_jobs_service(self.c.engine.services)
+        if service is None:
+            raise ApiError(404, "no job queue here: the config has no jobs: section")
+        if not service.opened.is_set():
+            error = service.status()["backend_error"]
+            raise ApiError(503, "the job queue backend is not open yet", {"backend_error": error})
+        return service
+
+    async def call(self, work: Any) -> Any:
+        """``await work``, a backend failure answered 503 with its (redacted) reason."""
+        try:
+            return await work
+        except ApiError:
+            raise
+        except Exception as exc:
+            reason = redact_url(f"{type(exc).__name__}: {exc}")
+            raise ApiError(503, "the job queue backend failed", {"reason": reason}) from None
+
+    async def queues(self) -> dict[str, Any]:
+        service = self.service()
+        cache = self.c.metrics.jobs.counts_cache()
+        assert cache is not None  # the service exists
+        counts = await self.call(cache.fresh())
+        return queue_figures(counts, service.worker.stats() if service.worker else None)
+
+    async def job(self, job_id: str) -> Job:
+        service = self.service()
+        try:
+            found = await self.call(service.backend.get(job_id))
+        except ApiError as exc:
+            if not isinstance(exc.detail, dict) or "ValueError" not in exc.detail["reason"]:
+                raise
+            found = None  # an id the backend cannot even parse
+        if found is None:
+            raise ApiError(404, f"no job with id {job_id!r}")
+        return found  # type: ignore[no-any-return]
+
+    async def enqueue(self, request: models.EnqueueRequest, payload: Any) -> str:
+        service = self.service()
+        try:
+            job = service.jobs.new_job(
+                request.task,
+                payload,
+                delay_s=request.delay_s,
+                priority=request.priority,
+                queue=request.queue,
+                unique_key=request.unique_key,
+            )
+        except ConfigError as exc:  # an unknown task
+            raise ApiError(422, exc.reason, {"tasks": service.jobs.registry.names()}) from None
+        except ValueError as exc:  # the task's model refused the payload
+            raise ApiError(422, str(exc)) from None
+        ids = await self.call(service.backend.enqueue_many([job]))
+        return str(ids[0])
+
+    async def requeue_queue(self, queue: str) -> int:
+        """Every dead job of ``queue`` back to queued, page by page; a job that dies again
+        while this runs is left dead (each id is requeued once)."""
+        backend = self.service().backend
+        seen: set[str] = set()
+        total = 0
+        while True:
+            page = await self.call(
+                backend.list_jobs(queue=queue, state=JobState.DEAD, limit=REQUEUE_PAGE)
+            )
+            ids = [job.id for job in page if job.id not in seen]
+            if not ids:
+                return total
+            seen.update(ids)
+            total += int(await self.call(backend.requeue(ids)))
+
+
+def _job_body(job: Job, *, whole: bool) -> dict[str, Any]:
+    try:
+        payload: Any = job.payload
+    except ValueError:  # a pipeline's raw message
+        payload = job.data.decode("utf-8", "replace")
+    body: dict[str, Any] = {
+        "id": job.id,
+        "task": job.task,
+        "queue": job.queue,
+        "state": job.state.value,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "run_at": job.run_at,
+        "enqueued_at": job.enqueued_at,
+        "finished_at": job.finished_at,
+        "unique_key": job.unique_key,
+        "worker": job.worker,
+        "lease_until": job.lease_until,
+        "payload": payload,
+        "progress": job.progress,
+        "result": job.result,
+        "error": job.error,
+    }
+    if whole:
+        body["stack"] = job.stack
+        body["timeout_s"] = job.timeout_s
+    redacted: dict[str, Any] = redact_value(body)
+    return redacted
+
+
+def _exact_json(body: Any, status_code: int = 200) -> Response:
+    # Encoded here, not by FastAPI: payloads and results keep their exact numbers.
+    return Response(jsonvalue.dumps(body), status_code=status_code, media_type="application/json")
+
+
+def _jobs_routes(router: APIRouter, c: Controller) -> None:
+    """The ``jobs:`` section's queue: seed 003's /metrics/queues, listing, enqueueing and
+    requeueing jobs. 404 (naming the missing section) when the config has none."""
+    jobs = _JobsApi(c)
+
+    @router.get(
+        "/metrics/queues",
+        response_model=dict[str, models.QueueFigures],
+        tags=["jobs"],
+        responses=JOBS,
+    )
+    async def queue_metrics() -> dict[str, Any]:
+        """Per queue: waiting, active, delayed, completed, failed, dead (seed 003), running
+        and concurrency here; counts at most 2 s old."""
+        return await jobs.queues()
+
+    @router.get("/jobs", response_model=models.JobPage, tags=["jobs"], responses=JOBS)
+    async def list_jobs(
+        queue: Annotated[str | None, Query(min_length=1, max_length=300)] = None,
+        state: models.JobStateName | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Response:
+        """Jobs, newest first, with their payload (the stack: ``GET /jobs/{id}``)."""
+        backend = jobs.service().backend
+        wanted = JobState(state) if state else None
+        found = await jobs.call(backend.list_jobs(queue=queue, state=wanted, limit=limit))
+        return _exact_json({"items": [_job_body(job, whole=False) for job in found]})
+
+    @router.get("/jobs/{job_id}", response_model=models.JobDetail, tags=["jobs"], responses=JOBS)
+    async def get_job(job_id: JobId) -> Response:
+        """One job whole: payload, progress, result, error and stack."""
+        return _exact_json(_job_body(await jobs.job(job_id), whole=True))
+
+    @router.post(
+        "/jobs",
+        response_model=models.Enqueued,
+        tags=["jobs"],
+        responses={**JOBS, 422: {"model": models.ErrorBody, "description": "refused"}},
+    )
+    async def enqueue(request: Request, body: models.EnqueueRequest) -> dict[str, Any]:
+        """Enqueue one job of a task; 422 for an unknown task or a payload its model
+        refuses."""
+        # The payload as sent, numbers exact (FastAPI's parse turns 1.50 into 1.5).
+        payload = jsonvalue.loads(await request.body()).get("payload", {})
+        return {"id": await jobs.enqueue(body, payload)}
+
+    @router.post(
+        "/jobs/requeue",
+        response_model=models.QueueRequeued,
+        tags=["jobs"],
+        responses=JOBS,
+    )
+    async def requeue_queue(
+        queue: Annotated[str, Query(min_length=1, max_length=300)],
+    ) -> dict[str, Any]:
+        """Every dead job of ``queue`` back to the queue, attempts reset (errors kept)."""
+        return {"queue": queue, "requeued": await jobs.requeue_queue(queue)}
+
+    @router.post(
+        "/jobs/{job_id}/requeue",
+        response_model=models.JobRequeued,
+        tags=["jobs"],
+        responses={**JOBS, **CONFLICT},
+    )
+    async def requeue_job(job_id: JobId) -> dict[str, Any]:
+        """A dead job back to its queue, attempts reset (its last error kept); 409 when the
+        job is not dead."""
+        job = await jobs.job(job_id)
+        if job.state is not JobState.DEAD:
+            raise ApiError(409, f"job {job_id!r} is {job.state.value}: only dead jobs requeue")
+        if not await jobs.call(jobs.service().backend.requeue([job_id])):
+            # Requeued or pruned meanwhile, or its unique key is held by another job.
+            now = await jobs.job(job_id)
+            raise ApiError(409, f"job {job_id!r} was not requeued (it is {now.state.value})")
+        return {"id": job_id, "state": "queued"}
 
 
 def _legacy_routes(router: APIRouter, c: Controller) -> None:

@@ -412,3 +412,86 @@ class LegacySyncResult(BaseModel):
 class LegacyControl(BaseModel):
     success: bool
     pipelines: dict[str, str]
+
+
+# -- the job queue (the config's jobs: section) ---------------------------------------------
+
+JobStateName = Literal["delayed", "queued", "active", "completed", "dead"]
+
+
+class QueueFigures(BaseModel):
+    """Seed 003's queue metrics, one queue."""
+
+    waiting: int = Field(description="jobs due, waiting for a worker (state queued)")
+    active: int = Field(description="jobs running under a lease, on any worker")
+    delayed: int = Field(description="jobs waiting for their run time or a retry's backoff")
+    completed: int = Field(description="completed jobs kept (until pruned)")
+    failed: int = Field(description="failed attempts (raised or timed out) since this started")
+    dead: int = Field(description="jobs out of attempts or failed for good, kept until requeued")
+    running: int | None = Field(description="jobs this process runs now (None: no worker here)")
+    concurrency: int | None = Field(description="this process's limit for the queue")
+    completed_since_start: int = Field(description="jobs this process completed since start")
+    retried_since_start: int = Field(description="retries this process scheduled since start")
+    dead_since_start: int = Field(description="jobs this process moved to dead since start")
+
+
+class JobItem(BaseModel):
+    id: str
+    task: str
+    queue: str
+    state: JobStateName
+    priority: int
+    attempts: int = Field(description="attempts started, the current one included")
+    max_attempts: int
+    run_at: float = Field(description="when it is due, unix time")
+    enqueued_at: float
+    finished_at: float | None
+    unique_key: str | None
+    worker: str | None = Field(description="the worker holding it while active")
+    lease_until: float | None
+    payload: Any = Field(description="the payload (text when it is not JSON)")
+    progress: Any
+    result: Any
+    error: str | None = Field(description="the last failure's reason")
+
+
+class JobDetail(JobItem):
+    stack: str | None = Field(description="the last failure's traceback")
+    timeout_s: float | None
+
+
+class JobPage(BaseModel):
+    items: list[JobItem] = Field(description="newest first")
+
+
+class EnqueueRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=200, description="a task of the jobs: section")
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="checked against the task's model when it has one"
+    )
+    delay_s: float | None = Field(None, ge=0, le=10 * 365 * 86_400, description="run later")
+    priority: int | None = Field(None, ge=-1000, le=1000, description="default: the task's")
+    queue: str | None = Field(None, min_length=1, max_length=200, description="default: task's")
+    unique_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        description="while a job with this key is delayed, queued or active, its id is "
+        "returned and nothing is added",
+    )
+
+
+class Enqueued(BaseModel):
+    id: str = Field(description="the new job's id, or the held unique key's job")
+
+
+class JobRequeued(BaseModel):
+    id: str
+    state: Literal["queued"]
+
+
+class QueueRequeued(BaseModel):
+    queue: str
+    requeued: int = Field(description="dead jobs sent back to the queue")

@@ -78,6 +78,8 @@ IDENTITY_KEY_NAMES = frozenset(
         "routing_key",
         "object_key",
         "cache_key",
+        # a job's dedupe key (jobs: unique_key), which names the job it keeps single
+        "unique_key",
         # positions in a key range (pg_table's snapshot, verify's segments): where a
         # snapshot resumed is what an operator needs to see
         "after_key",

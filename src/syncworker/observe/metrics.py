@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from syncworker.core.engine import Engine
 from syncworker.core.pipeline import Pipeline
+from syncworker.jobs.metrics import JobsCollector
 from syncworker.reconcile.scheduled import verify_status
 
 BACKLOG_TTL_S = 5.0
@@ -153,6 +154,9 @@ class EngineMetrics:
             ["pipeline", "side"],
             registry=r,
         )
+        # The jobs: section's series, read from the engine's jobs service at each scrape.
+        self.jobs = JobsCollector(lambda: engine.services)
+        r.register(self.jobs)
         self._backlogs: dict[str, tuple[float, int | None]] = {}
         self._figures: dict[tuple[str, str], tuple[float, Any]] = {}
         for pipeline in engine.pipelines.values():
