@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from tests.conformance.amqp import AmqpHarness
 from tests.conformance.harness import SinkHarness, SourceHarness
+from tests.conformance.jobs_sink import JobsPostgresHarness, JobsSqliteHarness
 from tests.conformance.redis_sink import RedisSinkHarness
 from tests.conformance.sinks import (
     AlgoliaHarness,
@@ -43,4 +44,6 @@ SINKS: list[type[SinkHarness]] = [
     WebhookHarness,
     AlgoliaHarness,
     RedisSinkHarness,
+    JobsSqliteHarness,  # the jobs sink on two queue backends
+    JobsPostgresHarness,
 ]

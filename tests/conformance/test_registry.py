@@ -10,7 +10,7 @@ def test_every_registered_source_and_sink_has_a_harness() -> None:
     # A new connector registers itself by type name; its harness entry is what puts it under
     # every conformance case. Until it has one, this fails and names it.
     assert sorted(h.type_name for h in SOURCES) == registry.names("source")
-    assert sorted(h.type_name for h in SINKS) == registry.names("sink")
+    assert sorted({h.type_name for h in SINKS}) == registry.names("sink")  # jobs: two backends
 
 
 def test_every_missing_capability_is_declared_with_its_reason() -> None:
