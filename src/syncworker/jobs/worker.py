@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import contextvars
+import functools
 import os
 import socket
 import time
@@ -67,6 +69,9 @@ class _Running:
     started_s: float
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None  # "lease_lost" | "shutdown" once cancelled by us
+    # A plain handler's thread: no cancel stops it, so the job stays held until it returns.
+    thread: asyncio.Future[Any] | None = None
+    timed_out: Outcome | None = None  # the timeout's outcome, reported once the thread ends
 
 
 @dataclass(slots=True)
@@ -160,6 +165,7 @@ class Worker:
         self._pending: list[Outcome] = []
         self._flush_wake = asyncio.Event()
         self._to_release: list[tuple[str, int]] = []
+        self._threads: list[_Running] = []  # cancelled at shutdown, their thread still running
         self._by_task: dict[tuple[str, str], _Counts] = {}
         self._stop = asyncio.Event()
         self.started = asyncio.Event()  # set once the claim loops run
@@ -214,6 +220,7 @@ class Worker:
         await asyncio.gather(*(r.task for r in left if r.task), return_exceptions=True)
         if any(r.job.task in self._cpu_tasks() for r in left):
             self._pool.recycle()
+        await self._settle_threads()
         await self._release_all()  # phase 4: hand back
         flusher.cancel()
         await asyncio.gather(flusher, return_exceptions=True)
@@ -225,6 +232,27 @@ class Worker:
 
     def _cpu_tasks(self) -> set[str]:
         return {task.name for task in self.registry if task.cpu}
+
+    async def _settle_threads(self) -> None:
+        """Plain handlers cancelled at shutdown whose thread still runs: another worker must
+        not start them meanwhile, so they stay held (heartbeat) for up to one more grace, and
+        their outcome is reported when the thread returns. A thread still running after that
+        keeps its job unreleased: its lease expires, never while the thread is known to run."""
+        records, self._threads = self._threads, []
+        threads = [r.thread for r in records if r.thread is not None]
+        if threads:
+            await asyncio.wait(threads, timeout=self.shutdown_grace_s)
+        for record in records:
+            job, thread = record.job, record.thread
+            assert thread is not None
+            if not thread.done():
+                log.error("job_thread_abandoned", job_id=job.id, task=job.task)
+                continue
+            task = self.registry.get(job.task)
+            assert task is not None
+            outcome = record.timed_out or self._thread_outcome(task, job, thread)
+            state = self._queues[job.queue]
+            self._report(state, self._task_counts(job), outcome)
 
     async def _release_all(self) -> None:
         for failures in range(1, 6):
@@ -348,6 +376,9 @@ class Worker:
         elif record.cancel_reason == "lease_lost":
             state.counts.lease_lost += 1
             counts.lease_lost += 1
+        elif record.thread is not None and (record.timed_out or not record.thread.done()):
+            log.warning("job_thread_still_running", job_id=job.id, task=job.task)
+            self._threads.append(record)  # shutdown: see _settle_threads
         else:  # shutdown or a recycled pool: hand the job back, its attempt not counted
             self._to_release.append(job.token)
             state.counts.released += 1
@@ -379,7 +410,9 @@ class Worker:
             if task.cpu:
                 self._pool.recycle()  # the child keeps running otherwise
             log.warning("job_timed_out", job_id=job.id, task=job.task, timeout_s=timeout_s)
-            return self._failed(task, job, None, f"timed out after {timeout_s} s")
+            outcome = self._failed(task, job, None, f"timed out after {timeout_s} s")
+            await self._thread_end(job, outcome)
+            return outcome
         except (PoolRecycled, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -388,6 +421,39 @@ class Worker:
             error = f"result of type {type(result).__name__} is not JSON"
             return Outcome(job.id, job.attempts, "dead", error=error)
         return Outcome(job.id, job.attempts, "completed", result=result)
+
+    async def _thread_end(self, job: Job, outcome: Outcome) -> None:
+        """A timed-out plain handler's thread runs on (no cancel stops it): its retry must not
+        start elsewhere meanwhile, so the job stays held, its slot taken, until it returns."""
+        record = self._running.get(job.id)
+        if record is None or record.thread is None or record.thread.done():
+            return
+        record.timed_out = outcome
+        log.warning("job_thread_still_running", job_id=job.id, task=job.task)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(record.thread)
+
+    def _thread_outcome(self, task: Task, job: Job, thread: asyncio.Future[Any]) -> Outcome:
+        exc = thread.exception()
+        if exc is not None:
+            return self._failed(task, job, exc)
+        result = thread.result()
+        if result is not None and not jsonvalue.encodable(result):
+            error = f"result of type {type(result).__name__} is not JSON"
+            return Outcome(job.id, job.attempts, "dead", error=error)
+        return Outcome(job.id, job.attempts, "completed", result=result)
+
+    async def _in_thread(self, job: Job, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a thread (as ``asyncio.to_thread``), remembered on the job's
+        record: a cancel ends the wait, not the thread."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        thread = asyncio.get_running_loop().run_in_executor(None, call)
+        # Retrieved here too: a cancelled wait (lost lease) leaves no unretrieved exception.
+        thread.add_done_callback(lambda done: done.cancelled() or done.exception())
+        record = self._running.get(job.id)
+        if record is not None:
+            record.thread = thread
+        return await asyncio.shield(thread)
 
     async def _call(self, task: Task, job: Job, argument: Any) -> Any:
         if task.cpu:
@@ -400,8 +466,8 @@ class Worker:
             return await task.fn(argument)
         if task.takes_ctx:
             ctx = JobContext(job, self.worker_id, self.backend)
-            return await asyncio.to_thread(task.fn, argument, ctx)
-        return await asyncio.to_thread(task.fn, argument)
+            return await self._in_thread(job, task.fn, argument, ctx)
+        return await self._in_thread(job, task.fn, argument)
 
     def _failed(
         self, task: Task, job: Job, exc: BaseException | None, reason: str | None = None
