@@ -10,6 +10,7 @@ and per-queue concurrency.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 from syncworker.jobs import Backoff, JobContext, Jobs, QueueSettings, TaskRegistry
 from syncworker.queue.base import JobState, NewJob
+from tests.conformance.conftest import Logs
 from tests.conformance.queues import BACKENDS
 from tests.conformance.workers import Tracker, WorkerHarness, job_in
 from tests.integration.conftest import pg_url, redis_prefix
@@ -294,3 +296,62 @@ async def test_per_queue_concurrency_is_never_exceeded(harness: WorkerHarness) -
     await eventually(all_done, "every job completed")
     assert tracker.most == limits  # reached, and never more
     assert all(worker.stats()[q]["completed"] == 15 for q in limits)
+
+
+async def test_a_plain_handler_still_in_its_thread_is_never_handed_to_another_worker(
+    harness: WorkerHarness, logs: Logs
+) -> None:
+    """A plain (sync) handler runs in a thread, which no cancel stops. At shutdown the worker
+    keeps the job held until the thread returns and reports what it returned; another worker
+    never starts it meanwhile."""
+    registry, release, runs = TaskRegistry(), threading.Event(), []
+
+    @registry.task("resize")
+    def resize(payload: Any) -> str:
+        runs.append(payload["n"])
+        release.wait(30)
+        return "done"
+
+    backend = await harness.new()
+    job_id = await Jobs(backend, registry).enqueue("resize", {"n": 1})
+    _, stop_a, run_a = await harness.start(registry, lease_s=30, shutdown_grace_s=0.2)
+    await eventually(lambda: runs == [1], "the handler running on A")
+    await harness.start(registry, lease_s=30)  # B: would take the job if A handed it back
+    stop_a.set()
+    await eventually(
+        lambda: "job_thread_still_running" in logs.text or len(runs) > 1,
+        "A to cancel the job it cannot stop (or to hand it back)",
+    )
+    assert await backend.claim("default", 5, "thief", 30) == []  # still A's
+    release.set()
+    await run_a
+    done = await eventually(lambda: job_in(backend, job_id, JobState.COMPLETED), "A's outcome")
+    assert done.result == "done" and done.attempts == 1
+    assert runs == [1]
+
+
+async def test_a_timed_out_plain_handler_is_retried_only_once_its_thread_returned(
+    harness: WorkerHarness, logs: Logs
+) -> None:
+    registry, release, running = TaskRegistry(), threading.Event(), Tracker()
+
+    @registry.task("resize", timeout_s=0.2, retries=1, backoff=Backoff(0, jitter=0))
+    def resize(payload: Any) -> str:
+        running.enter("resize")
+        try:
+            release.wait(30)
+            return "done"
+        finally:
+            running.leave("resize")
+
+    backend = await harness.new()
+    job_id = await Jobs(backend, registry).enqueue("resize", {})
+    await harness.start(registry, {"default": QueueSettings(concurrency=4)})
+    await eventually(
+        lambda: "job_thread_still_running" in logs.text or running.now.get("resize") == 2,
+        "the timeout to fire (and the retry to wait, or to run at once)",
+    )
+    release.set()
+    job = await eventually(lambda: job_in(backend, job_id, JobState.COMPLETED), "the retry done")
+    assert job.attempts == 2 and job.result == "done"
+    assert running.most == {"resize": 1}  # never two threads on the one job
