@@ -40,7 +40,7 @@ from syncworker.coord import make_lock
 from syncworker.coord.base import Lock
 from syncworker.core import registry
 from syncworker.core.durations import DurationS
-from syncworker.core.fields import refuse_bool_for_number
+from syncworker.core.fields import enabled_flag, refuse_bool_for_number
 from syncworker.core.pipeline import Pipeline, PipelineSettings
 from syncworker.core.policies import BreakerPolicy, RetryPolicy
 from syncworker.core.protocols import ConnectorConfig
@@ -181,7 +181,16 @@ class PipelineConfig(_Strict):
         "batches and runs, the source's reports) to a table, e.g. in the target database "
         "for seed 004's monitoring queries; the state store keeps them either way",
     )
-    enabled: bool = Field(True, description="false: validated but not run")
+    enabled: bool = Field(
+        True,
+        description="false, or empty, validates the pipeline but does not run it; with "
+        '"${RABBITMQ_URL:+true}" it runs when the variable is set',
+    )
+
+    @field_validator("enabled", mode="before")
+    @classmethod
+    def _enabled_flag(cls, value: Any) -> Any:
+        return enabled_flag(value)
 
 
 def parse_listen(value: str) -> tuple[str, int]:

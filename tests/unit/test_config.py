@@ -386,3 +386,15 @@ def test_a_blank_api_token_is_no_token(tmp_path: Path, token: str) -> None:
     text = GOOD.format(tmp=tmp_path) + f'api: {{listen: "127.0.0.1:0", token: {token}}}\n'
     config = load_config(write(tmp_path, text), environ={"SYNCWORKER_API_TOKEN": " "})
     assert config.app.api is not None and config.app.api.token is None
+
+
+@pytest.mark.parametrize(("flag", "runs"), [("", False), ("true", True), ("truetrue", True)])
+def test_a_pipelines_enabled_flag_reads_the_variable_idiom(flag: str, runs: bool) -> None:
+    config = parse_config(
+        "pipelines:\n"
+        "  bridge:\n"
+        f"    enabled: {flag!r}\n"
+        "    source: {type: sqlite_queue, path: q.db}\n"
+        "    sinks: [{type: jsonl, path: out}]\n"
+    )
+    assert config.pipelines["bridge"].config.enabled is runs

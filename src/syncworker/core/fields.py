@@ -8,6 +8,7 @@ booleans for numeric settings with this validator instead.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from typing import Any
@@ -37,3 +38,12 @@ def _is_number(annotation: Any) -> bool:
     return (
         isinstance(annotation, type) and issubclass(annotation, _NUMBERS) and annotation is not bool
     )
+
+
+def enabled_flag(value: Any) -> Any:
+    """An ``enabled:`` value with the ``${VAR:+true}`` idiom read as meant: joined flags are
+    "any of them is set" ("" off, "true" or "truetrue" on); anything else is left to the
+    field's own validation."""
+    if isinstance(value, str) and re.fullmatch(r"(true)*", value.strip().lower()):
+        return value.strip() != ""
+    return value

@@ -7,7 +7,6 @@ belong to the pipeline loop (``core/pipeline.py``) and are never re-implemented 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -15,7 +14,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import structlog
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from syncworker.core.fields import refuse_bool_for_number
+from syncworker.core.fields import enabled_flag, refuse_bool_for_number
 from syncworker.core.record import Batch, Record
 from syncworker.observe.logging import redact_url
 from syncworker.state.base import ErrorRecord, StateStore
@@ -316,10 +315,7 @@ class ConnectorConfig(BaseModel):
     @field_validator("enabled", mode="before")
     @classmethod
     def _flags(cls, value: Any) -> Any:
-        # Joined ${VAR:+true} flags read as "any of them is set": "" off, "truetrue" on.
-        if isinstance(value, str) and re.fullmatch(r"(true)*", value.strip().lower()):
-            return value.strip() != ""
-        return value
+        return enabled_flag(value)
 
 
 class ConnectorFactory(Protocol):
