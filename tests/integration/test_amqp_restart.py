@@ -150,7 +150,7 @@ async def test_a_broker_restart_while_publishing_loses_no_message_and_doubles_no
                 {"match": key, "task": task, "queue": queue}
                 for key, (queue, task) in TOPICS.items()
             ],
-            "max_attempts": 3,
+            "retries": 2,
         },
         name="jobs",
     )

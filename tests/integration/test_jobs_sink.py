@@ -72,7 +72,20 @@ async def test_routing_keys_become_jobs_of_the_seeds_queues(backend: dict[str, A
         ("n-2", "notification", "notification", 1),
         ("c-1", "cleanup", "cleanup", 0),
     ]
-    assert jobs[0].payload == {"type": "image", "n": 12345678901234567890}
+    assert jobs[0].payload == {"type": "image", "s3Key": "a.png", "n": 12345678901234567890}
+    assert {(j.max_attempts, j.timeout_s) for j in jobs} == {(4, None)}  # retries: 3
+
+
+async def test_retries_and_timeout_reach_the_job_rows(tmp_path: Path) -> None:
+    config = {"type": "jobs", "backend": sqlite_backend(tmp_path), "task": "t"}
+    sink = JobsSink({**config, "retries": 2, "timeout": "5m"}, name="jobs")
+    await sink.open()
+    try:
+        await sink.write([rec("k", {"v": 1})])
+        (job,) = await jobs_of(sink)
+    finally:
+        await sink.close()
+    assert (job.max_attempts, job.timeout_s) == (3, 300.0)
 
 
 async def test_a_redelivery_adds_no_job_and_other_data_is_a_new_one(

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from syncworker.core import jsonvalue
+from syncworker.core.durations import DurationS
 from syncworker.core.protocols import ConnectorConfig, WriteResult
 from syncworker.core.record import Record, key_text
 from syncworker.errors import PermanentError
@@ -101,11 +102,17 @@ class JobsSinkConfig(ConnectorConfig):
     )
     queue: str = Field("default", min_length=1, description="Queue of the jobs.")
     priority: int = Field(0, ge=-1000, le=1000, description="Priority, higher first.")
-    max_attempts: int = Field(
-        1, ge=1, description="Runs in all, the first included (the seed's 3 attempts: 3)."
+    retries: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="Runs after the first failed one, as a task's retries in the jobs: "
+        "section (the job row carries them: the worker reads them there).",
     )
-    timeout: float | None = Field(
-        None, gt=0, description="A job's time limit in seconds (none: the worker's default)."
+    timeout: DurationS | None = Field(
+        None,
+        gt=0,
+        description="A job's time limit, e.g. 30s or 5m (none: the task's, else its queue's).",
     )
     unique_key_field: str | None = Field(
         None,
@@ -208,7 +215,7 @@ class JobsSink:
             queue=target.queue,
             priority=target.priority,
             unique_key=self._unique_key(record, target, data),
-            max_attempts=self.config.max_attempts,
+            max_attempts=self.config.retries + 1,
             timeout_s=self.config.timeout,
         )
         check_new_job(job)
