@@ -6,6 +6,7 @@ jobs: section."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -118,15 +119,12 @@ class JobsApi:
         }
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def jobs_api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobsApi]:
-    if request.param == "sqlite":
-        backend = f'{{type: sqlite, path: "{tmp_path}/jobs.db"}}'
-    else:
-        backend = f'{{type: postgres, url: "{request.getfixturevalue("pg_url")}"}}'
+@contextlib.asynccontextmanager
+async def running_jobs_api(root: Path, backend: str) -> AsyncIterator[JobsApi]:
+    """An engine running CONFIG's jobs on ``backend`` (a YAML mapping), and its API."""
     Gate.release = asyncio.Event()
     Gate.flaky_fails = True
-    config = parse_config(CONFIG.format(root=tmp_path, backend=backend, here=HERE))
+    config = parse_config(CONFIG.format(root=root, backend=backend, here=HERE))
     assert config.app.jobs is not None
     state = state_store_from_url(config.app.state)
     engine = Engine(config.build(state), state, shutdown_timeout_s=5)
@@ -143,6 +141,16 @@ async def jobs_api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     finally:
         Gate.release.set()
         await engine.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def jobs_api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobsApi]:
+    if request.param == "sqlite":
+        backend = f'{{type: sqlite, path: "{tmp_path}/jobs.db"}}'
+    else:
+        backend = f'{{type: postgres, url: "{request.getfixturevalue("pg_url")}"}}'
+    async with running_jobs_api(tmp_path, backend) as api:
+        yield api
 
 
 def _get(samples: dict[Any, float], name: str, **labels: str) -> float | None:

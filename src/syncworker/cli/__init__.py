@@ -7,6 +7,7 @@ imported; the import list at the end of this file is where every family register
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -31,14 +32,31 @@ from syncworker.observe.logging import configure_logging, env_levels
     show_envvar=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
-def main(log_format: str, log_level: str) -> None:
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SYNCWORKER_LOG_DIR",
+    show_envvar=True,
+    help="Also write combined.log (every line) and error.log (errors) there, as JSON lines.",
+)
+def main(log_format: str, log_level: str, log_dir: Path | None) -> None:
     """Keeps data moving between queues, databases, APIs, search indexes and files.
 
     REDIS_LOG_LEVEL (seed 002) sets the level of the Redis connectors' own events."""
     try:
-        configure_logging(log_format, log_level, levels=env_levels(os.environ))  # type: ignore[arg-type]
+        configure_logging(
+            log_format,  # type: ignore[arg-type]
+            log_level,
+            levels=env_levels(os.environ),
+            log_dir=log_dir,
+        )
     except ValueError as exc:  # an invalid REDIS_LOG_LEVEL
         raise click.BadParameter(str(exc), param_hint="REDIS_LOG_LEVEL") from None
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot write log files in {str(log_dir)!r}: {exc.strerror or exc}",
+            param_hint="--log-dir / SYNCWORKER_LOG_DIR",
+        ) from None
 
 
 # -- command families: importing a module registers its commands on `main`. A new family is

@@ -20,11 +20,13 @@ import enum
 import functools
 import json
 import logging
+import logging.handlers
 import os
 import re
 import sys
 import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import orjson
@@ -144,8 +146,14 @@ def configure_logging(
     stream: TextIO | None = None,
     *,
     levels: Mapping[str, str] | None = None,
+    log_dir: str | Path | None = None,
 ) -> None:
     """Send structured, redacted events to ``stream`` (``sys.stderr`` when None).
+
+    With ``log_dir`` (seed 003's ``logs/``), every event also goes as a JSON line to
+    ``combined.log`` there, and those at error and above to ``error.log`` too, whatever
+    ``fmt`` the stream gets (`LogFiles`). ``OSError`` when the directory cannot be made or
+    a file cannot be opened.
 
     ``levels`` gives some loggers a level of their own, by name prefix (the module names
     of ``structlog.get_logger(__name__)``): ``{"syncworker.connectors.redis": "warning"}``
@@ -160,7 +168,11 @@ def configure_logging(
     own = {name: parse_level(value) for name, value in (levels or {}).items()}
     target = sys.stderr if stream is None else stream
     renderer = _renderer(fmt, target)
-    processors = [*_shared_processors(), renderer]
+    files = LogFiles(Path(log_dir)) if log_dir is not None else None
+    _close_log_files(keep=files)
+    processors: list[Processor] = [*_shared_processors(), renderer]
+    if files is not None:
+        processors.insert(-1, files)
     factory: Callable[..., Any] = structlog.WriteLoggerFactory(file=target)
     if own:  # the loggers' names are needed to filter by them: only then is it paid for
         processors.insert(0, _LevelByName(min_level, own))
@@ -173,6 +185,68 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     _install_stdlib_bridge(min_level)
+
+
+LOG_FILE_MAX_BYTES = 50 * 1024 * 1024
+"""A log file is rotated at this size (``combined.log`` -> ``combined.log.1``...)."""
+LOG_FILE_BACKUPS = 5
+"""Rotated files kept per log file; the oldest is deleted."""
+
+
+class LogFiles:
+    """structlog processor writing each event as a JSON line to ``combined.log`` in
+    ``directory``, and to ``error.log`` too for error and above (seed 003's log files).
+
+    It runs after redaction and level filtering, just before the stream's renderer, and
+    hands the event on unchanged. The files are the standard library's
+    ``RotatingFileHandler``s (``LOG_FILE_MAX_BYTES``, ``LOG_FILE_BACKUPS``), kept off the
+    root logger: records of other libraries reach them through the stdlib bridge, once.
+    """
+
+    ERROR_LEVELS = frozenset({"error", "critical", "exception", "fatal"})
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.combined = self._handler(directory / "combined.log")
+        try:
+            self.errors = self._handler(directory / "error.log")
+        except OSError:
+            self.combined.close()
+            raise
+        _open_log_files.append(self)
+
+    @staticmethod
+    def _handler(path: Path) -> logging.Handler:
+        handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
+        )
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        return handler
+
+    def __call__(self, _logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        line = _dumps(event_dict)
+        level = str(event_dict.get("level", method)).lower()
+        record = logging.LogRecord("syncworker", logging.INFO, "", 0, line, None, None)
+        self.combined.handle(record)
+        if level in self.ERROR_LEVELS:
+            self.errors.handle(record)
+        return event_dict
+
+    def close(self) -> None:
+        self.combined.close()
+        self.errors.close()
+
+
+_open_log_files: list[LogFiles] = []
+
+
+def _close_log_files(keep: LogFiles | None = None) -> None:
+    """Close the files of earlier configurations, all but ``keep``."""
+    for files in _open_log_files:
+        if files is not keep:
+            files.close()
+    _open_log_files[:] = [keep] if keep is not None else []
 
 
 REDIS_LOGGERS = "syncworker.connectors.redis"
@@ -256,6 +330,7 @@ def reset_logging() -> None:
     as it was."""
     structlog.reset_defaults()
     _remove_stdlib_bridge()
+    _close_log_files()
     configure_default_logging()
 
 
