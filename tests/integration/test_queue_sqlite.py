@@ -129,3 +129,33 @@ async def test_wait_wakes_on_another_process_enqueue(tmp_path: Path) -> None:
         assert job.id == job_id and job.payload == {"from": "child"}
     finally:
         await backend.close()
+
+
+async def test_messages_and_jobs_share_the_table_but_not_their_claims(tmp_path: Path) -> None:
+    from syncworker.connectors.sqlite.queue import SqliteQueue
+    from syncworker.connectors.sqlite.source_queue import SqliteQueueSource
+
+    path = tmp_path / "shared.db"
+    backend = SqliteQueueBackend(path, table="shared")
+    await backend.open()
+    source = SqliteQueueSource(
+        {"type": "sqlite_queue", "path": str(path), "table": "shared"}, name="test.source"
+    )
+    await source.open()
+    try:
+        [job_id] = await backend.enqueue_many([NewJob("resize", {"job": 1}, queue="in")])
+        with SqliteQueue(path, table="shared") as producer:
+            assert producer.enqueue([{"message": 1}], stream="in") == 1
+            assert producer.backlog() == 1  # the job is not a message
+
+        # A job worker never gets a message (no task would run it), the source never a job.
+        assert [job.id for job in await backend.claim("in", 10, "w1", 30.0)] == [job_id]
+        batch = await source.claim(10)
+        assert batch is not None and [r.data for r in batch.records] == [{"message": 1}]
+        assert await source.claim(10) is None
+        assert (await backend.counts())["in"][JobState.ACTIVE] == 1
+        await source.ack(batch)
+        assert (await backend.get(job_id)).state is JobState.ACTIVE  # type: ignore[union-attr]
+    finally:
+        await source.close()
+        await backend.close()

@@ -5,6 +5,12 @@ One table holds every job (``stream`` is the job's queue). The table is the same
 SQLite queue implementation; its first columns are those of the older message table, and an
 older table is extended in place when opened.
 
+Pipeline messages are the rows of task ``message`` (``MESSAGE_TASK``: what the producer API
+and older programs write). The pipeline source claims only those (``claim_messages``, in id
+order across streams) and job workers never do (``claim``, ``wait`` and ``counts`` read the
+other tasks): a message has no handler to run. The job indexes leave message rows out, so
+moving a message costs what it cost in the older table (its row and the claim-id index).
+
 ``locked_until`` says when a row may next be claimed: ``run_at`` while delayed or queued, the
 lease end while active, the finish time once completed or dead. A claim is one
 ``UPDATE ... WHERE id IN (SELECT ... ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING``
@@ -60,6 +66,10 @@ MESSAGE_TASK = "message"
 _MAX_VARIABLES = 500  # ids per ``IN (...)``: far below SQLite's limit, long lists are chunked
 
 _LIVE = "('delayed', 'queued', 'active')"
+_JOBS = f"task <> '{MESSAGE_TASK}'"
+"""The rows job workers see; the job indexes are partial on it (see the module docstring)."""
+_MESSAGES = f"task = '{MESSAGE_TASK}'"
+_OLD_INDEXES = ("claim", "state")  # job indexes that held message rows too (replaced)
 
 # The older message table's columns come first, unchanged: older files gain the rest.
 _COLUMNS_V1 = """
@@ -154,11 +164,14 @@ class Statements:
                 f"CREATE TABLE IF NOT EXISTS {t} ({_COLUMNS_V1},\n"
                 + ",\n".join(f"    {name} {decl}" for name, decl in _COLUMNS_V2)
                 + ")",
+                *(f"DROP INDEX IF EXISTS {index(name)}" for name in _OLD_INDEXES),
                 # The claim walks this in claim order; rows leave it when claimed.
-                f"CREATE INDEX IF NOT EXISTS {index('claim')} ON {t} "
-                "(stream, priority DESC, run_at, id) WHERE state IN ('queued', 'delayed')",
+                f"CREATE INDEX IF NOT EXISTS {index('job_claim')} ON {t} "
+                "(stream, priority DESC, run_at, id) "
+                f"WHERE state IN ('queued', 'delayed') AND {_JOBS}",
                 # Expired leases, the next due time for ``wait``, counts (covering).
-                f"CREATE INDEX IF NOT EXISTS {index('state')} ON {t} (stream, state, locked_until)",
+                f"CREATE INDEX IF NOT EXISTS {index('job_state')} ON {t} "
+                f"(stream, state, locked_until) WHERE {_JOBS}",
                 # The pipeline source acks and nacks a whole claim by its id.
                 f"CREATE INDEX IF NOT EXISTS {index('in_flight')} ON {t} (claim_id) "
                 "WHERE claim_id IS NOT NULL",
@@ -171,10 +184,9 @@ class Statements:
             insert_unique=(
                 f"INSERT INTO {t} (id, {job_values}) VALUES (?{', ?' * 11}) ON CONFLICT DO NOTHING"
             ),
-            insert_message=(
-                f"INSERT INTO {t} (stream, payload, enqueued_at, run_at, locked_until, "
-                "max_attempts) VALUES (?, ?, ?, ?, ?, ?)"
-            ),
+            # The rest is the columns' defaults: task message, queued, due since 0 (locked_until
+            # and run_at 0 take no bytes in the row: what a message costs stays small).
+            insert_message=f"INSERT INTO {t} (stream, payload, enqueued_at) VALUES (?, ?, ?)",
             held_by_key=f"SELECT id FROM {t} WHERE unique_key = ? AND state IN {_LIVE}",
             next_id=(
                 "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0), "
@@ -187,7 +199,7 @@ class Statements:
                 "THEN 'lease expired after ' || attempts || ' attempts' ELSE error END, "
                 f"finished_at = CASE WHEN {_EXPIRED_DEAD} THEN ?1 END, "
                 f"locked_until = CASE WHEN {_EXPIRED_DEAD} THEN ?1 ELSE run_at END, {released} "
-                "WHERE stream = ?2 AND state = 'active' AND locked_until <= ?1 "
+                f"WHERE stream = ?2 AND state = 'active' AND locked_until <= ?1 AND {_JOBS} "
                 "RETURNING id, state, attempts"
             ),
             claim=(
@@ -195,29 +207,20 @@ class Statements:
                 "attempts = attempts + 1, claim_id = NULL "
                 f"WHERE id IN (SELECT id FROM {t} WHERE stream = ?3 "
                 "AND state IN ('queued', 'delayed') AND run_at <= ?4 AND locked_until <= ?4 "
-                f"ORDER BY priority DESC, run_at, id LIMIT ?5) RETURNING {_JOB_COLUMNS}"
+                f"AND {_JOBS} ORDER BY priority DESC, run_at, id LIMIT ?5) "
+                f"RETURNING {_JOB_COLUMNS}"
             ),
             # Enqueue order across streams, as the message source always claimed: a scan by
             # id (NOT INDEXED: a stream filter must not turn it into a sort of the backlog).
+            # A message has no attempt limit, so an expired lease is simply claimed again.
             claim_messages=(
-                f"UPDATE {t} SET "
-                f"state = CASE WHEN state = 'active' AND {_EXPIRED_DEAD} THEN 'dead' "
-                "ELSE 'active' END, "
-                f"error = CASE WHEN state = 'active' AND {_EXPIRED_DEAD} "
-                "THEN 'lease expired after ' || attempts || ' attempts' ELSE error END, "
-                f"finished_at = CASE WHEN state = 'active' AND {_EXPIRED_DEAD} THEN ?4 END, "
-                f"claim_id = CASE WHEN state = 'active' AND {_EXPIRED_DEAD} THEN NULL ELSE ?1 END, "
-                f"owner = CASE WHEN state = 'active' AND {_EXPIRED_DEAD} THEN NULL ELSE ?2 END, "
-                f"locked_until = CASE WHEN state = 'active' AND {_EXPIRED_DEAD} THEN ?4 "
-                "ELSE ?3 END, "
-                f"attempts = attempts + CASE WHEN state = 'active' AND {_EXPIRED_DEAD} THEN 0 "
-                "ELSE 1 END "
+                f"UPDATE {t} SET state = 'active', claim_id = ?1, owner = ?2, locked_until = ?3, "
+                "attempts = attempts + 1 "
                 f"WHERE id IN (SELECT id FROM {t} NOT INDEXED WHERE locked_until <= ?4 "
-                f"AND state IN {_LIVE}{{streams}} ORDER BY id LIMIT ?5) "
+                f"AND state IN {_LIVE} AND {_MESSAGES}{{streams}} ORDER BY id LIMIT ?5) "
                 # As BLOBs: TEXT that is not valid UTF-8 (another program's row) would make
                 # sqlite3 raise for the whole claim instead of one wrapped record.
-                "RETURNING id, CAST(stream AS BLOB), CAST(payload AS BLOB), attempts, "
-                "enqueued_at, state"
+                "RETURNING id, CAST(stream AS BLOB), CAST(payload AS BLOB), attempts, enqueued_at"
             ),
             held=f"SELECT id, attempts FROM {t} WHERE owner = ? AND state = 'active' AND id IN ",
             heartbeat=f"UPDATE {t} SET locked_until = ? {fence}",
@@ -241,7 +244,7 @@ class Statements:
             get=f"SELECT {_JOB_COLUMNS} FROM {t}",
             counts=(
                 "SELECT stream, CASE WHEN state = 'delayed' AND locked_until <= ? THEN 'queued' "
-                f"ELSE state END, count(*) FROM {t} GROUP BY 1, 2"
+                f"ELSE state END, count(*) FROM {t} WHERE {_JOBS} GROUP BY 1, 2"
             ),
             requeue=(
                 f"UPDATE OR IGNORE {t} SET state = 'queued', attempts = 0, run_at = ?, "
@@ -249,9 +252,12 @@ class Statements:
             ),
             prune=f"DELETE FROM {t} WHERE state = ? AND finished_at < ?",
             next_due=(
-                f"SELECT (SELECT min(locked_until) FROM {t} WHERE stream = ?1 AND state = 'queued')"
-                f", (SELECT min(locked_until) FROM {t} WHERE stream = ?1 AND state = 'delayed')"
-                f", (SELECT min(locked_until) FROM {t} WHERE stream = ?1 AND state = 'active')"
+                "SELECT "
+                + ", ".join(
+                    f"(SELECT min(locked_until) FROM {t} "
+                    f"WHERE stream = ?1 AND state = '{state}' AND {_JOBS})"
+                    for state in ("queued", "delayed", "active")
+                )
             ),
             cron_upsert=(
                 f"INSERT INTO {cron} (name, last_slot) VALUES (?, ?) ON CONFLICT (name) "
@@ -265,7 +271,10 @@ class Statements:
                 f"UPDATE {t} SET state = 'queued', locked_until = run_at, {released} "
                 "WHERE claim_id = ? AND state = 'active'"
             ),
-            backlog=f"SELECT count(*) FROM {t} WHERE state IN {_LIVE} AND locked_until <= ?",
+            backlog=(
+                f"SELECT count(*) FROM {t} "
+                f"WHERE state IN {_LIVE} AND locked_until <= ? AND {_MESSAGES}"
+            ),
             # ``claim_id IS NOT NULL`` walks the claim-id index: in-flight rows only.
             in_flight=(f"SELECT count(*) FROM {t} WHERE claim_id IS NOT NULL AND locked_until > ?"),
             leased_owners=(
@@ -317,9 +326,9 @@ def _upgrade_v1(conn: sqlite3.Connection, table: str) -> None:
 def insert_messages(
     conn: sqlite3.Connection, statements: Statements, payloads: list[bytes], stream: str, now: float
 ) -> int:
-    """Queue pipeline messages (task ``message``, due now, no attempt limit) in one
+    """Queue pipeline messages (task ``message``, due at once, no attempt limit) in one
     transaction; returns how many."""
-    rows = [(stream, payload, now, now, now, UNLIMITED_ATTEMPTS) for payload in payloads]
+    rows = [(stream, payload, now) for payload in payloads]
     if not rows:
         return 0
     with transaction(conn):
@@ -926,16 +935,15 @@ class SqliteQueueBackend:
         """Claim up to ``limit`` due rows of ``streams`` (None: every stream) in id order, as
         one claim ``claim_id`` (ack/nack it as a whole); rows sorted by id.
 
-        The same state change as ``claim`` (attempt counted, lease, a job expired on its last
-        attempt goes dead instead), in one statement, without building ``Job`` objects.
+        Only message rows (task ``message``); the attempt is counted and the rows are leased
+        until ``now + lease_s``, in one statement, without building ``Job`` objects.
         """
         now = self.clock()
         sql = self.statements.claim_messages.format(streams=stream_filter(streams, 6))
         params = (claim_id, owner, now + lease_s, now, limit, *(streams or ()))
-        rows = await self.run(lambda conn: conn.execute(sql, params).fetchall())
-        claimed: list[MessageRow] = [row[:5] for row in rows if row[5] == "active"]
-        if len(claimed) != len(rows):
-            log.warning("job_lease_expired", table=self.table, dead=len(rows) - len(claimed))
+        claimed: list[MessageRow] = await self.run(
+            lambda conn: conn.execute(sql, params).fetchall()
+        )
         claimed.sort(key=_first)  # RETURNING promises no order; a batch keeps enqueue order
         return claimed
 
