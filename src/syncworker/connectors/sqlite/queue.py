@@ -1,13 +1,13 @@
-"""The SQLite queue table and the Python ``enqueue`` API that fills it.
+"""The Python ``enqueue`` API of a SQLite queue file (the ``sqlite_queue`` source's input).
 
 Producers put messages in with ``SqliteQueue.enqueue`` (synchronous, thread-safe) or
 ``AsyncSqliteQueue.enqueue``; the ``sqlite_queue`` source (``source_queue.py``) claims them
 with a lease, and deletes them once every sink wrote them.
 
-A row is available when ``locked_until <= now``: new rows have ``locked_until = 0``, a claim
-sets it to ``now + lease`` with a fresh ``claim_id``, an ack deletes the rows of that claim and
-a nack resets them. Ids only grow, so rows are claimed in enqueue order and a nacked row keeps
-its place.
+The table and every statement on it are the SQLite job-queue backend's
+(``syncworker.queue.sqlite``): a message is a job of task ``message`` with no attempt limit,
+so pipelines and job workers share one SQLite queue implementation. Ids only grow, so
+messages are claimed in enqueue order and a nacked one keeps its place.
 """
 
 from __future__ import annotations
@@ -16,101 +16,27 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from syncworker.connectors.sqlite.client import SqliteClient, connect, quote_identifier, transaction
+from syncworker.connectors.sqlite.client import connect
 from syncworker.core import jsonvalue
 from syncworker.errors import ConnectionFailed
+from syncworker.queue.sqlite import (
+    SqliteQueueBackend,
+    Statements,
+    count_backlog,
+    create_schema,
+    insert_messages,
+    wake_waiters,
+)
 
 DEFAULT_TABLE = "syncworker_queue"
+"""The message table's name when a config names none (the job backend's is another)."""
 
 Payload = bytes | bytearray | memoryview | str | Mapping[str, Any]
 """A message: raw bytes, text (stored as UTF-8) or a mapping (stored as a JSON object)."""
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS {table} (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    stream TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    enqueued_at REAL,
-    attempts INTEGER DEFAULT 0,
-    claim_id TEXT,
-    owner TEXT,
-    locked_until REAL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS {index} ON {table} (claim_id) WHERE claim_id IS NOT NULL;
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStatements:
-    """Every statement on one queue table; the table name is the only thing spliced in, quoted.
-
-    ``claim`` and ``backlog`` take the stream filter as ``{streams}``, filled by
-    ``stream_filter`` with placeholders only.
-    """
-
-    schema: str
-    insert: str
-    claim: str
-    ack: str
-    nack: str
-    backlog: str
-    backlog_all: str
-    in_flight: str
-    leased_owners: str
-    release_owner: str
-
-    @classmethod
-    def for_table(cls, table: str) -> QueueStatements:
-        t = quote_identifier(table)
-        return cls(
-            schema=_SCHEMA.format(table=t, index=quote_identifier(f"{table}_in_flight")),
-            insert=f"INSERT INTO {t} (stream, payload, enqueued_at) VALUES (?, ?, ?)",
-            claim=(
-                f"UPDATE {t} SET claim_id = ?, owner = ?, locked_until = ?, "
-                f"attempts = attempts + 1 WHERE id IN (SELECT id FROM {t} "
-                f"WHERE locked_until <= ?{{streams}} ORDER BY id LIMIT ?) "
-                # As BLOBs: TEXT that is not valid UTF-8 (another program's row) would
-                # make sqlite3 raise for the whole claim instead of one wrapped record.
-                "RETURNING id, CAST(stream AS BLOB), CAST(payload AS BLOB), attempts, "
-                "enqueued_at"
-            ),
-            ack=f"DELETE FROM {t} WHERE claim_id = ?",
-            nack=(
-                f"UPDATE {t} SET claim_id = NULL, owner = NULL, locked_until = 0 WHERE claim_id = ?"
-            ),
-            backlog=f"SELECT count(*) FROM {t} WHERE locked_until <= ?{{streams}}",
-            backlog_all=(
-                f"SELECT (SELECT count(*) FROM {t}) - (SELECT count(*) FROM {t} "
-                "WHERE claim_id IS NOT NULL AND locked_until > ?)"
-            ),
-            in_flight=(f"SELECT count(*) FROM {t} WHERE claim_id IS NOT NULL AND locked_until > ?"),
-            # ``claim_id IS NOT NULL`` lets SQLite walk the claim_id index: in-flight rows only.
-            leased_owners=(
-                f"SELECT DISTINCT owner FROM {t} "
-                "WHERE claim_id IS NOT NULL AND owner IS NOT NULL AND locked_until > ?"
-            ),
-            release_owner=(
-                f"UPDATE {t} SET claim_id = NULL, owner = NULL, locked_until = 0 "
-                "WHERE claim_id IS NOT NULL AND owner = ?"
-            ),
-        )
-
-
-def stream_filter(streams: list[str] | None) -> str:
-    """The ``AND stream IN (?, ...)`` clause for ``streams`` (empty for all streams)."""
-    if streams is None:
-        return ""
-    return f" AND stream IN ({', '.join('?' * len(streams))})"
-
-
-def create_queue_table(conn: sqlite3.Connection, statements: QueueStatements) -> None:
-    """Create the queue table and its index if missing (safe to race with other processes)."""
-    conn.executescript(statements.schema)
 
 
 def encode_payload(message: Payload) -> bytes:
@@ -127,42 +53,13 @@ def encode_payload(message: Payload) -> bytes:
     raise TypeError(f"queue message must be bytes, str or a mapping, got {type(message).__name__}")
 
 
-def _as_list(messages: Payload | Iterable[Payload]) -> list[Payload]:
+def encode_all(messages: Payload | Iterable[Payload]) -> list[bytes]:
+    """Every message's stored bytes; ``TypeError`` (nothing kept) at the first bad one."""
     # A lone payload is iterable too (bytes by int, str by char, a dict by key): treat it as
     # one message rather than silently enqueueing its pieces.
     if isinstance(messages, bytes | bytearray | memoryview | str | Mapping):
-        return [messages]
-    return list(messages)
-
-
-def insert_messages(
-    conn: sqlite3.Connection,
-    statements: QueueStatements,
-    messages: Payload | Iterable[Payload],
-    stream: str,
-) -> int:
-    """Insert ``messages`` on ``stream`` in one transaction; returns how many."""
-    now = time.time()
-    rows = [(stream, encode_payload(message), now) for message in _as_list(messages)]
-    if not rows:
-        return 0
-    with transaction(conn):
-        conn.executemany(statements.insert, rows)
-    return len(rows)
-
-
-def count_backlog(
-    conn: sqlite3.Connection, statements: QueueStatements, streams: list[str] | None
-) -> int:
-    """How many messages (of ``streams``, or all) are claimable now."""
-    if streams is None:
-        # All rows less the leased ones: a bare count(*) walks the table three times faster
-        # than testing locked_until on every row, and the leased ones come off the index.
-        row = conn.execute(statements.backlog_all, (time.time(),)).fetchone()
-        return int(row[0])
-    sql = statements.backlog.format(streams=stream_filter(streams))
-    row = conn.execute(sql, (time.time(), *streams)).fetchone()
-    return int(row[0])
+        return [encode_payload(messages)]
+    return [encode_payload(message) for message in messages]
 
 
 def _streams_arg(stream: str | Iterable[str] | None) -> list[str] | None:
@@ -182,11 +79,11 @@ class SqliteQueue:
     def __init__(self, path: str | Path, *, table: str = DEFAULT_TABLE) -> None:
         self.path = Path(path)
         self.table = table
-        self._statements = QueueStatements.for_table(table)
+        self._statements = Statements.for_table(table)
         self._lock = threading.Lock()
         try:
             self._conn = connect(self.path, check_same_thread=False)
-            create_queue_table(self._conn, self._statements)
+            create_schema(self._conn, self._statements)
         except (sqlite3.Error, OSError) as exc:
             raise ConnectionFailed(f"sqlite queue {str(self.path)!r}: cannot open: {exc}") from exc
 
@@ -196,13 +93,18 @@ class SqliteQueue:
         Returns how many were enqueued. Raises ``TypeError`` (nothing enqueued) when a message
         is not bytes, str or a mapping, and ``sqlite3.Error`` when the database fails.
         """
+        payloads = encode_all(messages)
         with self._lock:
-            return insert_messages(self._conn, self._statements, messages, stream)
+            count = insert_messages(self._conn, self._statements, payloads, stream, time.time())
+        if count:
+            wake_waiters(self.path, self.table, [stream])  # sources waiting in this process
+        return count
 
     def backlog(self, stream: str | Iterable[str] | None = None) -> int:
         """How many messages (of one stream, several, or all) are waiting to be claimed now."""
+        streams = _streams_arg(stream)
         with self._lock:
-            return count_backlog(self._conn, self._statements, _streams_arg(stream))
+            return count_backlog(self._conn, self._statements, streams, time.time())
 
     def close(self) -> None:
         with self._lock:
@@ -230,32 +132,30 @@ class AsyncSqliteQueue:
     def __init__(self, path: str | Path, *, table: str = DEFAULT_TABLE) -> None:
         self.path = Path(path)
         self.table = table
-        self._statements = QueueStatements.for_table(table)
-        self._client = SqliteClient(self.path, label=f"sqlite queue {str(self.path)!r}")
+        self._backend = SqliteQueueBackend(self.path, table=table)
 
     async def open(self) -> None:
         """Open the file and create the table if missing; ``ConnectionFailed`` if it cannot."""
-        await self._client.open(lambda conn: create_queue_table(conn, self._statements))
+        await self._backend.open()
 
     async def enqueue(
         self, messages: Payload | Iterable[Payload], *, stream: str = "default"
     ) -> int:
-        """See ``SqliteQueue.enqueue``; opens the queue on first use."""
-        if not self._client.is_open:
+        """See ``SqliteQueue.enqueue``; opens the queue on first use. ``ConnectorError``
+        when the database fails."""
+        payloads = encode_all(messages)
+        if not self._backend.is_open:
             await self.open()
-        return await self._client.run(
-            lambda conn: insert_messages(conn, self._statements, messages, stream)
-        )
+        return await self._backend.enqueue_messages(payloads, stream)
 
     async def backlog(self, stream: str | Iterable[str] | None = None) -> int:
         """See ``SqliteQueue.backlog``."""
-        if not self._client.is_open:
+        if not self._backend.is_open:
             await self.open()
-        streams = _streams_arg(stream)
-        return await self._client.run(lambda conn: count_backlog(conn, self._statements, streams))
+        return await self._backend.backlog(_streams_arg(stream))
 
     async def close(self) -> None:
-        await self._client.close()
+        await self._backend.close()
 
     async def __aenter__(self) -> AsyncSqliteQueue:
         await self.open()

@@ -1,5 +1,9 @@
 """``sqlite_queue``: a source that claims messages from a SQLite queue table with a lease.
 
+The table and its statements are the SQLite job-queue backend's (``syncworker.queue.sqlite``,
+whose ``claim_messages``/``ack_claim``/``nack_claim`` this source drives): one SQLite queue
+implementation for pipelines and job workers.
+
 Several workers (threads, processes, or hosts sharing the file system safely) can consume one
 queue file: a claim is one ``UPDATE ... RETURNING`` statement, so two claims never get the same
 row. A worker that dies leaves its rows leased; they come back when the lease expires, or at
@@ -12,34 +16,22 @@ import asyncio
 import os
 import secrets
 import socket
-import sqlite3
-import time
-from collections.abc import Callable
-from operator import itemgetter
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal
 
 import structlog
 from pydantic import Field, field_validator
 
-from syncworker.connectors.sqlite.client import SqliteClient, check_identifier, transaction
-from syncworker.connectors.sqlite.queue import (
-    DEFAULT_TABLE,
-    QueueStatements,
-    count_backlog,
-    create_queue_table,
-    stream_filter,
-)
+from syncworker.connectors.sqlite.client import check_identifier
+from syncworker.connectors.sqlite.queue import DEFAULT_TABLE
 from syncworker.core.durations import DurationS
 from syncworker.core.protocols import ConnectorConfig
 from syncworker.core.record import Batch, Record, decode, decoded_key, log_wrapped
-from syncworker.errors import ConnectorError
+from syncworker.queue.sqlite import MessageRow, SqliteQueueBackend
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
-Row = tuple[int, bytes | str, Any, int, float | None]
-_by_id = itemgetter(0)
+Row = MessageRow
 
 
 class SqliteQueueSourceConfig(ConnectorConfig):
@@ -106,25 +98,22 @@ class SqliteQueueSource:
         self.owner = ""
         self._lease_s = config.lease
         self._poll_interval_s = config.poll_interval
-        self._streams = tuple(config.streams or ())
-        self._statements = QueueStatements.for_table(config.table)
-        self._claim_sql = self._statements.claim.format(streams=stream_filter(config.streams))
-        self._label = f"sqlite_queue {str(config.path)!r}"
-        self._client = SqliteClient(config.path, label=self._label)
+        self._streams = None if config.streams is None else tuple(config.streams)
+        self._queue = SqliteQueueBackend(config.path, table=config.table)
 
     async def open(self) -> None:
         """Open the file, create the table if missing and release rows of dead local workers.
 
         Raises ``ConnectionFailed`` when the file cannot be opened.
         """
-        if self._client.is_open:
+        if self._queue.is_open:
             return
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        await self._client.open(self._setup)
-
-    def _setup(self, conn: sqlite3.Connection) -> None:
-        create_queue_table(conn, self._statements)
-        released = release_dead_owners(conn, self._statements, socket.gethostname())
+        hostname = socket.gethostname()
+        self.owner = f"{hostname}:{os.getpid()}:{secrets.token_hex(4)}"
+        await self._queue.open()
+        released = await self._queue.release_dead_owners(
+            lambda owner: _is_dead_local_owner(owner, hostname)
+        )
         for owner, rows in released.items():
             log.warning(
                 "sqlite_queue_dead_owner_released", source=self.name, owner=owner, rows=rows
@@ -139,29 +128,22 @@ class SqliteQueueSource:
         if limit <= 0:
             return None
         claim_id = secrets.token_hex(8)  # 64 random bits; short ids keep the row rewrite small
-        records = await self._run(lambda conn: self._claim_records(conn, claim_id, limit))
-        if not records:
+        rows = await self._queue.claim_messages(
+            self._streams, limit, self.owner, self._lease_s, claim_id
+        )
+        if not rows:
             return None
-        return Batch(records, token=claim_id)
-
-    def _claim_records(self, conn: sqlite3.Connection, claim_id: str, limit: int) -> list[Record]:
-        now = time.time()
-        params = (claim_id, self.owner, now + self._lease_s, now, *self._streams, limit)
-        rows: list[Row] = conn.execute(self._claim_sql, params).fetchall()
-        # RETURNING yields rows in no promised order; the batch must keep enqueue order.
-        rows.sort(key=_by_id)
-        return to_records(rows, self.config.key_field, self.name)
+        return Batch(to_records(rows, self.config.key_field, self.name), token=claim_id)
 
     async def wait(self, timeout_s: float) -> None:
-        """Sleep for the poll interval, or ``timeout_s`` if shorter (SQLite cannot notify)."""
+        """Sleep for the poll interval, or ``timeout_s`` if shorter."""
         await asyncio.sleep(max(0.0, min(timeout_s, self._poll_interval_s)))
 
     async def ack(self, batch: Batch) -> None:
         """Delete the batch's rows. Raises ``ConnectorError`` when the database fails."""
         if batch.token is None:
             return
-        sql = self._statements.ack
-        done = await self._run(lambda conn: _execute_count(conn, sql, batch.token))
+        done = await self._queue.ack_claim(batch.token)
         if done != len(batch):
             # The lease ran out and another claim took the rows over; they will be delivered
             # again (and written idempotently). A longer lease avoids this.
@@ -177,35 +159,20 @@ class SqliteQueueSource:
         """Make the batch's rows claimable again at once, at their original place."""
         if batch.token is None:
             return
-        sql = self._statements.nack
-        await self._run(lambda conn: _execute_count(conn, sql, batch.token))
+        await self._queue.nack_claim(batch.token)
 
     async def backlog(self) -> int:
         """How many messages (of the configured streams) are claimable now."""
-        streams = list(self._streams) if self.config.streams is not None else None
-        return await self._run(lambda conn: count_backlog(conn, self._statements, streams))
+        return await self._queue.backlog(self._streams)
 
     async def in_flight(self) -> int:
         """Messages claimed by some worker and not yet acked (read off the partial index of
         claimed rows, so it costs the same however long the queue is)."""
-        sql = self._statements.in_flight
-        now = time.time()
-        row = await self._run(lambda conn: conn.execute(sql, (now,)).fetchone())
-        return int(row[0] or 0)
+        return await self._queue.in_flight()
 
     async def close(self) -> None:
         """Close the connection and its thread; unacked claims wait for recovery."""
-        await self._client.close()
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            return await self._client.run(fn)
-        except sqlite3.Error as exc:
-            raise ConnectorError(f"{self._label}: {exc}") from exc
-
-
-def _execute_count(conn: sqlite3.Connection, sql: str, claim_id: str) -> int:
-    return conn.execute(sql, (claim_id,)).rowcount
+        await self._queue.close()
 
 
 def to_records(
@@ -220,13 +187,16 @@ def to_records(
     """
     records: list[Record] = []
     append = records.append
+    names: dict[Any, str] = {}  # a batch has few streams: decode each once
     for queue_id, stream_bytes, payload, attempts, enqueued_at in rows:
         raw: bytes = payload if type(payload) is bytes else str(payload).encode()
-        stream = (
-            stream_bytes.decode(errors="replace")
-            if type(stream_bytes) is bytes
-            else str(stream_bytes)
-        )
+        stream = names.get(stream_bytes)
+        if stream is None:
+            stream = names[stream_bytes] = (
+                stream_bytes.decode(errors="replace")
+                if type(stream_bytes) is bytes
+                else str(stream_bytes)
+            )
         decoded = decode(raw, enqueued_at)
         meta = {"queue_id": queue_id, "attempts": attempts, "received_at": enqueued_at}
         record = Record(decoded_key(decoded, raw, key_field), decoded.data, stream, "upsert", meta)
@@ -234,23 +204,6 @@ def to_records(
         if decoded.reason is not None:
             log_wrapped(decoded, record, source, queue_id=queue_id)
     return records
-
-
-def release_dead_owners(
-    conn: sqlite3.Connection, statements: QueueStatements, hostname: str
-) -> dict[str, int]:
-    """Release rows leased by workers of ``hostname`` whose process no longer exists.
-
-    Owners are ``host:pid:random``. Rows of live processes or of other hosts are left to the
-    lease: we cannot tell whether a remote worker is alive. Returns rows released per owner.
-    """
-    released: dict[str, int] = {}
-    with transaction(conn):
-        owners = [row[0] for row in conn.execute(statements.leased_owners, (time.time(),))]
-        for owner in owners:
-            if _is_dead_local_owner(owner, hostname):
-                released[owner] = conn.execute(statements.release_owner, (owner,)).rowcount
-    return released
 
 
 def _is_dead_local_owner(owner: str, hostname: str) -> bool:
