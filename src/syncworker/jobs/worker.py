@@ -161,6 +161,9 @@ class Worker:
         }
         self._pool = ProcessPool(process_workers)
         self._held: dict[str, int] = {}  # job id -> attempt, until applied or released
+        # job id -> when (monotonic) the call that last set its lease was sent: a lease not
+        # renewed for lease_s has run out, whatever the backend says later.
+        self._renewed: dict[str, float] = {}
         self._running: dict[str, _Running] = {}  # every queue's, by job id
         self._pending: list[Outcome] = []
         self._flush_wake = asyncio.Event()
@@ -311,6 +314,7 @@ class Worker:
                     state.capacity.clear()
                     await state.capacity.wait()
                     continue
+                asked = time.monotonic()
                 try:
                     jobs = await self.backend.claim(state.name, free, self.worker_id, self.lease_s)
                 except Exception as exc:
@@ -320,6 +324,7 @@ class Worker:
                     continue
                 failures = 0
                 for job in jobs:
+                    self._renewed[job.id] = asked
                     self._start(state, job)
                 if len(jobs) < free and not self._stop.is_set():
                     await self._wait_for_jobs(state, stop_wait)
@@ -555,17 +560,33 @@ class Worker:
             delay_s = self.heartbeat_s if not failures else BACKEND_BACKOFF.delay_s(failures)
             await asyncio.sleep(min(delay_s, self.heartbeat_s))
             tokens = list(self._held.items())
+            for job_id in [j for j in self._renewed if j not in self._held]:
+                del self._renewed[job_id]
             if not tokens:
                 continue
+            sent = time.monotonic()
             try:
                 lost = await self.backend.heartbeat(tokens, self.worker_id, self.lease_s)
             except Exception as exc:
                 failures += 1
                 self._backend_error("heartbeat", exc, failures)
+                self._drop_unrenewed()
                 continue
             failures = 0
+            for job_id, _ in tokens:
+                self._renewed[job_id] = sent
             for job_id in lost:
                 self._lose(job_id, dict(tokens).get(job_id))
+
+    def _drop_unrenewed(self) -> None:
+        """Heartbeats are failing: a job whose lease is about to run out unrenewed may go to
+        another worker, so it stops here first (never two runs at once)."""
+        margin_s = min(self.heartbeat_s, self.lease_s / 4)
+        now = time.monotonic()
+        for job_id, renewed in list(self._renewed.items()):
+            if now - renewed >= self.lease_s - margin_s and job_id in self._held:
+                log.warning("job_lease_unrenewed", job_id=job_id, worker=self.worker_id)
+                self._lose(job_id, self._held[job_id])
 
     def _lose(self, job_id: str, attempt: int | None) -> None:
         """Another worker may hold the job now: stop running it here."""
