@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from syncworker.jobs import Backoff, JobContext, Jobs, QueueSettings, TaskRegistry
+from syncworker.jobs import Backoff, JobContext, Jobs, QueueSettings, TaskRegistry, Worker
 from syncworker.queue.base import JobState, NewJob
 from tests.conformance.conftest import Logs
 from tests.conformance.queues import BACKENDS
-from tests.conformance.workers import Tracker, WorkerHarness, job_in
+from tests.conformance.workers import FailingHeartbeats, Tracker, WorkerHarness, job_in
 from tests.integration.conftest import pg_url, redis_prefix
 from tests.waiting import eventually
 
@@ -355,3 +355,41 @@ async def test_a_timed_out_plain_handler_is_retried_only_once_its_thread_returne
     job = await eventually(lambda: job_in(backend, job_id, JobState.COMPLETED), "the retry done")
     assert job.attempts == 2 and job.result == "done"
     assert running.most == {"resize": 1}  # never two threads on the one job
+
+
+async def test_a_worker_whose_heartbeats_fail_stops_the_job_before_another_can_take_it(
+    harness: WorkerHarness,
+) -> None:
+    """While A cannot renew its lease (heartbeat calls fail), the job is claimable again once
+    the lease ran out; A must have stopped its run before that, never two runs at once."""
+    registry, events = TaskRegistry(), []
+
+    @registry.task("send", retries=1)
+    async def send(payload: Any, ctx: JobContext) -> str:
+        events.append(("start", ctx.worker_id))
+        if len(events) == 1:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                events.append(("cancelled", ctx.worker_id))
+                raise
+        return ctx.worker_id
+
+    flaky = FailingHeartbeats(await harness.new())
+    job_id = await Jobs(flaky, registry).enqueue("send", {})
+    a = Worker(flaky, registry, lease_s=1.0, heartbeat_s=0.1, clock=harness.clock)  # type: ignore[arg-type]
+    stop_a = asyncio.Event()
+    run_a = asyncio.create_task(a.run(stop_a))
+    try:
+        await eventually(lambda: events == [("start", a.worker_id)], "A running the job")
+        flaky.failing = True
+        await harness.start(registry, lease_s=30)
+        done = await eventually(lambda: job_in(flaky, job_id, JobState.COMPLETED), "a rerun")
+        # A's claims still work: the rerun is B's or A's own, but only after A stopped.
+        assert events[:2] == [("start", a.worker_id), ("cancelled", a.worker_id)]
+        assert len(events) == 3 and events[2] == ("start", done.result)
+        assert done.attempts == 2
+        assert a.stats()["default"]["lease_lost"] == 1
+    finally:
+        stop_a.set()
+        await run_a

@@ -120,3 +120,21 @@ async def job_in(backend: QueueBackend, job_id: str, state: JobState) -> Job | N
     """The job when it is in ``state`` (for ``eventually``), else None."""
     job = await backend.get(job_id)
     return job if job is not None and job.state is state else None
+
+
+class FailingHeartbeats:
+    """A backend whose ``heartbeat`` fails while ``failing`` is set (the network to the
+    server cut for that call only); every other call goes to the real backend."""
+
+    def __init__(self, backend: QueueBackend) -> None:
+        self._backend = backend
+        self.failing = False
+        self.kind = backend.kind
+
+    async def heartbeat(self, tokens: Any, worker_id: str, lease_s: float) -> list[str]:
+        if self.failing:
+            raise ConnectionError("heartbeat: connection reset (injected)")
+        return await self._backend.heartbeat(tokens, worker_id, lease_s)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
