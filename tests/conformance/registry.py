@@ -26,6 +26,7 @@ from tests.conformance.sources import (
     SqliteQueueHarness,
 )
 from tests.conformance.sources_http import HttpHarness, ZohoCreatorHarness
+from tests.conformance.sources_jobs import JobQueueHarness
 
 SOURCES: list[type[SourceHarness]] = [
     SqliteQueueHarness,
@@ -36,6 +37,7 @@ SOURCES: list[type[SourceHarness]] = [
     HttpHarness,
     ZohoCreatorHarness,
     AmqpHarness,
+    JobQueueHarness,
 ]
 SINKS: list[type[SinkHarness]] = [
     JsonlHarness,
