@@ -682,6 +682,8 @@ class _JobsApi:
         """Every dead job of ``queue`` back to queued, page by page; a job that dies again
         while this runs is left dead (each id is requeued once)."""
         backend = self.service().backend
+        if "\x00" in queue:
+            return 0  # no queue is named so (PostgreSQL refuses NUL in text)
         seen: set[str] = set()
         total = 0
         while True:
@@ -756,6 +758,8 @@ def _jobs_routes(router: APIRouter, c: Controller) -> None:
         """Jobs, newest first, with their payload (the stack: ``GET /jobs/{id}``)."""
         backend = jobs.service().backend
         wanted = JobState(state) if state else None
+        if queue is not None and "\x00" in queue:
+            return _exact_json({"items": []})  # no queue is named so (PostgreSQL refuses NUL)
         found = await jobs.call(backend.list_jobs(queue=queue, state=wanted, limit=limit))
         return _exact_json({"items": [_job_body(job, whole=False) for job in found]})
 
@@ -774,7 +778,10 @@ def _jobs_routes(router: APIRouter, c: Controller) -> None:
         """Enqueue one job of a task; 422 for an unknown task or a payload its model
         refuses."""
         # The payload as sent, numbers exact (FastAPI's parse turns 1.50 into 1.5).
-        payload = jsonvalue.loads(await request.body()).get("payload", {})
+        try:
+            payload = jsonvalue.loads(await request.body(), writable=True).get("payload", {})
+        except ValueError as exc:  # NaN, Infinity, nested too deep: Python's json took them
+            raise ApiError(422, f"payload cannot be stored as exact JSON: {exc}") from None
         return {"id": await jobs.enqueue(body, payload)}
 
     @router.post(

@@ -417,6 +417,7 @@ class LegacyControl(BaseModel):
 # -- the job queue (the config's jobs: section) ---------------------------------------------
 
 JobStateName = Literal["delayed", "queued", "active", "completed", "dead"]
+NO_NUL = r"^[^\x00]*$"
 
 
 class QueueFigures(BaseModel):
@@ -467,17 +468,26 @@ class JobPage(BaseModel):
 class EnqueueRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    task: str = Field(min_length=1, max_length=200, description="a task of the jobs: section")
+    # No NUL in names: PostgreSQL text refuses it, and no task or queue can be named so.
+    task: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=NO_NUL,
+        description="a task of the jobs: section",
+    )
     payload: dict[str, Any] = Field(
         default_factory=dict, description="checked against the task's model when it has one"
     )
     delay_s: float | None = Field(None, ge=0, le=10 * 365 * 86_400, description="run later")
     priority: int | None = Field(None, ge=-1000, le=1000, description="default: the task's")
-    queue: str | None = Field(None, min_length=1, max_length=200, description="default: task's")
+    queue: str | None = Field(
+        None, min_length=1, max_length=200, pattern=NO_NUL, description="default: the task's"
+    )
     unique_key: str | None = Field(
         None,
         min_length=1,
         max_length=500,
+        pattern=NO_NUL,
         description="while a job with this key is delayed, queued or active, its id is "
         "returned and nothing is added",
     )
