@@ -381,6 +381,10 @@ class Worker:
         elif record.cancel_reason == "lease_lost":
             state.counts.lease_lost += 1
             counts.lease_lost += 1
+            if job.task in self._cpu_tasks():
+                # Its process computes on otherwise, beside the run of the job's new holder;
+                # the other cpu jobs of the pool are handed back (PoolRecycled).
+                self._pool.recycle()
         elif record.thread is not None and (record.timed_out or not record.thread.done()):
             log.warning("job_thread_still_running", job_id=job.id, task=job.task)
             self._threads.append(record)  # shutdown: see _settle_threads
