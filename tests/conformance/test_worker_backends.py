@@ -10,6 +10,8 @@ and per-queue concurrency.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +23,13 @@ from syncworker.jobs import Backoff, JobContext, Jobs, QueueSettings, TaskRegist
 from syncworker.queue.base import JobState, NewJob
 from tests.conformance.conftest import Logs
 from tests.conformance.queues import BACKENDS
-from tests.conformance.workers import FailingHeartbeats, Tracker, WorkerHarness, job_in
+from tests.conformance.workers import (
+    FailingHeartbeats,
+    Tracker,
+    WorkerHarness,
+    job_in,
+    spin_until_killed,
+)
 from tests.integration.conftest import pg_url, redis_prefix
 from tests.waiting import eventually
 
@@ -393,3 +401,36 @@ async def test_a_worker_whose_heartbeats_fail_stops_the_job_before_another_can_t
     finally:
         stop_a.set()
         await run_a
+
+
+async def test_a_cpu_job_that_lost_its_lease_stops_computing_in_its_process(
+    harness: WorkerHarness, tmp_path: Path
+) -> None:
+    registry = TaskRegistry()
+    registry.task("spin", cpu=True, retries=1)(spin_until_killed)
+    flaky = FailingHeartbeats(await harness.new())
+    pid_file = tmp_path / "pid"
+    await Jobs(flaky, registry).enqueue("spin", {"pid_file": str(pid_file), "spin_s": 60})
+    a = Worker(flaky, registry, lease_s=1.0, heartbeat_s=0.1, clock=harness.clock)  # type: ignore[arg-type]
+    stop_a = asyncio.Event()
+    run_a = asyncio.create_task(a.run(stop_a))
+    try:
+        await eventually(pid_file.exists, "the job computing in the pool", timeout_s=60)
+        pid = int(pid_file.read_text())
+        flaky.failing = True
+        await eventually(lambda: a.stats()["default"]["lease_lost"] == 1, "the lease lost")
+        await eventually(lambda: not _alive(pid), "the computing process gone")
+    finally:
+        stop_a.set()
+        await run_a
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed child stays a zombie until its parent reaps it: not computing any more.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return False

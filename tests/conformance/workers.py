@@ -138,3 +138,14 @@ class FailingHeartbeats:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
+
+
+def spin_until_killed(payload: dict[str, Any]) -> None:
+    """A cpu task (process pool): writes its pid to ``payload["pid_file"]``, then computes
+    for up to ``payload["spin_s"]`` seconds."""
+    import os
+
+    Path(payload["pid_file"]).write_text(str(os.getpid()))
+    deadline = time.monotonic() + payload["spin_s"]
+    while time.monotonic() < deadline:
+        pass
