@@ -95,3 +95,149 @@ def test_the_messenger_example_runs_its_jobs(tmp_path: Path, redis_prefix: str) 
     assert shown["queue"] == "media"
     assert shown["priority"] == 2
     assert shown["result"]["kind"] == "image"
+
+
+AMQP_URL = os.environ.get("SYNCWORKER_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+async def _publish(exchange_name: str, messages: list[tuple[str, bytes, str]]) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(exchange_name)  # the bridge declared it
+        for routing_key, body, message_id in messages:
+            await exchange.publish(
+                aio_pika.Message(body, message_id=message_id, content_type="application/json"),
+                routing_key=routing_key,
+            )
+
+
+async def _dead_bodies(queue_name: str) -> list[bytes]:
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        bodies = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            bodies.append(message.body)
+        return bodies
+
+
+async def _drop_topology(prefix: str, exchange_name: str) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for kind in ("media", "notification", "cleanup"):
+            await channel.queue_delete(f"{prefix}.{kind}")
+            await channel.queue_delete(f"{prefix}.{kind}.dead")
+        await channel.exchange_delete(exchange_name)
+        await channel.exchange_delete(f"{exchange_name}.dlx")
+
+
+def test_the_rabbitmq_bridge_turns_the_seeds_topics_into_jobs(
+    tmp_path: Path, redis_prefix: str
+) -> None:
+    import asyncio
+    import uuid
+
+    tag = uuid.uuid4().hex[:10]
+    exchange_name, queue_prefix = f"swtest_{tag}", f"swtest_{tag}"
+    work = tmp_path / "messenger_worker"
+    shutil.copytree(EXAMPLE, work)
+    env = {
+        **os.environ,
+        "JOBS_PREFIX": f"{redis_prefix}messenger",
+        "PORT": str(free_port()),
+        "SYNCWORKER_STATE_DIR": str(tmp_path),
+        "RABBITMQ_URL": AMQP_URL,
+        "RABBITMQ_EXCHANGE": exchange_name,
+        "RABBITMQ_QUEUE_PREFIX": queue_prefix,
+    }
+
+    def counts() -> dict[str, dict[str, int]]:
+        result = subprocess.run(
+            [sys.executable, "-m", "syncworker.cli", "jobs", "counts", "--json"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        found: dict[str, dict[str, int]] = orjson.loads(result.stdout)
+        return found
+
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "syncworker.cli", "run", "syncworker.yaml"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        image = {"type": "image", "s3Key": "a.jpg", "userId": "u1", "messageId": "m1"}
+        push = {"type": "push", "userId": "u1", "title": "hi", "body": "there"}
+        messages = [
+            ("media.image", orjson.dumps(image), "msg-1"),
+            ("notification.push", orjson.dumps(push), "msg-2"),
+            ("cleanup.sessions", orjson.dumps({"type": "sessions"}), "msg-3"),
+            ("media.image", orjson.dumps(image), "msg-1"),  # a redelivery: no second job
+            ("media.video", b"\xff not json", "msg-4"),
+        ]
+        # The bridge declares its queues when it starts: publish once they exist.
+        wait_for(
+            lambda: _queues_exist(queue_prefix),
+            "the bridge's queues declared",
+            timeout_s=60,
+            interval_s=0.2,
+        )
+        asyncio.run(_publish(exchange_name, messages))
+
+        def finished() -> bool:
+            found = counts()
+            done = {queue: c["completed"] for queue, c in found.items()}
+            return done == {"media": 1, "notification": 1, "cleanup": 1}
+
+        wait_for(finished, "three jobs completed, one per queue", timeout_s=60, interval_s=0.3)
+        dead = wait_for(
+            lambda: asyncio.run(_dead_bodies(f"{queue_prefix}.media.dead")),
+            "the non-JSON message dead-lettered",
+            timeout_s=30,
+            interval_s=0.3,
+        )
+        assert dead == [b"\xff not json"]
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        output, _ = engine.communicate(timeout=60)
+        asyncio.run(_drop_topology(queue_prefix, exchange_name))
+    assert engine.returncode == 0, output
+    assert counts() == {
+        queue: {"delayed": 0, "queued": 0, "active": 0, "completed": 1, "dead": 0}
+        for queue in ("cleanup", "media", "notification")
+    }
+
+
+def _queues_exist(prefix: str) -> bool:
+    import asyncio
+
+    import aio_pika
+
+    async def check() -> bool:
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            try:
+                for kind in ("media", "notification", "cleanup"):
+                    await channel.declare_queue(f"{prefix}.{kind}", passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                return False
+            return True
+
+    return asyncio.run(check())
