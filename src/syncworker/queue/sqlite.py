@@ -336,6 +336,25 @@ def insert_messages(
     return len(rows)
 
 
+def claim_message_rows(
+    conn: sqlite3.Connection,
+    statements: Statements,
+    streams: Sequence[str] | None,
+    limit: int,
+    owner: str,
+    lease_until: float,
+    now: float,
+    claim_id: str,
+) -> list[MessageRow]:
+    """``SqliteQueueBackend.claim_messages`` on the connection's thread (the pipeline source
+    turns the rows into records there too, off the event loop)."""
+    sql = statements.claim_messages.format(streams=stream_filter(streams, 6))
+    params = (claim_id, owner, lease_until, now, limit, *(streams or ()))
+    rows: list[MessageRow] = conn.execute(sql, params).fetchall()
+    rows.sort(key=_first)  # RETURNING promises no order; a batch keeps enqueue order
+    return rows
+
+
 def count_backlog(
     conn: sqlite3.Connection, statements: Statements, streams: Sequence[str] | None, now: float
 ) -> int:
@@ -939,13 +958,11 @@ class SqliteQueueBackend:
         until ``now + lease_s``, in one statement, without building ``Job`` objects.
         """
         now = self.clock()
-        sql = self.statements.claim_messages.format(streams=stream_filter(streams, 6))
-        params = (claim_id, owner, now + lease_s, now, limit, *(streams or ()))
-        claimed: list[MessageRow] = await self.run(
-            lambda conn: conn.execute(sql, params).fetchall()
+        return await self.run(
+            lambda conn: claim_message_rows(
+                conn, self.statements, streams, limit, owner, now + lease_s, now, claim_id
+            )
         )
-        claimed.sort(key=_first)  # RETURNING promises no order; a batch keeps enqueue order
-        return claimed
 
     async def ack_claim(self, claim_id: str) -> int:
         """Delete the rows still held under ``claim_id``; returns how many."""

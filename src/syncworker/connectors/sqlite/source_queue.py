@@ -16,6 +16,7 @@ import asyncio
 import os
 import secrets
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -27,7 +28,7 @@ from syncworker.connectors.sqlite.queue import DEFAULT_TABLE
 from syncworker.core.durations import DurationS
 from syncworker.core.protocols import ConnectorConfig
 from syncworker.core.record import Batch, Record, decode, decoded_key, log_wrapped
-from syncworker.queue.sqlite import MessageRow, SqliteQueueBackend
+from syncworker.queue.sqlite import MessageRow, SqliteQueueBackend, claim_message_rows
 
 log = structlog.get_logger(__name__)
 
@@ -128,12 +129,24 @@ class SqliteQueueSource:
         if limit <= 0:
             return None
         claim_id = secrets.token_hex(8)  # 64 random bits; short ids keep the row rewrite small
-        rows = await self._queue.claim_messages(
-            self._streams, limit, self.owner, self._lease_s, claim_id
+        now = self._queue.clock()
+        records = await self._queue.run(
+            lambda conn: self._claim_records(conn, claim_id, limit, now)
         )
-        if not rows:
+        if not records:
             return None
-        return Batch(to_records(rows, self.config.key_field, self.name), token=claim_id)
+        return Batch(records, token=claim_id)
+
+    def _claim_records(
+        self, conn: sqlite3.Connection, claim_id: str, limit: int, now: float
+    ) -> list[Record]:
+        # On the connection's thread: decoding a batch keeps off the event loop.
+        statements = self._queue.statements
+        lease_until = now + self._lease_s
+        rows = claim_message_rows(
+            conn, statements, self._streams, limit, self.owner, lease_until, now, claim_id
+        )
+        return to_records(rows, self.config.key_field, self.name)
 
     async def wait(self, timeout_s: float) -> None:
         """Sleep for the poll interval, or ``timeout_s`` if shorter."""
