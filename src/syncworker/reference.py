@@ -70,6 +70,8 @@ more).
 |---|---|
 | `sqlite`, `postgres` | idempotent: upsert or delete by key; the row ends the same |
 | `algolia` | idempotent: save or delete by `objectID`; the object ends the same |
+| `redis` | idempotent: the record's key is set (or deleted) whole; the key ends the same |
+| `jobs` | idempotent while the job lives: the job's unique key is the record key plus a digest of task and payload, so a redelivery adds no job until the first one finished; after that it is a new job (handlers should be idempotent) |
 | `jsonl` | at-least-once appender: one more line for the key (keep the last line per key; `fields: record` writes key and op) |
 | `webhook` | at-least-once appender: POSTed again. A retry of the same batch repeats its `Idempotency-Key` (a hash of the POST's records), so a receiver honouring it drops the repeat; a redelivery in another batch or a requeued dead letter is a new POST with a new key, so the receiver deduplicates by the records' own ids |
 """  # noqa: E501 - markdown table rows
