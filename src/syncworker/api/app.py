@@ -645,7 +645,7 @@ class _JobsApi:
         service = self.service()
         cache = self.c.metrics.jobs.counts_cache()
         assert cache is not None  # the service exists
-        counts = await self.call(cache.fresh())
+        counts = await self.call(cache.latest())
         return queue_figures(counts, service.worker.stats() if service.worker else None)
 
     async def job(self, job_id: str) -> Job:
@@ -746,7 +746,9 @@ def _jobs_routes(router: APIRouter, c: Controller) -> None:
     )
     async def queue_metrics() -> dict[str, Any]:
         """Per queue: waiting, active, delayed, completed, failed, dead (seed 003), running
-        and concurrency here; counts at most 2 s old."""
+        and concurrency here. The counts are the last ones read (read again in the
+        background when older than 2 s), so this never waits on the backend but the first
+        time."""
         return await jobs.queues()
 
     @router.get("/jobs", response_model=models.JobPage, tags=["jobs"], responses=JOBS)

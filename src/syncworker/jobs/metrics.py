@@ -81,6 +81,15 @@ class CountsCache:
                 self._start_refresh()
         return self._value
 
+    async def latest(self) -> dict[str, dict[str, int]]:
+        """The last counts, waiting only when there are none yet (a refresh starts when
+        they are stale, as for ``cached``); raises what the backend raised when there are
+        no counts at all to give."""
+        value = self.cached()
+        if value is not None:
+            return value
+        return await self.fresh()
+
     async def fresh(self) -> dict[str, dict[str, int]]:
         """Counts at most ``ttl_s`` old, waiting for a refresh when they are older;
         raises what the backend raised when there are no counts at all to give."""
