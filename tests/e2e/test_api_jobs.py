@@ -34,7 +34,7 @@ from syncworker.jobs.service import JobsService
 from syncworker.state import state_store_from_url
 from tests.e2e.conftest import TOKEN, RunningApi
 from tests.e2e.test_api_schema import EXAMPLES, no_undocumented_server_error
-from tests.integration.conftest import pg_url  # noqa: F401 - fixture
+from tests.integration.conftest import REDIS_URL, pg_url, redis_prefix  # noqa: F401 - fixtures
 from tests.waiting import eventually, wait_for, wait_until_serving
 
 HERE = "tests.e2e.test_api_jobs"
@@ -151,12 +151,15 @@ async def running_jobs_api(root: Path, backend: str) -> AsyncIterator[JobsApi]:
         await engine.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
 async def jobs_api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobsApi]:
     if request.param == "sqlite":
         backend = f'{{type: sqlite, path: "{tmp_path}/jobs.db"}}'
-    else:
+    elif request.param == "postgres":
         backend = f'{{type: postgres, url: "{request.getfixturevalue("pg_url")}"}}'
+    else:
+        prefix = request.getfixturevalue("redis_prefix")
+        backend = f'{{type: redis, url: "{REDIS_URL}", prefix: "{prefix}jobs"}}'
     async with running_jobs_api(tmp_path, backend) as api:
         yield api
 
