@@ -274,7 +274,21 @@ def summarize(cases: list[str], runs: list[dict[str, Any]], absent: dict[str, st
     return rows
 
 
-def evaluate(rows: list[dict[str, Any]], rss: list[dict[str, Any]], a: Any) -> list:
+def paired_ratios(runs: list[dict[str, Any]], mine: str, theirs: str) -> list[float]:
+    """syncworker's processing over the peer's, per repetition (runs minutes apart, so the
+    machine's drift is shared), where both runs were correct."""
+    by = {(r["case"], r["rep"]): r for r in runs if r["correct"]}
+    reps = sorted({rep for case, rep in by if case == mine})
+    return [
+        by[mine, rep]["process_jobs_per_s"] / by[theirs, rep]["process_jobs_per_s"]
+        for rep in reps
+        if (theirs, rep) in by
+    ]
+
+
+def evaluate(
+    rows: list[dict[str, Any]], rss: list[dict[str, Any]], runs: list[dict[str, Any]]
+) -> list:
     by = {r["case"]: r for r in rows}
     out: list[tuple[str, bool | None, str]] = []
 
@@ -294,9 +308,11 @@ def evaluate(rows: list[dict[str, Any]], rss: list[dict[str, Any]], a: Any) -> l
                 why = by[peer]["status"] if peer in by else "not selected (--case)"
                 out.append((name, None, "syncworker did not run" if mine is None else why))
             else:
-                out.append(
-                    (name, mine >= theirs, f"{mine / theirs:.2f}x ({mine:,.0f}/{theirs:,.0f})")
-                )
+                detail = f"{mine / theirs:.2f}x ({mine:,.0f}/{theirs:,.0f})"
+                paired = paired_ratios(runs, sw, peer)
+                if paired:
+                    detail += f"; per repetition {' '.join(f'{x:.2f}x' for x in paired)}"
+                out.append((name, mine >= theirs, detail))
         enq = figure(sw, "enqueue_jobs_per_s")
         name = f"{broker} bulk enqueue >= {ENQUEUE_MIN:,}/s"
         out.append(
@@ -453,7 +469,7 @@ def main() -> int:
             pg_admin(a.pg_admin_dsn, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         uptime_after = _uptime()
     rows = summarize(cases, runs, absent)
-    verdicts = evaluate(rows, rss, a)
+    verdicts = evaluate(rows, rss, runs)
     print(f"started {started}; uptime before: {uptime_before}; after: {uptime_after}")
     print_summary(rows, rss, verdicts, a)
     if a.json:
