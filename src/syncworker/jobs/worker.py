@@ -570,7 +570,10 @@ class Worker:
                 continue
             sent = time.monotonic()
             try:
-                lost = await self.backend.heartbeat(tokens, self.worker_id, self.lease_s)
+                # A call that hangs (a connection dropped without a reset) is cut when the
+                # oldest lease it renews is about to run out, so the jobs stop in time.
+                async with asyncio.timeout(self._renewal_left_s(tokens, sent)):
+                    lost = await self.backend.heartbeat(tokens, self.worker_id, self.lease_s)
             except Exception as exc:
                 failures += 1
                 self._backend_error("heartbeat", exc, failures)
@@ -582,10 +585,18 @@ class Worker:
             for job_id in lost:
                 self._lose(job_id, dict(tokens).get(job_id))
 
+    def _renewal_margin_s(self) -> float:
+        return min(self.heartbeat_s, self.lease_s / 4)
+
+    def _renewal_left_s(self, tokens: list[tuple[str, int]], now: float) -> float:
+        oldest = min((self._renewed.get(job_id, now) for job_id, _ in tokens), default=now)
+        left_s = oldest + self.lease_s - self._renewal_margin_s() - now
+        return max(self.heartbeat_s, left_s)
+
     def _drop_unrenewed(self) -> None:
         """Heartbeats are failing: a job whose lease is about to run out unrenewed may go to
         another worker, so it stops here first (never two runs at once)."""
-        margin_s = min(self.heartbeat_s, self.lease_s / 4)
+        margin_s = self._renewal_margin_s()
         now = time.monotonic()
         for job_id, renewed in list(self._renewed.items()):
             if now - renewed >= self.lease_s - margin_s and job_id in self._held:
