@@ -365,8 +365,9 @@ async def test_a_timed_out_plain_handler_is_retried_only_once_its_thread_returne
     assert running.most == {"resize": 1}  # never two threads on the one job
 
 
+@pytest.mark.parametrize("fault", ["failing", "hanging"])
 async def test_a_worker_whose_heartbeats_fail_stops_the_job_before_another_can_take_it(
-    harness: WorkerHarness,
+    harness: WorkerHarness, fault: str
 ) -> None:
     """While A cannot renew its lease (heartbeat calls fail), the job is claimable again once
     the lease ran out; A must have stopped its run before that, never two runs at once."""
@@ -390,7 +391,7 @@ async def test_a_worker_whose_heartbeats_fail_stops_the_job_before_another_can_t
     run_a = asyncio.create_task(a.run(stop_a))
     try:
         await eventually(lambda: events == [("start", a.worker_id)], "A running the job")
-        flaky.failing = True
+        setattr(flaky, fault, True)
         await harness.start(registry, lease_s=30)
         done = await eventually(lambda: job_in(flaky, job_id, JobState.COMPLETED), "a rerun")
         # A's claims still work: the rerun is B's or A's own, but only after A stopped.

@@ -129,11 +129,14 @@ class FailingHeartbeats:
     def __init__(self, backend: QueueBackend) -> None:
         self._backend = backend
         self.failing = False
+        self.hanging = False  # the call never returns (a silently dropped connection)
         self.kind = backend.kind
 
     async def heartbeat(self, tokens: Any, worker_id: str, lease_s: float) -> list[str]:
         if self.failing:
             raise ConnectionError("heartbeat: connection reset (injected)")
+        if self.hanging:
+            await asyncio.Event().wait()
         return await self._backend.heartbeat(tokens, worker_id, lease_s)
 
     def __getattr__(self, name: str) -> Any:
