@@ -54,6 +54,7 @@ jobs:
   poll_interval: 100ms
   shutdown_grace: 1s
 """
+HOSTILE = "not yet <img src=x onerror=window.pwned=1>"  # shown as text, never run
 EXACT = "0.1000000000000000000001"  # no double holds it: a float parse would lose digits
 
 
@@ -74,7 +75,7 @@ def boom(payload: dict[str, Any]) -> None:
 
 def flaky(payload: dict[str, Any]) -> str:
     if Gate.flaky_fails:
-        raise ValueError("not yet")
+        raise ValueError(HOSTILE)
     return "ok now"
 
 

@@ -13,7 +13,7 @@ from playwright.async_api import Page, expect
 
 from tests.e2e import test_dashboard as dashboard
 from tests.e2e.conftest import TOKEN, RunningApi
-from tests.e2e.test_api_jobs import Gate, JobsApi, running_jobs_api
+from tests.e2e.test_api_jobs import HOSTILE, Gate, JobsApi, running_jobs_api
 from tests.waiting import eventually
 
 # The browser fixtures of the dashboard's own tests (Debian's chromium, a fresh context).
@@ -72,6 +72,10 @@ async def test_queues_view_follows_the_jobs_and_retries_dead_ones(
     await expect(boom_row).to_contain_text("RuntimeError: refused by the handler")
     await expect(boom_row.locator('[data-field="state"]')).to_have_text("dead")
 
+    flaky_row = page.locator(f'#failed-jobs tr[data-job-id="{flaky}"]')
+    await expect(flaky_row.locator("td.err")).to_have_text(f"ValueError: {HOSTILE}")
+    assert await page.evaluate("window.pwned") is None
+
     # The charts grow one point per sample of /metrics/queues.
     await page.wait_for_function(
         """() => Number(document.querySelector(
@@ -83,7 +87,6 @@ async def test_queues_view_follows_the_jobs_and_retries_dead_ones(
 
     # Retry one dead job: it leaves the list, runs again and completes.
     Gate.flaky_fails = False
-    flaky_row = page.locator(f'#failed-jobs tr[data-job-id="{flaky}"]')
     await flaky_row.locator('[data-action="retry"]').click()
     await expect(page.locator("#message")).to_contain_text(f"Job {flaky} is back in its queue.")
     await expect(flaky_row).to_have_count(0)
