@@ -638,8 +638,7 @@ class _JobsApi:
         except ApiError:
             raise
         except Exception as exc:
-            reason = redact_url(f"{type(exc).__name__}: {exc}")
-            raise ApiError(503, "the job queue backend failed", {"reason": reason}) from None
+            raise _backend_failed(exc) from None
 
     async def queues(self) -> dict[str, Any]:
         service = self.service()
@@ -651,14 +650,14 @@ class _JobsApi:
     async def job(self, job_id: str) -> Job:
         service = self.service()
         try:
-            found = await self.call(service.backend.get(job_id))
-        except ApiError as exc:
-            if not isinstance(exc.detail, dict) or "ValueError" not in exc.detail["reason"]:
-                raise
-            found = None  # an id the backend cannot even parse
+            found = await service.backend.get(job_id)
+        except ValueError:  # an id the backend cannot parse ("²" passes str.isdigit)
+            found = None
+        except Exception as exc:
+            raise _backend_failed(exc) from None
         if found is None:
             raise ApiError(404, f"no job with id {job_id!r}")
-        return found  # type: ignore[no-any-return]
+        return found
 
     async def enqueue(self, request: models.EnqueueRequest, payload: Any) -> str:
         service = self.service()
@@ -695,6 +694,11 @@ class _JobsApi:
                 return total
             seen.update(ids)
             total += int(await self.call(backend.requeue(ids)))
+
+
+def _backend_failed(exc: Exception) -> ApiError:
+    reason = redact_url(f"{type(exc).__name__}: {exc}")
+    return ApiError(503, "the job queue backend failed", {"reason": reason})
 
 
 def _job_body(job: Job, *, whole: bool) -> dict[str, Any]:
