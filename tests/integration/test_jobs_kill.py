@@ -1,5 +1,6 @@
-"""Issue 12's SIGKILL acceptance: two worker processes, N jobs, a worker SIGKILLed K times at
-random moments (restarted each time), a 2 s lease so the killed worker's jobs come back.
+"""Issue 12's SIGKILL acceptance on PostgreSQL, Redis and SQLite: two worker processes, N jobs,
+a worker SIGKILLed K times at random moments (restarted each time), a 2 s lease so the killed
+worker's jobs come back.
 
 Every job completes; none completes twice while its worker lived; the extra runs (runs of the
 killed workers' jobs that had to start again) are counted and printed. Each run is recorded by
@@ -119,7 +120,9 @@ def read_runs(records: Path) -> list[Run]:
     return runs
 
 
-def _backend_settings(kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+def _backend_settings(kind: str, request: pytest.FixtureRequest, tmp: Path) -> dict[str, Any]:
+    if kind == "sqlite":
+        return {"type": "sqlite", "path": str(tmp / "jobs.db")}
     if kind == "postgres":
         return {"type": "postgres", "url": request.getfixturevalue("pg_url"), "schema": "swh1"}
     prefix = request.getfixturevalue("redis_prefix") + "swh1kill"
@@ -131,12 +134,12 @@ async def _completed(backend: QueueBackend) -> int:
 
 
 @pytest.mark.timeout(TIMEOUT_S)
-@pytest.mark.parametrize("kind", ["postgres", "redis"])
+@pytest.mark.parametrize("kind", ["postgres", "redis", "sqlite"])
 async def test_sigkilled_workers_lose_no_job_and_never_run_one_twice_while_alive(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     rng = random.Random(SEED)
-    settings = _backend_settings(kind, request)
+    settings = _backend_settings(kind, request, tmp_path)
     backend = build_backend(settings)
     await backend.open()
     records, logs = tmp_path / "runs", tmp_path / "logs"
