@@ -253,3 +253,23 @@ async def test_claim_takes_only_the_free_capacity(backend: PostgresQueueBackend)
     counts = await _counts(backend, "cap")
     assert counts[JobState.ACTIVE] == 10 and counts[JobState.QUEUED] == 0
     assert await backend.claim("cap", 5, "w4", 30.0) == []
+
+
+async def test_claim_and_finish_skip_the_flush_for_their_own_statement_only(pg_url: str) -> None:
+    # One connection: the enqueue, the claim, the finish and the check below all share it,
+    # so a synchronous_commit left off by the claim or the finish would show here (and make
+    # that connection's later enqueues non-durable).
+    queue = PostgresQueueBackend(pg_url, schema=SCHEMA, pool_size=1)
+    await queue.open()
+    try:
+        await queue.enqueue_many([NewJob("t", {"n": n}, queue="flush") for n in range(3)])
+        jobs = await queue.claim("flush", 3, "w1", 30.0)
+        assert len(jobs) == 3
+        done = [Outcome(job.id, job.attempts, "completed") for job in jobs]
+        assert await queue.finish(done, "w1") == []
+        async with queue._conn("check") as conn:
+            cur = await conn.execute("SHOW synchronous_commit")
+            assert await cur.fetchone() == ("on",)
+        assert (await _counts(queue, "flush"))[JobState.COMPLETED] == 3
+    finally:
+        await queue.close()
