@@ -273,3 +273,12 @@ async def test_claim_and_finish_skip_the_flush_for_their_own_statement_only(pg_u
         assert (await _counts(queue, "flush"))[JobState.COMPLETED] == 3
     finally:
         await queue.close()
+
+
+@pytest.mark.parametrize("job_id", ["²", "٣", "12a", ""])
+async def test_an_id_that_is_not_ascii_digits_is_unknown(
+    backend: PostgresQueueBackend, job_id: str
+) -> None:
+    # "²" and "٣" pass str.isdigit() but int() refuses them: get and requeue crashed.
+    assert await backend.get(job_id) is None
+    assert await backend.requeue([job_id]) == 0

@@ -122,7 +122,7 @@ def _member(number: int) -> str:
 def _split_id(job_id: str) -> tuple[str, str] | None:
     """(queue, member) of an id, None when it is not one of ours."""
     queue, sep, number = job_id.rpartition(":")
-    if not sep or not queue or not number.isdigit():
+    if not sep or not queue or not (number.isascii() and number.isdigit()):
         return None
     return queue, _member(int(number))
 
