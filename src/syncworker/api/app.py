@@ -702,33 +702,7 @@ def _backend_failed(exc: Exception) -> ApiError:
 
 
 def _job_body(job: Job, *, whole: bool) -> dict[str, Any]:
-    try:
-        payload: Any = job.payload
-    except ValueError:  # a pipeline's raw message
-        payload = job.data.decode("utf-8", "replace")
-    body: dict[str, Any] = {
-        "id": job.id,
-        "task": job.task,
-        "queue": job.queue,
-        "state": job.state.value,
-        "priority": job.priority,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "run_at": job.run_at,
-        "enqueued_at": job.enqueued_at,
-        "finished_at": job.finished_at,
-        "unique_key": job.unique_key,
-        "worker": job.worker,
-        "lease_until": job.lease_until,
-        "payload": payload,
-        "progress": job.progress,
-        "result": job.result,
-        "error": job.error,
-    }
-    if whole:
-        body["stack"] = job.stack
-        body["timeout_s"] = job.timeout_s
-    redacted: dict[str, Any] = redact_value(body)
+    redacted: dict[str, Any] = redact_value(job.describe(whole=whole))
     return redacted
 
 

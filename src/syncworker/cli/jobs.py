@@ -282,30 +282,9 @@ def _iso(ts: float | None, tz: Any) -> str | None:
 
 
 def _job_dict(job: Job, *, stack: bool) -> dict[str, Any]:
-    try:
-        payload: Any = job.payload
-    except ValueError:
-        payload = job.data.decode("utf-8", "replace")
-    figures: dict[str, Any] = {
-        "id": job.id,
-        "task": job.task,
-        "queue": job.queue,
-        "state": job.state.value,
-        "priority": job.priority,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "run_at": _utc(job.run_at),
-        "enqueued_at": _utc(job.enqueued_at),
-        "finished_at": _utc(job.finished_at),
-        "unique_key": job.unique_key,
-        "worker": job.worker,
-        "payload": payload,
-        "progress": job.progress,
-        "result": job.result,
-        "error": job.error,
-    }
-    if stack:
-        figures["stack"] = job.stack
+    figures = job.describe(whole=stack)
+    for name in ("run_at", "enqueued_at", "finished_at", "lease_until"):
+        figures[name] = _utc(figures[name])
     redacted: dict[str, Any] = redact_value(figures)
     return redacted
 

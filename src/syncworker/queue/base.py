@@ -94,6 +94,38 @@ class Job:
         """What fences an outcome: the job at this attempt."""
         return (self.id, self.attempts)
 
+    def describe(self, *, whole: bool = False) -> dict[str, Any]:
+        """The job for people and the API (times as epoch seconds; a payload that is not
+        JSON, a pipeline's raw message, as text); ``whole`` adds the stack and timeout.
+        Not redacted: the caller redacts for its output."""
+        try:
+            payload: Any = self.payload
+        except ValueError:
+            payload = self.data.decode("utf-8", "replace")
+        body: dict[str, Any] = {
+            "id": self.id,
+            "task": self.task,
+            "queue": self.queue,
+            "state": self.state.value,
+            "priority": self.priority,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "run_at": self.run_at,
+            "enqueued_at": self.enqueued_at,
+            "finished_at": self.finished_at,
+            "unique_key": self.unique_key,
+            "worker": self.worker,
+            "lease_until": self.lease_until,
+            "payload": payload,
+            "progress": self.progress,
+            "result": self.result,
+            "error": self.error,
+        }
+        if whole:
+            body["stack"] = self.stack
+            body["timeout_s"] = self.timeout_s
+        return body
+
 
 @dataclass(slots=True)
 class Outcome:
