@@ -27,22 +27,26 @@ def free_port() -> int:
         return port
 
 
-def test_the_messenger_example_runs_its_jobs(tmp_path: Path, redis_prefix: str) -> None:
-    work = tmp_path / "messenger_worker"
-    shutil.copytree(EXAMPLE, work)
-    port = free_port()
-    env = {
-        **os.environ,
-        "JOBS_PREFIX": f"{redis_prefix}messenger",
-        "PORT": str(port),
-        "SYNCWORKER_STATE_DIR": str(tmp_path),
-    }
+class Example:
+    """A copy of the example in ``tmp_path`` with its variables, run as its README says."""
 
-    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def __init__(self, tmp_path: Path, redis_prefix: str, **variables: str) -> None:
+        self.work = tmp_path / "messenger_worker"
+        shutil.copytree(EXAMPLE, self.work)
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "JOBS_PREFIX": f"{redis_prefix}messenger",
+            "PORT": str(self.port),
+            "SYNCWORKER_STATE_DIR": str(tmp_path),
+            **variables,
+        }
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "syncworker.cli", *args],
-            cwd=work,
-            env=env,
+            cwd=self.work,
+            env=self.env,
             capture_output=True,
             text=True,
             timeout=120,
@@ -50,6 +54,25 @@ def test_the_messenger_example_runs_its_jobs(tmp_path: Path, redis_prefix: str) 
         if check:
             assert result.returncode == 0, result.stderr
         return result
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        found: dict[str, dict[str, int]] = orjson.loads(self.cli("jobs", "counts", "--json").stdout)
+        return found
+
+    def start(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "syncworker.cli", "run", "syncworker.yaml"],
+            cwd=self.work,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def test_the_messenger_example_runs_its_jobs(tmp_path: Path, redis_prefix: str) -> None:
+    example = Example(tmp_path, redis_prefix)
+    cli, port = example.cli, example.port
 
     image = orjson.dumps({"type": "image", "s3Key": "u1/a.jpg", "userId": "u1", "messageId": "m1"})
     push = orjson.dumps({"type": "push", "userId": "u1", "title": "hi", "body": "there"})
@@ -63,14 +86,7 @@ def test_the_messenger_example_runs_its_jobs(tmp_path: Path, redis_prefix: str) 
     assert len(cron) == 10
     assert {entry["name"]: entry["schedule"] for entry in cron}["orphaned_media"] == "0 5 * * 0"
 
-    engine = subprocess.Popen(
-        [sys.executable, "-m", "syncworker.cli", "run", "syncworker.yaml"],
-        cwd=work,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    engine = example.start()
     try:
 
         def finished() -> bool:
@@ -148,39 +164,16 @@ def test_the_rabbitmq_bridge_turns_the_seeds_topics_into_jobs(
 
     tag = uuid.uuid4().hex[:10]
     exchange_name, queue_prefix = f"swtest_{tag}", f"swtest_{tag}"
-    work = tmp_path / "messenger_worker"
-    shutil.copytree(EXAMPLE, work)
-    env = {
-        **os.environ,
-        "JOBS_PREFIX": f"{redis_prefix}messenger",
-        "PORT": str(free_port()),
-        "SYNCWORKER_STATE_DIR": str(tmp_path),
-        "RABBITMQ_URL": AMQP_URL,
-        "RABBITMQ_EXCHANGE": exchange_name,
-        "RABBITMQ_QUEUE_PREFIX": queue_prefix,
-    }
-
-    def counts() -> dict[str, dict[str, int]]:
-        result = subprocess.run(
-            [sys.executable, "-m", "syncworker.cli", "jobs", "counts", "--json"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        found: dict[str, dict[str, int]] = orjson.loads(result.stdout)
-        return found
-
-    engine = subprocess.Popen(
-        [sys.executable, "-m", "syncworker.cli", "run", "syncworker.yaml"],
-        cwd=work,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    example = Example(
+        tmp_path,
+        redis_prefix,
+        RABBITMQ_URL=AMQP_URL,
+        RABBITMQ_EXCHANGE=exchange_name,
+        RABBITMQ_QUEUE_PREFIX=queue_prefix,
     )
+    counts = example.counts
+
+    engine = example.start()
     try:
         image = {"type": "image", "s3Key": "a.jpg", "userId": "u1", "messageId": "m1"}
         push = {"type": "push", "userId": "u1", "title": "hi", "body": "there"}
