@@ -11,7 +11,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 LINT_PATHS := src tests bench
-EXTRAS := test,postgres,redis,amqp,http,api,algolia
+EXTRAS := test,postgres,redis,amqp,http,api,algolia,kits
 
 # Stamps live inside the venv, so deleting the venv also forgets what was installed.
 BASE_STAMP := $(VENV)/.installed-base

@@ -2,6 +2,7 @@
 # Make sure PostgreSQL, Redis and RabbitMQ answer on 127.0.0.1 before the integration
 # tests run: check each one, start it if it is down, install it with apt-get if it is
 # missing. Prints one line per service; exits non-zero naming the service that failed.
+# Also installs ffmpeg (the media kit's video and audio jobs) when it is missing.
 set -euo pipefail
 
 readonly HOST=127.0.0.1
@@ -200,6 +201,16 @@ hint_rabbitmq() {
     echo "$HOST:$AMQP_PORT; see /var/log/rabbitmq/"
 }
 
+# ffmpeg/ffprobe: the media kit's video and audio jobs (issue 13) and their tests.
+ensure_ffmpeg() {
+    if have ffmpeg && have ffprobe; then
+        STATUS="ffmpeg: present"
+    else
+        apt_install ffmpeg ffmpeg
+        STATUS="ffmpeg: installed"
+    fi
+}
+
 main() {
     ensure postgresql postgresql_up postgresql_start postgresql_installed postgresql
     postgresql_check_trust
@@ -207,6 +218,8 @@ main() {
     ensure redis redis_up redis_start redis_installed redis-server
     echo "$STATUS"
     ensure rabbitmq rabbitmq_up rabbitmq_start rabbitmq_installed rabbitmq-server
+    echo "$STATUS"
+    ensure_ffmpeg
     echo "$STATUS"
 }
 

@@ -13,7 +13,7 @@ import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel, ValidationInfo
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 _NUMBERS = (int, float)
 
@@ -47,3 +47,14 @@ def enabled_flag(value: Any) -> Any:
     if isinstance(value, str) and re.fullmatch(r"(true)*", value.strip().lower()):
         return value.strip() != ""
     return value
+
+
+class StrictModel(BaseModel):
+    """A config model: unknown keys refused, frozen, no number read from a boolean."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool_for_number(cls, value, info)

@@ -16,31 +16,27 @@ The models only validate; ``build_jobs`` turns them into a registry, a ``Jobs`` 
 from __future__ import annotations
 
 import zoneinfo
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from croniter import croniter
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from syncworker.core.durations import DurationS
-from syncworker.core.fields import refuse_bool_for_number
+from syncworker.core.fields import StrictModel
 from syncworker.errors import ConfigError
 from syncworker.jobs.backoff import Backoff
 from syncworker.jobs.cron import CronEntry, CronScheduler
 from syncworker.jobs.enqueue import Jobs
+from syncworker.jobs.kits.base import Kit, is_kit_handler, resolve_kit_handler, split_kit_handler
+from syncworker.jobs.kits.config import KitsConfig
 from syncworker.jobs.tasks import Task, TaskRegistry
 from syncworker.jobs.worker import QueueSettings, Worker
 from syncworker.queue.base import QueueBackend
 from syncworker.queue.config import QueueBackendConfig, validate_backend
 
-
-class _Strict(BaseModel):
-    model_config = {"extra": "forbid", "frozen": True}
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        return refuse_bool_for_number(cls, value, info)
+_Strict = StrictModel
 
 
 class BackoffConfig(_Strict):
@@ -58,7 +54,10 @@ class QueueSettingsConfig(_Strict):
 
 
 class TaskConfig(_Strict):
-    handler: str = Field(description="the function, as 'package.module:function'")
+    handler: str = Field(
+        description="the function, as 'package.module:function', or a kit's handler as "
+        "'kit:FAMILY.NAME' ('kit:media.image'; the kit configured under jobs.kits)"
+    )
     queue: str = Field("default", min_length=1, description="the queue its jobs go to")
     priority: int = Field(0, ge=-1000, le=1000, description="higher runs first")
     timeout: DurationS | None = Field(
@@ -73,6 +72,9 @@ class TaskConfig(_Strict):
     @field_validator("handler")
     @classmethod
     def _dotted(cls, value: str) -> str:
+        if is_kit_handler(value):
+            split_kit_handler(value)
+            return value
         module, sep, attr = value.partition(":")
         if not sep or not module or not attr:
             raise ValueError(f"expected 'package.module:function', got {value!r}")
@@ -116,6 +118,11 @@ class JobsConfig(_Strict):
     )
     tasks: dict[str, TaskConfig] = Field(default_factory=dict, description="tasks by name")
     cron: dict[str, CronConfig] = Field(default_factory=dict, description="scheduled jobs")
+    kits: KitsConfig = Field(
+        default_factory=KitsConfig,
+        description="ready-made handler families (media, notifications, cleanup) that "
+        "tasks name as 'kit:FAMILY.NAME'",
+    )
     worker: bool = Field(
         True, description="false: this process only enqueues (and schedules cron), never runs jobs"
     )
@@ -159,32 +166,41 @@ class BuiltJobs:
     jobs: Jobs
     worker: Worker | None
     scheduler: CronScheduler | None
+    kits: dict[str, Kit] = field(default_factory=dict)
 
 
-def build_registry(config: JobsConfig) -> TaskRegistry:
-    """The tasks of ``config``, their handlers imported (``ConfigError`` naming the task)."""
+def build_registry(config: JobsConfig, kits: Mapping[str, Kit] | None = None) -> TaskRegistry:
+    """The tasks of ``config``, their handlers imported or taken from ``kits`` (default: the
+    kits ``config`` builds, not opened); ``ConfigError`` names the task."""
     registry = TaskRegistry()
+    kits = kits if kits is not None else config.kits.build()
     for name, task in config.tasks.items():
         try:
-            built = Task.from_path(
-                task.handler,
-                name=name,
-                queue=task.queue,
-                priority=task.priority,
-                timeout_s=task.timeout,
-                retries=task.retries,
-                backoff=Backoff(
-                    base_s=task.backoff.base,
-                    factor=task.backoff.factor,
-                    max_s=task.backoff.max,
-                    jitter=task.backoff.jitter,
-                ),
-                cpu=task.cpu,
-            )
+            built = _task(name, task, kits)
         except ConfigError as exc:
             raise ConfigError(exc.reason, path=f"jobs.tasks.{name}.handler") from None
         registry.add(built)
     return registry
+
+
+def _task(name: str, task: TaskConfig, kits: Mapping[str, Kit]) -> Task:
+    defaults: dict[str, Any] = {
+        "name": name,
+        "queue": task.queue,
+        "priority": task.priority,
+        "timeout_s": task.timeout,
+        "retries": task.retries,
+        "backoff": Backoff(
+            base_s=task.backoff.base,
+            factor=task.backoff.factor,
+            max_s=task.backoff.max,
+            jitter=task.backoff.jitter,
+        ),
+        "cpu": task.cpu,
+    }
+    if is_kit_handler(task.handler):
+        return Task(fn=resolve_kit_handler(task.handler, kits), **defaults)
+    return Task.from_path(task.handler, **defaults)
 
 
 def worker_queues(config: JobsConfig) -> dict[str, QueueSettings]:
@@ -200,11 +216,17 @@ def worker_queues(config: JobsConfig) -> dict[str, QueueSettings]:
 
 
 def build_jobs(
-    config: JobsConfig, *, backend: QueueBackend | None = None, worker_id: str | None = None
+    config: JobsConfig,
+    *,
+    backend: QueueBackend | None = None,
+    worker_id: str | None = None,
+    kits: Mapping[str, Kit] | None = None,
 ) -> BuiltJobs:
-    """The backend, a client, a worker (unless ``worker: false``) and a cron scheduler (when
-    entries are enabled) for ``config``; nothing is opened."""
-    registry = build_registry(config)
+    """The backend, a client, a worker (unless ``worker: false``), a cron scheduler (when
+    entries are enabled) and the kits (default: those ``config`` names) for ``config``;
+    nothing is opened."""
+    kits = dict(kits) if kits is not None else config.kits.build()
+    registry = build_registry(config, kits)
     backend = backend if backend is not None else config.backend.build()
     jobs = Jobs(backend, registry)
     worker = None
@@ -232,4 +254,4 @@ def build_jobs(
         if entry.enabled
     ]
     scheduler = CronScheduler(jobs, entries) if entries else None
-    return BuiltJobs(backend, registry, jobs, worker, scheduler)
+    return BuiltJobs(backend, registry, jobs, worker, scheduler, kits)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -40,6 +41,7 @@ class JobsService:
         self.jobs = built.jobs
         self.worker = built.worker
         self.scheduler = built.scheduler
+        self.kits = built.kits
         self.opened = asyncio.Event()
         self.started_at: float | None = None
         self._stop = asyncio.Event()
@@ -69,29 +71,43 @@ class JobsService:
                     await task
             except Exception:
                 log.exception("jobs_failed")
+        for kit in self.kits.values():
+            try:
+                await kit.close()
+            except Exception:
+                log.exception("jobs_kit_close_failed", kit=kit.name)
         await self.backend.close()
 
     async def _run(self) -> None:
-        if not await self._open():
+        if not await self._open("backend", self.backend.open):
             return
         runs = []
-        if self.worker is not None:
-            runs.append(asyncio.create_task(self.worker.run(self._stop), name="jobs-worker"))
         if self.scheduler is not None:
             runs.append(asyncio.create_task(self.scheduler.run(self._stop), name="jobs-cron"))
+        if self.worker is not None and await self._open_kits():
+            runs.append(asyncio.create_task(self.worker.run(self._stop), name="jobs-worker"))
         await asyncio.gather(*runs)
 
-    async def _open(self) -> bool:
+    async def _open_kits(self) -> bool:
+        """Each kit opened, retried while its database or storage is down: that delays the
+        jobs (each failure logged), never the cron schedule, which needs only the backend."""
+        for kit in self.kits.values():
+            if not await self._open(f"kit {kit.name}", kit.open):
+                return False
+        return True
+
+    async def _open(self, what: str, open_: Callable[[], Awaitable[None]]) -> bool:
+        """``open_()`` retried with backoff until it succeeds (True) or the service stops."""
         failures = 0
         while not self._stop.is_set():
             try:
-                await self.backend.open()
+                await open_()
             except Exception as exc:
                 failures += 1
-                self._last_error = redact_url(f"{type(exc).__name__}: {exc}")
+                self._last_error = redact_url(f"{what}: {type(exc).__name__}: {exc}")
                 delay_s = _OPEN_BACKOFF.delay_s(failures)
                 log.warning(
-                    "jobs_backend_unavailable",
+                    "jobs_backend_unavailable" if what == "backend" else "jobs_kit_unavailable",
                     error=self._last_error,
                     failures=failures,
                     retry_in_s=round(delay_s, 2),
@@ -100,7 +116,8 @@ class JobsService:
                     await asyncio.wait_for(self._stop.wait(), delay_s)
                 continue
             self._last_error = None
-            self.opened.set()
+            if what == "backend":
+                self.opened.set()
             return True
         return False
 
