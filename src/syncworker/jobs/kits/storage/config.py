@@ -75,6 +75,14 @@ class S3StorageConfig(StrictModel):
         4, ge=1, le=64, description="parts transferred at once for one large object"
     )
 
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="tries of one S3 request by the client (botocore's standard retry mode) "
+        "before the job's own retry takes over",
+    )
+
     _blank = field_validator(
         "region",
         "access_key_id",
