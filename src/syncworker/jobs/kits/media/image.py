@@ -54,6 +54,11 @@ class ImageResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def size_of(path: Path) -> int:
+    """A local temp file's size (a stat: cheap enough for the event loop)."""
+    return path.stat().st_size
+
+
 def configure_limits(settings: ImageSettings) -> None:
     """Pillow's bomb limit is process-wide: the kit sets it once from its settings."""
     Image.MAX_IMAGE_PIXELS = settings.max_pixels
