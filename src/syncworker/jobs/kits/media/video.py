@@ -116,7 +116,8 @@ async def _poster(
     settings: VideoSettings,
     duration: float | None,
 ) -> Rendition:
-    at_s = settings.poster_at_s if duration and duration > settings.poster_at_s else 0.0
+    # Never past the middle: a seek to the very end of a short clip decodes no frame.
+    at_s = min(settings.poster_at_s, duration / 2) if duration else 0.0
     if settings.poster_format == "jpeg":
         path = out_dir / "poster.jpg"
         # -q:v runs 2 (best) .. 31 (worst)
