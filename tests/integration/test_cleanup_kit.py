@@ -103,10 +103,11 @@ def sql_rows(url: str, query: str, params: dict[str, Any] | None = None) -> list
         return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
 
-def digest(url: str, table: str) -> tuple[int, str]:
+def digest(url: str, table: str, where: str = "true") -> tuple[int, str]:
     """Row count and a hash of every row's full contents, in id order."""
     query = (
-        f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY id), '')) FROM {table} t"
+        "SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY id), '')) "
+        f"FROM {table} t WHERE {where}"
     )
     row = sql_rows(url, query)[0]
     return row[0], row[1]
@@ -599,6 +600,44 @@ async def test_a_cleanup_job_through_the_jobs_service(schema: str, store: Path) 
     finally:
         await service.stop()
     old = sum(1 for i in range(STORIES) if old_story(i))
+    # The last progress recorded is the counts after the last batch.
+    assert real.progress["rows_deleted"] == old and real.progress["type"] == "stories"
     assert dry.result["dry_run"] is True and dry.result["rows_deleted"] == old
     assert real.result["dry_run"] is False and real.result["rows_deleted"] == old
     assert sql_rows(schema, "SELECT count(*) FROM stories")[0][0] == STORIES - old
+
+
+async def test_a_cancelled_run_leaves_whole_batches_and_the_rest_for_the_next(
+    schema: str, store: Path, tmp_path: Path
+) -> None:
+    count = 20_000
+    with psycopg.connect(schema) as conn:
+        conn.execute(SEED_MESSAGES, {"base": store.as_uri() + "/", "count": count})
+    old = {uuid_of(1, i) for i in range(count) if old_message(i)}
+    recent = "created_at >= LOCALTIMESTAMP - interval '365 days'"
+    young = digest(schema, "messages", recent)
+    settings = {"messages_action": "archive_jsonl", "archive_dir": str(tmp_path / "archive")}
+    config = kit_config(schema, store, batch_size=100, **settings)
+    async with CleanupKit(config) as kit:
+        task = asyncio.create_task(kit.execute("messages"))
+
+        async def some_deleted() -> Any:
+            left = sql_rows(schema, "SELECT count(*) FROM messages")[0][0]
+            return left if left < count or task.done() else None
+
+        await eventually(some_deleted, "a first batch committed")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    left = {str(r[0]) for r in sql_rows(schema, "SELECT id FROM messages")}
+    deleted = old - left
+    archived = set()
+    for archive in (tmp_path / "archive").glob("*.jsonl"):
+        archived |= {json.loads(line)["id"] for line in archive.read_text().splitlines()}
+    # Whatever was deleted was archived first; the young rows are all there.
+    assert deleted <= archived
+    assert digest(schema, "messages", recent) == young
+    async with CleanupKit(config) as kit:
+        rest = await kit.execute("messages")
+    assert rest["rows_deleted"] == len(old & left)
+    assert sql_rows(schema, "SELECT count(*) FROM messages")[0][0] == count - len(old)
