@@ -43,7 +43,10 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, keys: Iterable[str]) -> int:
-        """Removes the keys that exist (missing ones are not an error); returns how many."""
+        """Removes the keys that exist (missing ones are not an error); returns how many.
+
+        A key given twice counts once. S3 cannot tell a missing key from a deleted one, so
+        its count includes keys that were already gone; the local store counts files."""
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> AsyncIterator[StoredObject]:
