@@ -164,3 +164,12 @@ def test_a_40_mp_photo_stays_memory_bounded(tmp_path: Path, out: Path) -> None:
     assert measured["size"] == [2048, 1537]
     # Decoded whole, 7300x5480 RGB alone is 114 MB; at the 1/2 DCT scale it is 29 MB.
     assert grown_mb < 90
+
+
+def test_heic_is_read(tmp_path: Path, out: Path) -> None:
+    source = tmp_path / "phone.heic"
+    Image.new("RGB", (640, 480), (200, 10, 10)).save(source)  # pillow-heif's encoder
+    result = process_image(source, out, ImageSettings(thumbnail_sizes=[100]))
+    assert result.metadata["original"]["format"] == "heif"
+    assert (result.image.width, result.image.height) == (640, 480)
+    assert result.metadata["dominant_color"] != "#000000"
