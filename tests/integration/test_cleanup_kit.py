@@ -100,7 +100,7 @@ FROM generate_series(0, %(count)s - 1) AS i
 
 def sql_rows(url: str, query: str, params: dict[str, Any] | None = None) -> list[Any]:
     with psycopg.connect(url) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(query, params).fetchall()
 
 
 def digest(url: str, table: str, where: str = "true") -> tuple[int, str]:
@@ -308,7 +308,7 @@ async def test_temp_files_rows_and_files_under_the_root_only(
             "(%s, %s, LOCALTIMESTAMP - interval '2 days')",
             (uuid_of(4, 100), str(outside), uuid_of(4, 101), str(root / ".." / "outside.bin")),
         )
-    settings = {"temp_files_root": str(root), "batch_size": 4}
+    settings: dict[str, Any] = {"temp_files_root": str(root), "batch_size": 4}
     expected = {
         "rows_deleted": 9,
         "files_deleted": 7,  # 0..8 old, of which 3 and 7 are missing
