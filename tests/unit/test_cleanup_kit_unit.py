@@ -12,7 +12,7 @@ import pydantic
 import pytest
 
 from syncworker.config import config_from_dict
-from syncworker.errors import ConnectionClosed, PermanentError
+from syncworker.errors import ConnectionClosed, ConnectionFailed, PermanentError
 from syncworker.jobs.config import build_registry
 from syncworker.jobs.kits.cleanup.archive import JsonlArchive
 from syncworker.jobs.kits.cleanup.config import SEED_TABLES, CleanupKitConfig
@@ -125,6 +125,22 @@ async def test_a_named_handler_refuses_another_type_and_a_closed_kit_says_so() -
         await stories(CleanupOptions())
     with pytest.raises(ConnectionClosed, match="not open") as caught:
         await kit.run(CleanupJob(type="health"))
+    assert "s3cret" not in str(caught.value)
+
+
+async def test_an_unknown_type_is_permanent() -> None:
+    with pytest.raises(PermanentError, match="unknown clean-up type 'everything'"):
+        await CleanupKit(config()).execute("everything")
+
+
+async def test_open_without_a_database_fails_with_the_reason_and_no_password() -> None:
+    kit = CleanupKit(
+        config(database="postgresql://postgres:s3cret@127.0.0.1:1/none", connect_timeout="1s")
+    )
+    with pytest.raises(ConnectionFailed) as caught:
+        async with kit:
+            pass
+    assert "127.0.0.1:1/none" in str(caught.value)
     assert "s3cret" not in str(caught.value)
 
 

@@ -112,12 +112,17 @@ class CleanupKit(Kit):
         """Runs one clean-up (also the Python entry point: ``await kit.execute("stories")``)
         and returns its counts. Database failures are raised as syncworker's classes (an
         outage is retried, a missing table or grant is the configuration's)."""
+        job = self._jobs.get(kind)
+        if job is None:
+            raise PermanentError(
+                f"unknown clean-up type {kind!r}; expected one of: " + ", ".join(self._jobs)
+            )
         if self._pool is None:
             raise ConnectionClosed(f"{self.label}: the kit is not open")
         run = Run(kind, self.config, self._pool, self.storage, dry_run, ctx)
         started = time.monotonic()
         try:
-            await self._jobs[kind](run)
+            await job(run)
         except psycopg.Error as exc:
             mapped = dependency_error(exc, f"{self.label}: {kind}")
             if mapped is None:
