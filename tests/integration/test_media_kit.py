@@ -20,6 +20,7 @@ from syncworker.jobs.service import JobsService
 from syncworker.queue.base import Job, JobState
 from tests.fakes.s3 import S3Server, s3_server  # noqa: F401 - the fixture
 from tests.integration import media_support as media
+from tests.unit.test_media_video import ffmpeg_children
 from tests.waiting import eventually
 
 SCHEMA = Path(__file__).parents[2] / "examples" / "messenger_worker" / "schema.sql"
@@ -178,6 +179,9 @@ async def test_video_and_voice_note_jobs(
     for job_id in ids:
         job = await finished(service, job_id)
         assert job.state is JobState.COMPLETED, job.error
+    video_job = await service.backend.get(ids[0])
+    assert video_job is not None
+    assert video_job.progress == {"stage": "transcode", "fraction": 1.0}  # ctx.progress
     video_row = row(db, video_id)
     assert video_row["media_url"].endswith(f"/media/u2/{video_id}/video.mp4")
     assert video_row["thumbnail_url"].endswith(f"/media/u2/{video_id}/poster.jpg")
@@ -253,3 +257,40 @@ async def test_the_kit_alone_from_python(
         )
     assert result["metadata"]["animated"] is True
     assert row(db, message_id)["media_url"] == result["media_url"]
+
+
+async def test_a_timed_out_video_job_kills_ffmpeg_and_leaves_no_file(
+    s3_server: S3Server,  # noqa: F811
+    bucket: str,
+    db: str,
+    tmp_path: Path,
+) -> None:
+    settings = kit_settings(s3_server, bucket, db, tmp_path)
+    settings["video"] = {"preset": "slow"}
+    raw = {
+        "jobs": {
+            "backend": {"type": "memory"},
+            "queues": {"media": {"concurrency": 1}},
+            "tasks": {
+                "video": {"handler": "kit:media.video", "queue": "media", "timeout": "1500ms",
+                          "retries": 0},
+            },
+            "kits": {"media": settings},
+        }
+    }  # fmt: skip
+    config = config_from_dict(raw)
+    assert config.app.jobs is not None
+    source = media.make_video(tmp_path / "long.mp4", seconds=30, size="640x480", sound=False)
+    key = put(s3_server, bucket, source, "up/long.mp4")
+    payload = {"type": "video", "s3Key": key, "userId": "u5", "messageId": new_message(db)}
+    jobs = JobsService.from_config(config.app.jobs)
+    await jobs.start()
+    try:
+        job = await finished(jobs, await jobs.jobs.enqueue("video", payload))
+    finally:
+        await jobs.stop()
+    assert job.state is JobState.DEAD
+    assert job.error is not None and "timed out" in job.error, job.error
+    assert ffmpeg_children() == []
+    assert list((tmp_path / "work").iterdir()) == []
+    assert [k for k in bucket_keys(s3_server, bucket) if k.startswith("media/")] == []
