@@ -81,3 +81,20 @@ async def test_cancelling_a_video_job_kills_ffmpeg_and_removes_its_files(tmp_pat
     assert ffmpeg_children() == []
     assert list((tmp_path / "work").iterdir()) == []
     assert not (tmp_path / "store" / "media").exists()
+
+
+def test_config_reads_blank_variables_as_unset_and_hides_the_database_url() -> None:
+    config = MediaKitConfig.model_validate(
+        {"storage": {"type": "local", "path": "/srv/media"}, "database": "", "tmp_dir": ""}
+    )
+    assert config.database is None and config.tmp_dir is None
+    secret = MediaKitConfig.model_validate(
+        {"storage": {"type": "local", "path": "/srv"}, "database": "postgresql://u:pw@h/db"}
+    )
+    assert "pw" not in repr(secret)
+    with pytest.raises(ValueError, match="expected type 'local' or 's3'"):
+        MediaKitConfig.model_validate({"storage": {"type": "ftp"}})
+    with pytest.raises(ValueError, match="greater than or equal to 8"):
+        MediaKitConfig.model_validate(
+            {"storage": {"type": "local", "path": "/srv"}, "image": {"thumbnail_sizes": [0]}}
+        )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from syncworker.core.durations import DurationS
 from syncworker.core.fields import StrictModel
@@ -24,7 +24,7 @@ class ImageSettings(StrictModel):
         "white and keeps an animation's first frame",
     )
     quality: int = Field(82, ge=1, le=100, description="encoder quality of the output image")
-    thumbnail_sizes: list[int] = Field(
+    thumbnail_sizes: list[Annotated[int, Field(ge=8, le=4096)]] = Field(
         default_factory=lambda: [320],
         min_length=1,
         description="thumbnails to make, each the longest edge in pixels; the first is the "
@@ -48,9 +48,9 @@ class ImageSettings(StrictModel):
         description="an animation whose output frames hold more pixels than this in all "
         "(frames x width x height) keeps only its first frame (bounds memory and time)",
     )
-    blurhash_components: tuple[int, int] = Field(
-        (4, 3), description="blurhash components (x, y), each 1..9"
-    )
+    blurhash_components: tuple[
+        Annotated[int, Field(ge=1, le=9)], Annotated[int, Field(ge=1, le=9)]
+    ] = Field((4, 3), description="blurhash components (x, y), each 1..9")
 
 
 class VideoSettings(StrictModel):
@@ -112,6 +112,12 @@ class MediaKitConfig(StrictModel):
     image: ImageSettings = Field(default_factory=ImageSettings, description="image settings")
     video: VideoSettings = Field(default_factory=VideoSettings, description="video settings")
     audio: AudioSettings = Field(default_factory=AudioSettings, description="audio settings")
+
+    @field_validator("database", "tmp_dir", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # ``${DATABASE_URL:-}`` with the variable unset is "": no database, not an empty URL.
+        return None if isinstance(value, str) and not value.strip() else value
 
     def build(self) -> Kit:
         from syncworker.jobs.kits.media.kit import MediaKit
