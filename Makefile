@@ -28,7 +28,7 @@ help:
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make format    ruff format and ruff check --fix"
 	@echo "make bench     run the benchmarks (bench/run_all.py)"
-	@echo "make chaos     long crash-recovery runs (SIGKILL crash tests, 10 kills each; the 1M-row pg_table acceptance run; the 200k-record Zoho -> Redis one)"
+	@echo "make chaos     long crash-recovery runs (SIGKILL crash tests, 10 kills each; the 1M-row pg_table acceptance run; the 200k-record Zoho -> Redis one; the 1M-message clean-up run)"
 	@echo "make clean     remove caches and build output (distclean: also .venv)"
 
 $(BIN)/python:
@@ -78,6 +78,7 @@ bench: $(DEV_STAMP)
 chaos: $(DEV_STAMP) services
 	SYNCWORKER_CHAOS_ROUNDS=10 $(BIN)/pytest -q tests/e2e/test_crash.py tests/integration/test_seed000_e2e.py
 	SYNCWORKER_ACCEPTANCE_ROWS=1000000 $(BIN)/pytest -q -s tests/integration/test_pg_table_acceptance.py
+	SYNCWORKER_CLEANUP_MESSAGES=1000000 $(BIN)/pytest -q -s tests/integration/test_cleanup_kit.py -k exact_counts
 	SYNCWORKER_ZOHO_ROWS=200000 $(BIN)/pytest -q -s tests/integration/test_zoho_redis_scale.py
 	SYNCWORKER_CHAOS_ROUNDS=20 SYNCWORKER_JOBS_KILL_JOBS=10000 $(BIN)/pytest -q -s tests/integration/test_jobs_kill.py
 

@@ -1,4 +1,5 @@
-"""Ready-made job families a team turns on in config: media, notifications, clean-up.
+"""Ready-made job families a team turns on in config: media and clean-up (notifications:
+not built yet, issue 13).
 
     jobs:
       kits:
