@@ -27,7 +27,7 @@ async def store(
         settings: dict[str, object] = {"type": "local", "path": str(tmp_path / "store")}
     else:
         settings = s3_server.storage_settings(s3_server.new_bucket())
-    storage = build_storage(ADAPTER.validate_python(settings))  # type: ignore[arg-type]
+    storage = build_storage(ADAPTER.validate_python(settings))
     await storage.open()
     try:
         yield storage
