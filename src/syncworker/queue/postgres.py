@@ -750,11 +750,18 @@ class _Listener:
 
     async def _listen(self) -> None:
         conn = await connect(self._settings, self._label)
-        self._conn = conn
-        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+        try:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+        except BaseException:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await conn.close()
+            raise
+        # Counted before the connection is published: whoever sees the new backend pid also
+        # sees the reconnect that brought it.
         if self._connected.is_set():
             self.reconnects += 1
             log.info("pg_queue_listen_reconnected", channel=self._channel)
+        self._conn = conn
         self._connected.set()
         self._on_connect()
         async for notify in conn.notifies():
