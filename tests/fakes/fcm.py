@@ -58,7 +58,7 @@ _ERROR_CODES = {404: "UNREGISTERED", 400: "INVALID_ARGUMENT", 429: "QUOTA_EXCEED
 
 
 @functools.cache
-def test_key_pem() -> tuple[str, Any]:
+def service_account_key() -> tuple[str, Any]:
     """(PKCS#8 PEM private key, public key): one 2048-bit RSA key per test process."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
@@ -87,7 +87,7 @@ class FcmServer(LocalServer):
         super().__init__()
         self.project_id = project_id
         self.client_email = client_email
-        self.private_key_pem, self._public_key = test_key_pem()
+        self.private_key_pem, self._public_key = service_account_key()
         self.expires_in = 3600
         self.retry_after: str | None = "0"
         self.flaky_status = 503

@@ -32,7 +32,7 @@ _AUTH_CODES = {530, 534, 535, 538}
 
 def check_address(value: str | None) -> str:
     """``value`` when it is one plain address (local@domain.tld), else ``PermanentError``."""
-    if not value or len(value) > 254 or not _ADDRESS.match(value):
+    if not value or len(value) > 254 or not _ADDRESS.fullmatch(value):
         raise PermanentError(f"email: {value!r} is not an e-mail address")
     return value
 

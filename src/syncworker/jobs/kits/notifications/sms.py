@@ -44,7 +44,7 @@ class SmsProvider(Protocol):
 def normalize_number(value: str | None) -> str:
     """``+44 7700-900000`` -> ``447700900000``; ``PermanentError`` when it is not a number."""
     digits = re.sub(r"[\s().-]", "", value or "")
-    if not _NUMBER.match(digits):
+    if not _NUMBER.fullmatch(digits):
         raise PermanentError(f"sms: {value!r} is not a phone number (E.164, e.g. +447700900000)")
     return digits.removeprefix("+")
 
