@@ -16,12 +16,15 @@ HTTP v1 ``messages:send`` endpoint, served by Starlette + uvicorn on 127.0.0.1.
 Failures to inject: ``fail_next(*statuses)`` (the next sends, whatever their token, get 503
 UNAVAILABLE / 429 QUOTA_EXCEEDED / 500 INTERNAL, with ``Retry-After: retry_after`` on 429 and
 503), ``flaky[token] = n`` (that token's first n sends fail with ``flaky_status``),
-``expire_tokens()`` (every issued access token stops working: the next send gets a 401).
+``expire_tokens()`` (every issued access token stops working: the next send gets a 401),
+``delay_s`` (every send answers that late: a client timeout).
 Every send is in ``attempts`` (token, status).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import itertools
 import time
@@ -89,6 +92,7 @@ class FcmServer(LocalServer):
         self.client_email = client_email
         self.private_key_pem, self._public_key = service_account_key()
         self.expires_in = 3600
+        self.delay_s = 0.0  # every send waits this long before answering (slow FCM)
         self.retry_after: str | None = "0"
         self.flaky_status = 503
         self.unregistered: set[str] = set()
@@ -185,6 +189,9 @@ class FcmServer(LocalServer):
         data = message.get("data") or {}
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             return self._error(token, 400, "Invalid value at 'message.data': not a string")
+        if self.delay_s:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), self.delay_s)
         if self._script:
             return self._error(token, self._script.popleft(), "Injected failure.")
         if self.flaky.get(token, 0) > 0:

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pydantic
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from structlog.testing import capture_logs
 
 from syncworker.config import config_from_dict
-from syncworker.errors import ConnectionFailed, PermanentError, RetryableError
+from syncworker.errors import ConfigError, ConnectionFailed, PermanentError, RetryableError
 from syncworker.jobs.kits.notifications.config import NotificationsKitConfig
 from syncworker.jobs.kits.notifications.kit import NotificationsKit
 from syncworker.jobs.kits.notifications.models import NotificationJob
@@ -83,6 +84,7 @@ class Mailbox:
         self.defer = 0
         self.unknown: set[str] = set()
         self.received: list[tuple[list[str], bytes]] = []
+        self.logged_in: list[bool] = []
         self.rcpt_replies: list[str] = []
         self._lock = threading.Lock()
 
@@ -105,6 +107,7 @@ class Mailbox:
         content = envelope.original_content or b""
         with self._lock:
             self.received.append((list(envelope.rcpt_tos), content))
+            self.logged_in.append(bool(session.authenticated))
         return "250 2.0.0 Ok: queued as TEST1"
 
     def messages(self) -> list[Message]:
@@ -117,10 +120,39 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+SMTP_USER, SMTP_PASSWORD = "worker@sup.example", "smtp-pass-7d1c"
+
+
+def _authenticator(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+        SMTP_USER.encode(),
+        SMTP_PASSWORD.encode(),
+    )
+    return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535
+
+
+def _controller(mailbox: Mailbox, **extra: Any) -> Controller:
+    return Controller(mailbox, hostname="127.0.0.1", port=_free_port(), **extra)
+
+
 @pytest.fixture
 def smtp() -> Iterator[tuple[Mailbox, int]]:
     mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=_free_port())
+    controller = _controller(mailbox)
+    controller.start()
+    try:
+        yield mailbox, controller.port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp_auth() -> Iterator[tuple[Mailbox, int]]:
+    """AUTH offered over plain text (a test server only: there is no TLS here)."""
+    mailbox = Mailbox()
+    controller = _controller(mailbox, authenticator=_authenticator, auth_require_tls=False)
     controller.start()
     try:
         yield mailbox, controller.port
@@ -167,8 +199,8 @@ async def finished(service: JobsService, ids: list[str], timeout_s: float = 60) 
             return [job for job in jobs if job is not None]
         return None
 
-    found: list[Job] = await eventually(done, f"{len(ids)} jobs finished", timeout_s=timeout_s)
-    return found
+    found = await eventually(done, f"{len(ids)} jobs finished", timeout_s=timeout_s)
+    return list(found)
 
 
 def push(user: str, *tokens: str, **extra: Any) -> dict[str, Any]:
@@ -410,3 +442,46 @@ async def test_an_unconfigured_channel_is_permanent_and_names_the_setting(
             await kit.send(job(type="sms", phoneNumber="+15555550100"))
         with pytest.raises(PermanentError, match=r"got a job of type 'push'"):
             await kit.email(job(email="a@b.example"))
+
+
+# -- more e-mail and push failures ------------------------------------------------------------
+
+
+async def test_smtp_auth_logs_in_and_a_wrong_password_is_refused_without_echoing_it(
+    smtp_auth: tuple[Mailbox, int],
+) -> None:
+    mailbox, port = smtp_auth
+    login = {"username": SMTP_USER, "password": SMTP_PASSWORD}
+    mail = job(type="email", email="ann@sup.example")
+    async with kit_for(email=email_settings(port, **login)) as kit:
+        sent = await kit.email(mail)
+    assert "queued as TEST1" in sent["reply"]
+    assert mailbox.logged_in == [True]
+    wrong = {"username": SMTP_USER, "password": "not-the-password-42"}
+    with capture_logs() as logs:
+        async with kit_for(email=email_settings(port, **wrong)) as kit:
+            with pytest.raises(ConnectionFailed, match="login refused: 535") as caught:
+                await kit.email(mail)
+    assert "not-the-password-42" not in str(caught.value) + repr(logs)
+    assert len(mailbox.received) == 1
+
+
+async def test_a_template_that_does_not_compile_fails_open_with_its_name(tmp_path: Path) -> None:
+    (tmp_path / "broken.html").write_text("<p>{{ title </p>")
+    settings = email_settings(25, templates_dir=str(tmp_path), template="broken.html")
+    with pytest.raises(ConfigError, match=r"email\.template 'broken\.html'"):
+        async with kit_for(email=settings):
+            pass
+    with pytest.raises(pydantic.ValidationError, match=r"template 'nope\.html' not found"):
+        kit_for(email=email_settings(25, template="nope.html"))
+
+
+async def test_a_slow_fcm_is_a_retryable_timeout_and_no_device_gets_it_twice(
+    fcm: FcmServer,
+) -> None:
+    fcm.delay_s = 5.0
+    async with kit_for(push=fcm.push_settings(timeout="200ms")) as kit:
+        with pytest.raises(RetryableError, match="timed out"):
+            await kit.push(job(fcmToken="dev-1"))
+        fcm.delay_s = 0.0
+        assert (await kit.push(job(fcmToken="dev-1")))["delivered"] == 1

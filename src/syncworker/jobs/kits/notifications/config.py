@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from syncworker.jobs.kits.base import Kit
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+DEFAULT_TEMPLATES = Path(__file__).with_name("templates")
 
 
 def _blank_is_unset(value: Any) -> Any:
@@ -126,6 +127,11 @@ class EmailSettings(StrictModel):
             raise ValueError("use_tls (implicit TLS) and starttls: required exclude each other")
         if self.password is not None and self.username is None:
             raise ValueError("password is set but username is not")
+        folders = [DEFAULT_TEMPLATES] if self.templates_dir is None else [self.templates_dir]
+        folders += [DEFAULT_TEMPLATES]
+        if not any((folder / self.template).is_file() for folder in folders):
+            where = "templates_dir" if self.templates_dir is not None else "the kit's templates"
+            raise ValueError(f"template {self.template!r} not found in {where}")
         return self
 
 

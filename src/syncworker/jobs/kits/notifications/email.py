@@ -20,10 +20,9 @@ from typing import Any
 import aiosmtplib
 import jinja2
 
-from syncworker.errors import ConnectionFailed, PermanentError, RetryableError
-from syncworker.jobs.kits.notifications.config import EmailSettings
+from syncworker.errors import ConfigError, ConnectionFailed, PermanentError, RetryableError
+from syncworker.jobs.kits.notifications.config import DEFAULT_TEMPLATES, EmailSettings
 
-DEFAULT_TEMPLATES = Path(__file__).with_name("templates")
 _ADDRESS = re.compile(
     r"^[^@\s<>,;\"()\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 )
@@ -49,16 +48,26 @@ class EmailSender:
             undefined=jinja2.ChainableUndefined,
             auto_reload=False,
         )
-        self.templates.get_template(settings.template)  # a missing template fails open()
+        try:  # a template that does not compile fails open(), not each job
+            self.templates.get_template(settings.template)
+        except jinja2.TemplateError as exc:
+            raise ConfigError(
+                f"notifications: email.template {settings.template!r}: {exc}"
+            ) from None
 
     def render(self, variables: dict[str, Any]) -> tuple[str, str]:
         """(html, text) for ``variables``; the text template is the HTML one's stem + .txt."""
-        html = self.templates.get_template(self.settings.template).render(variables)
-        text_name = str(Path(self.settings.template).with_suffix(".txt"))
+        name = self.settings.template
+        text_name = str(Path(name).with_suffix(".txt"))
         try:
-            text = self.templates.get_template(text_name).render(variables)
-        except jinja2.TemplateNotFound:
-            text = f"{variables['title']}\n\n{variables['body']}\n"
+            html = self.templates.get_template(name).render(variables)
+            try:
+                text = self.templates.get_template(text_name).render(variables)
+            except jinja2.TemplateNotFound:
+                text = f"{variables['title']}\n\n{variables['body']}\n"
+        except jinja2.TemplateError as exc:
+            # The template's fault, the same on every retry: this job cannot be sent.
+            raise PermanentError(f"email: template {name!r} failed: {exc}") from None
         return html, text
 
     def compose(self, to: str, subject: str, html: str, text: str) -> EmailMessage:
