@@ -422,10 +422,12 @@ async def test_sms_throttled_is_retried_by_the_runtime_invalid_is_dead(
 
 async def test_sms_bad_credentials_and_http_errors(vonage: VonageServer) -> None:
     settings = vonage.sms_settings(api_secret="wrong-secret-123")
-    async with kit_for(sms=settings) as kit:
-        with pytest.raises(ConnectionFailed, match="status 4") as caught:
-            await kit.sms(job(type="sms", phoneNumber="+15555550100"))
-    assert "wrong-secret-123" not in str(caught.value)
+    with capture_logs() as logs:
+        async with kit_for(sms=settings) as kit:
+            with pytest.raises(ConnectionFailed, match="status 4") as caught:
+                await kit.sms(job(type="sms", phoneNumber="+15555550100"))
+    assert "wrong-secret-123" not in str(caught.value) + repr(logs)
+    assert vonage.requests[-1]["api_secret"] == "wrong-secret-123"  # it was sent, not shown
     vonage.http_next(503)
     async with kit_for(sms=vonage.sms_settings()) as kit:
         with pytest.raises(RetryableError, match="HTTP 503"):
@@ -485,3 +487,17 @@ async def test_a_slow_fcm_is_a_retryable_timeout_and_no_device_gets_it_twice(
             await kit.push(job(fcmToken="dev-1"))
         fcm.delay_s = 0.0
         assert (await kit.push(job(fcmToken="dev-1")))["delivered"] == 1
+
+
+async def test_smtp_down_is_retryable_and_starttls_required_but_missing_is_refused(
+    smtp: tuple[Mailbox, int],
+) -> None:
+    mailbox, port = smtp
+    mail = job(type="email", email="ann@sup.example")
+    async with kit_for(email=email_settings(_free_port())) as kit:
+        with pytest.raises(RetryableError, match=r"email: smtp 127\.0\.0\.1"):
+            await kit.email(mail)
+    async with kit_for(email=email_settings(port, starttls="required")) as kit:
+        with pytest.raises(ConnectionFailed, match="STARTTLS"):
+            await kit.email(mail)
+    assert mailbox.received == []
