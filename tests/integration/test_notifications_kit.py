@@ -444,6 +444,9 @@ async def test_an_unconfigured_channel_is_permanent_and_names_the_setting(
             await kit.send(job(type="sms", phoneNumber="+15555550100"))
         with pytest.raises(PermanentError, match=r"got a job of type 'push'"):
             await kit.email(job(email="a@b.example"))
+        with pytest.raises(PermanentError, match="no fcmToken"):
+            await kit.push(job(fcmToken=""))
+    assert fcm.attempts == []
 
 
 # -- more e-mail and push failures ------------------------------------------------------------

@@ -129,6 +129,8 @@ def test_the_payload_takes_the_seeds_fields_and_tokens_once_in_order() -> None:
          "data": {"chatId": "1"}, "priority": "high"}
     )  # fmt: skip
     assert job.tokens() == ["a", "b", "c"]
+    blank = NotificationJob(type="push", userId="u", title="t", body="b", fcmToken="")
+    assert blank.tokens() == []  # the kit refuses it as "no fcmToken", permanently
     assert job.user_uuid() is not None
     assert NotificationJob(type="sms", userId="u1", title="", body="x").user_uuid() is None
     with pytest.raises(pydantic.ValidationError, match=r"data\.chatId"):

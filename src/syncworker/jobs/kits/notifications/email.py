@@ -11,6 +11,7 @@ the operator's to fix, the message is not at fault.
 from __future__ import annotations
 
 import re
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
@@ -74,7 +75,10 @@ class EmailSender:
         message = EmailMessage()
         settings = self.settings
         message["From"] = formataddr((settings.from_name or "", settings.from_address))
-        message["To"] = Address(addr_spec=to)
+        try:
+            message["To"] = Address(addr_spec=to)
+        except (ValueError, IndexError, HeaderParseError):
+            raise PermanentError(f"email: {to!r} is not an e-mail address") from None
         message["Subject"] = subject.replace("\r", " ").replace("\n", " ")
         message["Message-ID"] = make_msgid(domain=settings.from_address.rpartition("@")[2])
         message.set_content(text)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import structlog
@@ -23,6 +23,12 @@ from syncworker.jobs.kits.base import Kit
 from syncworker.jobs.kits.notifications.config import NotificationsKitConfig
 from syncworker.jobs.kits.notifications.models import NotificationJob
 
+if TYPE_CHECKING:
+    from syncworker.jobs.kits.notifications.email import EmailSender
+    from syncworker.jobs.kits.notifications.push import FcmSender
+    from syncworker.jobs.kits.notifications.sms import SmsProvider
+
+S = TypeVar("S")
 log = structlog.get_logger("syncworker.jobs.kits.notifications")
 
 _INSERT_ROW = (
@@ -39,9 +45,9 @@ class NotificationsKit(Kit):
         self.config = config
         self._pool: Any = None
         self._http: httpx.AsyncClient | None = None
-        self._push: Any = None  # FcmSender
-        self._email: Any = None  # EmailSender
-        self._sms: Any = None  # SmsProvider
+        self._push: FcmSender | None = None
+        self._email: EmailSender | None = None
+        self._sms: SmsProvider | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -187,7 +193,7 @@ class NotificationsKit(Kit):
                 error=f"{type(exc).__name__}: {str(exc)[:200]}",
             )
 
-    def _channel(self, name: str, sender: Any) -> Any:
+    def _channel(self, name: str, sender: S | None) -> S:
         if sender is not None:
             return sender
         if getattr(self.config, name) is None:

@@ -14,7 +14,7 @@ class NotificationJob(BaseModel):
     userId: str = Field(min_length=1, description="the recipient user (notifications.user_id)")
     title: str = Field(description="push title, e-mail subject; not sent in an SMS")
     body: str = Field(description="the text")
-    fcmToken: str | None = Field(None, min_length=1, description="one device's FCM token")
+    fcmToken: str | None = Field(None, description="one device's FCM token (blank: none)")
     fcmTokens: list[str] = Field(
         default_factory=list, description="more device tokens: one FCM request per token"
     )

@@ -111,8 +111,10 @@ class AccessTokens:
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             raise ConnectionFailed(f"{where}: answer without access_token")
-        lifetime = body.get("expires_in", 3600)
-        lifetime = float(lifetime) if isinstance(lifetime, int | float | str) else 3600.0
+        try:
+            lifetime = float(body.get("expires_in", 3600))
+        except (TypeError, ValueError):
+            lifetime = 3600.0
         usable = max(lifetime - self.settings.token_refresh_margin, min(lifetime / 2, 60.0))
         return token, time.monotonic() + usable
 
