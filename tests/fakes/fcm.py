@@ -15,7 +15,7 @@ HTTP v1 ``messages:send`` endpoint, served by Starlette + uvicorn on 127.0.0.1.
 
 Failures to inject: ``fail_next(*statuses)`` (the next sends, whatever their token, get 503
 UNAVAILABLE / 429 QUOTA_EXCEEDED / 500 INTERNAL, with ``Retry-After: retry_after`` on 429 and
-503), ``flaky[token] = n`` (that token's first n sends fail with ``flaky_status``),
+503), ``flaky[token] = [503, 429]`` (that token's next sends get these statuses, in order),
 ``expire_tokens()`` (every issued access token stops working: the next send gets a 401),
 ``delay_s`` (every send answers that late: a client timeout).
 Every send is in ``attempts`` (token, status).
@@ -94,10 +94,9 @@ class FcmServer(LocalServer):
         self.expires_in = 3600
         self.delay_s = 0.0  # every send waits this long before answering (slow FCM)
         self.retry_after: str | None = "0"
-        self.flaky_status = 503
         self.unregistered: set[str] = set()
         self.malformed: set[str] = set()
-        self.flaky: dict[str, int] = {}
+        self.flaky: dict[str, list[int]] = {}
         self.messages: list[dict[str, Any]] = []
         self.attempts: list[Attempt] = []
         self.token_requests = 0
@@ -194,9 +193,8 @@ class FcmServer(LocalServer):
                 await asyncio.wait_for(self.release.wait(), self.delay_s)
         if self._script:
             return self._error(token, self._script.popleft(), "Injected failure.")
-        if self.flaky.get(token, 0) > 0:
-            self.flaky[token] -= 1
-            return self._error(token, self.flaky_status, "Injected failure.")
+        if self.flaky.get(token):
+            return self._error(token, self.flaky[token].pop(0), "Injected failure.")
         if token in self.unregistered:
             return self._error(token, 404, "Requested entity was not found.")
         if token in self.malformed:

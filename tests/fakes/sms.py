@@ -5,8 +5,9 @@ HTTP 200 with ``{"message-count": "1", "messages": [{"status": "0", "message-id"
 
 Checks: the five fields present (status 2), the credentials the server's (status 4).
 Injected: ``statuses_next(*codes)`` (the next requests get these statuses: "1" throttled,
-"5" internal error, "3" invalid parameters...), ``number_status[to] = code`` (a number
-always gets it), ``http_next(*statuses)`` (the next requests get a bare HTTP error, e.g.
+"5" internal error, "3" invalid parameters...), ``number_next[to] = ["1"]`` (the next
+requests to that number get these statuses, in order), ``number_status[to] = code`` (a
+number always gets it), ``http_next(*statuses)`` (the next requests get a bare HTTP error, e.g.
 500). Accepted messages are in ``messages``; every request's form in ``requests``.
 """
 
@@ -47,6 +48,7 @@ class VonageServer(LocalServer):
         self.messages: list[dict[str, str]] = []
         self.requests: list[dict[str, str]] = []
         self.number_status: dict[str, str] = {}
+        self.number_next: dict[str, list[str]] = {}
         self._statuses: deque[str] = deque()
         self._http: deque[int] = deque()
         self._ids = itertools.count(1)
@@ -85,6 +87,8 @@ class VonageServer(LocalServer):
             return self._answer(to, "4")
         if self._statuses:
             return self._answer(to, self._statuses.popleft())
+        if self.number_next.get(to):
+            return self._answer(to, self.number_next[to].pop(0))
         if to in self.number_status:
             return self._answer(to, self.number_status[to])
         self.messages.append(form)
