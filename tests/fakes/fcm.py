@@ -90,7 +90,7 @@ class FcmServer(LocalServer):
         super().__init__()
         self.project_id = project_id
         self.client_email = client_email
-        self.private_key_pem, self._public_key = service_account_key()
+        self.private_key_pem, self.public_key = service_account_key()
         self.expires_in = 3600
         self.delay_s = 0.0  # every send waits this long before answering (slow FCM)
         self.retry_after: str | None = "0"
@@ -151,7 +151,7 @@ class FcmServer(LocalServer):
         try:
             claims = jwt.decode(
                 assertion,
-                self._public_key,
+                self.public_key,
                 algorithms=["RS256"],
                 audience=self.token_uri,
                 issuer=self.client_email,

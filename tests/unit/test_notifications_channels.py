@@ -49,7 +49,7 @@ async def test_the_assertion_is_a_service_account_jwt() -> None:
         assertion = AccessTokens(settings, client).signed_assertion(now=1_700_000_000)
     claims = jwt.decode(
         assertion,
-        fcm._public_key,
+        fcm.public_key,
         algorithms=["RS256"],
         audience=fcm.token_uri,
         options={"verify_exp": False},
