@@ -11,6 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.fakes.fcm import service_account_key
+
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
@@ -25,6 +27,12 @@ REQUIRED_ENV = {
     "ZOHO_CLIENT_ID": "1000.TESTCLIENT",
     "ZOHO_CLIENT_SECRET": "not-a-real-secret",
     "ZOHO_REFRESH_TOKEN": "1000.not-a-real-token",
+    # seed 003 (examples/messenger_worker)
+    "AWS_S3_BUCKET": "sup-messenger-media",
+    "FIREBASE_PROJECT_ID": "sup-test",
+    "FIREBASE_CLIENT_EMAIL": "worker@sup-test.iam.gserviceaccount.com",
+    "FIREBASE_PRIVATE_KEY": service_account_key()[0].replace("\n", "\\n"),
+    "SMTP_HOST": "127.0.0.1",
 }
 
 

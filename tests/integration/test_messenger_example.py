@@ -1,23 +1,42 @@
-"""examples/messenger_worker runs as its README says, on the real Redis: jobs enqueued from
-the CLI run on their queues, a payload that breaks the seed's job shape is refused at
-enqueue, cron lists the seed's schedule and the API answers /health."""
+"""examples/messenger_worker runs as its README says, with no code of its own: on the real
+Redis, PostgreSQL and RabbitMQ, S3 from moto's server, FCM from tests/fakes/fcm.py and SMTP
+from aiosmtpd in this process. A job published to RabbitMQ ends as a messages row with its
+media in S3, a push delivered, an e-mail received and their notifications rows; a payload
+that breaks the seed's job shape is refused at enqueue, cron lists the seed's schedule, the
+API answers /health."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
+import psycopg
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from PIL import Image
 
-from tests.waiting import NotYet, wait_for
+from tests.fakes.fcm import FcmServer
+from tests.fakes.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, s3_server
+from tests.waiting import NotYet, eventually
+
+__all__ = ["s3_server"]  # the fixture, used by the tests below
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "messenger_worker"
+AMQP_URL = os.environ.get("SYNCWORKER_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def free_port() -> int:
@@ -27,8 +46,87 @@ def free_port() -> int:
         return port
 
 
+@dataclass
+class Mailbox:
+    """An aiosmtpd handler keeping what it accepted."""
+
+    received: list[tuple[list[str], bytes]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.received.append((list(envelope.rcpt_tos), envelope.original_content or b""))
+        return "250 2.0.0 Ok: queued"
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield box, controller.port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+async def fcm() -> AsyncIterator[FcmServer]:
+    async with FcmServer() as server:
+        yield server
+
+
+@dataclass
+class Stack:
+    """The seed's services for one test: a database with the example's schema.sql, a
+    bucket, FCM and SMTP, as the example's variables."""
+
+    db: str
+    bucket: str
+    s3: S3Server
+    fcm: FcmServer
+    mailbox: Mailbox
+    variables: dict[str, str]
+
+    def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.db, autocommit=True) as conn:
+            cursor = conn.execute(query, params)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+    def objects(self) -> list[str]:
+        listed = self.s3.client().list_objects_v2(Bucket=self.bucket)
+        return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
+@pytest.fixture
+def stack(pg_url: str, s3_server: S3Server, fcm: FcmServer, mailbox: tuple[Mailbox, int]) -> Stack:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute((EXAMPLE / "schema.sql").read_text())
+    bucket = s3_server.new_bucket()
+    push = fcm.push_settings()
+    box, smtp_port = mailbox
+    variables = {
+        "DATABASE_URL": pg_url,
+        "AWS_S3_BUCKET": bucket,
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+        "AWS_ENDPOINT_URL": s3_server.endpoint_url,
+        "FIREBASE_PROJECT_ID": push["project_id"],
+        "FIREBASE_CLIENT_EMAIL": push["client_email"],
+        "FIREBASE_PRIVATE_KEY": push["private_key"],
+        "FIREBASE_TOKEN_URI": push["token_uri"],
+        "FCM_BASE_URL": push["base_url"],
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_port),
+        "SMTP_STARTTLS": "off",
+        "SMTP_FROM": "worker@sup.example",
+    }
+    return Stack(pg_url, bucket, s3_server, fcm, box, variables)
+
+
 class Example:
-    """A copy of the example in ``tmp_path`` with its variables, run as its README says."""
+    """A copy of the example in ``tmp_path`` with its variables, run as its README says.
+    The tests are async (the fake FCM serves from their event loop), so the CLI runs in a
+    thread: ``await example.cli(...)``."""
 
     def __init__(self, tmp_path: Path, redis_prefix: str, **variables: str) -> None:
         self.work = tmp_path / "messenger_worker"
@@ -42,8 +140,8 @@ class Example:
             **variables,
         }
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [sys.executable, "-m", "syncworker.cli", *args],
             cwd=self.work,
             env=self.env,
@@ -51,13 +149,18 @@ class Example:
             text=True,
             timeout=120,
         )
+
+    async def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = await asyncio.to_thread(self._run, *args)
         if check:
             assert result.returncode == 0, result.stderr
         return result
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        found: dict[str, dict[str, int]] = orjson.loads(self.cli("jobs", "counts", "--json").stdout)
-        return found
+    async def json(self, *args: str) -> Any:
+        return orjson.loads((await self.cli(*args, "--json")).stdout)
+
+    async def show(self, job_id: str) -> Any:
+        return orjson.loads((await self.cli("jobs", "show", job_id)).stdout)
 
     def start(self) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -69,51 +172,95 @@ class Example:
             text=True,
         )
 
+    async def stop(self, engine: subprocess.Popen[str]) -> str:
+        engine.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(engine.communicate, timeout=60)
+        print(output)  # shown by pytest when the test fails
+        return output
 
-def test_the_messenger_example_runs_its_jobs(tmp_path: Path, redis_prefix: str) -> None:
-    example = Example(tmp_path, redis_prefix)
+
+def a_message_with_a_photo(stack: Stack, name: str) -> dict[str, str]:
+    """A messages row and its original photo in the bucket: the seed's media job for it."""
+    user, message = str(uuid.uuid4()), str(uuid.uuid4())
+    stack.sql(
+        "INSERT INTO messages (id, sender_id, chat_id) VALUES (%s, %s, %s)",
+        message,
+        user,
+        str(uuid.uuid4()),
+    )
+    buffer = io.BytesIO()
+    Image.new("RGB", (800, 600), (200, 40, 90)).save(buffer, "JPEG")
+    key = f"uploads/{user}/{name}"
+    stack.s3.client().put_object(Bucket=stack.bucket, Key=key, Body=buffer.getvalue())
+    return {"type": "image", "s3Key": key, "userId": user, "messageId": message}
+
+
+def media_of(stack: Stack, message: str) -> tuple[Any, ...]:
+    [row] = stack.sql(
+        "SELECT media_url, thumbnail_url, media_metadata FROM messages WHERE id = %s", message
+    )
+    return row
+
+
+async def test_the_messenger_example_runs_its_jobs(
+    tmp_path: Path, redis_prefix: str, stack: Stack
+) -> None:
+    example = Example(tmp_path, redis_prefix, **stack.variables)
     cli, port = example.cli, example.port
 
-    image = orjson.dumps({"type": "image", "s3Key": "u1/a.jpg", "userId": "u1", "messageId": "m1"})
-    push = orjson.dumps({"type": "push", "userId": "u1", "title": "hi", "body": "there"})
-    image_id = cli("jobs", "enqueue", "process_image", "--json", image.decode()).stdout.strip()
-    push_id = cli("jobs", "enqueue", "send_push", "--json", push.decode()).stdout.strip()
-    refused = cli("jobs", "enqueue", "process_video", "--json", '{"type": "video"}', check=False)
+    image = a_message_with_a_photo(stack, "a.jpg")
+    user = image["userId"]
+    push = {"type": "push", "userId": user, "title": "hi", "body": "there", "fcmToken": "tok-1"}
+
+    async def enqueue(task: str, payload: dict[str, str], check: bool = True) -> Any:
+        return await cli(
+            "jobs", "enqueue", task, "--json", orjson.dumps(payload).decode(), check=check
+        )
+
+    image_id = (await enqueue("process_image", image)).stdout.strip()
+    push_id = (await enqueue("send_push", push)).stdout.strip()
+    refused = await enqueue("process_video", {"type": "video"}, check=False)
     assert refused.returncode == 2
     assert "s3Key: Field required" in refused.stderr
 
-    cron = orjson.loads(cli("jobs", "cron", "list", "--json").stdout)
+    cron = await example.json("jobs", "cron", "list")
     assert len(cron) == 10
     assert {entry["name"]: entry["schedule"] for entry in cron}["orphaned_media"] == "0 5 * * 0"
 
     engine = example.start()
     try:
 
-        def finished() -> bool:
-            states = [
-                orjson.loads(cli("jobs", "show", job_id).stdout)["state"]
-                for job_id in (image_id, push_id)
-            ]
-            return states == ["completed", "completed"]
+        async def finished() -> bool:
+            shown = [await example.show(job_id) for job_id in (image_id, push_id)]
+            assert not [job for job in shown if job["state"] == "dead"], shown
+            return [job["state"] for job in shown] == ["completed", "completed"]
 
-        wait_for(finished, "both jobs completed", timeout_s=60, interval_s=0.2)
-        health = wait_for(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5),
+        await eventually(finished, "both jobs completed", timeout_s=90, interval_s=0.2)
+        health = await eventually(
+            lambda: asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/health", timeout=5),
             "the API serving /health",
             ignore=(httpx.HTTPError,),
         )
         assert health.status_code == 200
     finally:
-        engine.send_signal(signal.SIGTERM)
-        output, _ = engine.communicate(timeout=60)
+        output = await example.stop(engine)
     assert engine.returncode == 0, output
-    shown = orjson.loads(cli("jobs", "show", image_id).stdout)
-    assert shown["queue"] == "media"
-    assert shown["priority"] == 2
-    assert shown["result"]["kind"] == "image"
 
-
-AMQP_URL = os.environ.get("SYNCWORKER_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+    shown = await example.show(image_id)
+    assert (shown["queue"], shown["priority"]) == ("media", 2)
+    media_url, thumbnail_url, metadata = media_of(stack, image["messageId"])
+    assert shown["result"]["media_url"] == media_url
+    assert metadata["width"] == 800 and metadata["height"] == 600
+    stored = stack.objects()
+    assert image["s3Key"] in stored
+    made = [key for key in stored if image["messageId"] in key]
+    assert len(made) >= 2, stored  # the image and its thumbnail
+    assert any(media_url.endswith(key) for key in made), (media_url, made)
+    assert any(thumbnail_url.endswith(key) for key in made), (thumbnail_url, made)
+    assert stack.fcm.delivered_to() == ["tok-1"]
+    assert stack.sql("SELECT user_id::text, type, success FROM notifications") == [
+        (user, "push", True)
+    ]
 
 
 async def _publish(exchange_name: str, messages: list[tuple[str, bytes, str]]) -> None:
@@ -143,6 +290,20 @@ async def _dead_bodies(queue_name: str) -> list[bytes]:
         return bodies
 
 
+async def _queues_exist(prefix: str) -> bool:
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            for kind in ("media", "notification", "cleanup"):
+                await channel.declare_queue(f"{prefix}.{kind}", passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return False
+        return True
+
+
 async def _drop_topology(prefix: str, exchange_name: str) -> None:
     import aio_pika
 
@@ -156,12 +317,9 @@ async def _drop_topology(prefix: str, exchange_name: str) -> None:
         await channel.exchange_delete(f"{exchange_name}.dlx")
 
 
-def test_the_rabbitmq_bridge_turns_the_seeds_topics_into_jobs(
-    tmp_path: Path, redis_prefix: str
+async def test_a_rabbitmq_publish_ends_as_rows_in_postgresql_and_media_in_s3(
+    tmp_path: Path, redis_prefix: str, stack: Stack
 ) -> None:
-    import asyncio
-    import uuid
-
     tag = uuid.uuid4().hex[:10]
     exchange_name, queue_prefix = f"swtest_{tag}", f"swtest_{tag}"
     example = Example(
@@ -170,12 +328,27 @@ def test_the_rabbitmq_bridge_turns_the_seeds_topics_into_jobs(
         RABBITMQ_URL=AMQP_URL,
         RABBITMQ_EXCHANGE=exchange_name,
         RABBITMQ_QUEUE_PREFIX=queue_prefix,
+        **stack.variables,
+    )
+    image = a_message_with_a_photo(stack, "b.jpg")
+    user = image["userId"]
+    email = {"type": "email", "userId": user, "title": "Your code", "body": "123456",
+             "email": "ann@sup.example"}  # fmt: skip
+    # Sessions: one inactive for 40 days (the clean-up removes it), one active today.
+    stale, fresh = str(uuid.uuid4()), str(uuid.uuid4())
+    stack.sql(
+        "INSERT INTO user_sessions (id, user_id, last_active_at) VALUES "
+        "(%s, %s, now() - interval '40 days'), (%s, %s, now())",
+        stale,
+        user,
+        fresh,
+        user,
     )
 
-    def bridged() -> list[tuple[str, str, str]]:
+    async def bridged() -> list[tuple[str, str, str]]:
         """The completed jobs the bridge made: the cron schedule (health every 5 min) may
         add its own while the test runs, and those are told apart by their unique key."""
-        found = orjson.loads(example.cli("jobs", "list", "--state", "completed", "--json").stdout)
+        found = await example.json("jobs", "list", "--state", "completed")
         return sorted(
             (job["queue"], job["task"], job["payload"]["type"])
             for job in found
@@ -184,75 +357,57 @@ def test_the_rabbitmq_bridge_turns_the_seeds_topics_into_jobs(
 
     engine = example.start()
     try:
-        image = {"type": "image", "s3Key": "a.jpg", "userId": "u1", "messageId": "m1"}
-        push = {"type": "push", "userId": "u1", "title": "hi", "body": "there"}
         messages = [
             ("media.image", orjson.dumps(image), "msg-1"),
-            ("notification.push", orjson.dumps(push), "msg-2"),
+            ("notification.email", orjson.dumps(email), "msg-2"),
             ("cleanup.sessions", orjson.dumps({"type": "sessions"}), "msg-3"),
             ("media.image", orjson.dumps(image), "msg-1"),  # a redelivery: no second job
             ("media.video", b"\xff not json", "msg-4"),
         ]
         # The bridge declares its queues when it starts: publish once they exist.
-        wait_for(
+        await eventually(
             lambda: _queues_exist(queue_prefix),
             "the bridge's queues declared",
             timeout_s=60,
             interval_s=0.2,
         )
-        asyncio.run(_publish(exchange_name, messages))
-
+        await _publish(exchange_name, messages)
         expected = [
             ("cleanup", "cleanup", "sessions"),
             ("media", "process_image", "image"),
-            ("notification", "send_push", "push"),
+            ("notification", "send_email", "email"),
         ]
         last: list[list[tuple[str, str, str]]] = []
 
-        def finished() -> bool:
-            last[:] = [bridged()]
+        async def finished() -> bool:
+            last[:] = [await bridged()]
+            dead = await example.json("jobs", "list", "--state", "dead")
+            assert dead == [], dead
             return last[0] == expected
 
         try:
-            wait_for(finished, "three jobs completed, one per queue", timeout_s=90, interval_s=0.3)
+            await eventually(finished, "the three jobs completed", timeout_s=90, interval_s=0.3)
         except NotYet as exc:
             raise AssertionError(f"{exc}; completed by then: {last}") from exc
-        dead = wait_for(
-            lambda: asyncio.run(_dead_bodies(f"{queue_prefix}.media.dead")),
+        dead = await eventually(
+            lambda: _dead_bodies(f"{queue_prefix}.media.dead"),
             "the non-JSON message dead-lettered",
             timeout_s=30,
             interval_s=0.3,
         )
         assert dead == [b"\xff not json"]
     finally:
-        engine.send_signal(signal.SIGTERM)
-        output, _ = engine.communicate(timeout=60)
-        print(output)  # shown by pytest when the test fails
-        asyncio.run(_drop_topology(queue_prefix, exchange_name))
+        output = await example.stop(engine)
+        await _drop_topology(queue_prefix, exchange_name)
     assert engine.returncode == 0, output
-    assert bridged() == expected  # the redelivered msg-1 made no second job
-    counts = example.counts()
-    assert {queue: c["dead"] + c["queued"] + c["active"] for queue, c in counts.items()} == {
-        "cleanup": 0,
-        "media": 0,
-        "notification": 0,
-    }
+    assert await bridged() == expected  # the redelivered msg-1 made no second job
 
-
-def _queues_exist(prefix: str) -> bool:
-    import asyncio
-
-    import aio_pika
-
-    async def check() -> bool:
-        connection = await aio_pika.connect(AMQP_URL)
-        async with connection:
-            channel = await connection.channel()
-            try:
-                for kind in ("media", "notification", "cleanup"):
-                    await channel.declare_queue(f"{prefix}.{kind}", passive=True)
-            except aio_pika.exceptions.ChannelClosed:
-                return False
-            return True
-
-    return asyncio.run(check())
+    media_url, thumbnail_url, metadata = media_of(stack, image["messageId"])
+    assert media_url and thumbnail_url and metadata["format"]
+    assert [key for key in stack.objects() if image["messageId"] in key]
+    [(recipients, mail)] = stack.mailbox.received
+    assert recipients == ["ann@sup.example"] and b"123456" in mail
+    assert stack.sql("SELECT user_id::text, type, success FROM notifications") == [
+        (user, "email", True)
+    ]
+    assert stack.sql("SELECT id::text FROM user_sessions") == [(fresh,)]

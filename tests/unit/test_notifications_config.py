@@ -111,6 +111,21 @@ def test_blank_variables_are_unset() -> None:
     assert (config.email.username, config.email.password) == (None, None)
 
 
+def test_a_channel_whose_key_setting_is_blank_is_off() -> None:
+    # As the example writes them: each channel from its variables, SMS optional.
+    config = NotificationsKitConfig.model_validate(
+        {"push": push(project_id="", private_key=""),
+         "email": {"host": " ", "port": "587", "from_address": ""},
+         "sms": {"api_key": "", "api_secret": "", "from_number": "+15550100"}}
+    )  # fmt: skip
+    assert (config.push, config.email, config.sms) == (None, None, None)
+    # Its key set, the channel is on, and a blank required setting is an error again.
+    with pytest.raises(pydantic.ValidationError, match="api_secret"):
+        NotificationsKitConfig.model_validate(
+            {"sms": {"api_key": "k", "api_secret": "", "from_number": "+15550100"}}
+        )
+
+
 def test_the_kit_is_built_from_jobs_kits_and_binds_its_payload_model() -> None:
     jobs = load({"push": push()}, tasks={"notify": {"handler": "kit:notifications.send"}})
     kits = jobs.kits.build()

@@ -1,5 +1,4 @@
-"""Ready-made job families a team turns on in config: media and clean-up (notifications:
-not built yet, issue 13).
+"""Ready-made job families a team turns on in config: media, notifications and clean-up.
 
     jobs:
       kits:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from syncworker.core.durations import DurationS
 from syncworker.core.fields import StrictModel
@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 DEFAULT_TEMPLATES = Path(__file__).with_name("templates")
+
+
+# The setting whose blank value turns a channel off (see NotificationsKitConfig._blank).
+_CHANNEL_KEY = {"push": "project_id", "email": "host", "sms": "api_key"}
 
 
 def _blank_is_unset(value: Any) -> Any:
@@ -178,13 +182,24 @@ class NotificationsKitConfig(StrictModel):
         ge=0,
         description="a provider's Retry-After longer than this is cut to it (5m)",
     )
-    push: PushSettings | None = Field(None, description="FCM HTTP v1 push; unset: no push")
-    email: EmailSettings | None = Field(None, description="SMTP e-mail; unset: no e-mail")
-    sms: SmsSettings | None = Field(None, description="SMS provider; unset: no SMS")
+    push: PushSettings | None = Field(
+        None, description="FCM HTTP v1 push; unset, or project_id blank: no push"
+    )
+    email: EmailSettings | None = Field(
+        None, description="SMTP e-mail; unset, or host blank: no e-mail"
+    )
+    sms: SmsSettings | None = Field(
+        None, description="SMS provider; unset, or api_key blank: no SMS"
+    )
 
     @field_validator("database", "push", "email", "sms", mode="before")
     @classmethod
-    def _blank(cls, value: Any) -> Any:
+    def _blank(cls, value: Any, info: ValidationInfo) -> Any:
+        # A channel written with its variables (``sms: {api_key: "${SMS_API_KEY:-}", ...}``)
+        # is off while its key setting is blank, so one config serves with and without it.
+        key = _CHANNEL_KEY.get(info.field_name or "")
+        if key is not None and isinstance(value, dict) and _blank_is_unset(value.get(key)) is None:
+            return None
         return _blank_is_unset(value)
 
     @field_validator("database")
