@@ -25,6 +25,7 @@ import structlog
 from syncworker.errors import ConnectionFailed, PermanentError
 from syncworker.jobs.context import JobContext
 from syncworker.jobs.kits.base import Kit
+from syncworker.jobs.kits.database import open_kit_pool
 from syncworker.jobs.kits.media.config import MediaKitConfig
 from syncworker.jobs.kits.media.image import Rendition, configure_limits, process_image
 from syncworker.jobs.kits.media.models import MediaJob
@@ -59,20 +60,12 @@ class MediaKit(Kit):
             self._pool = await self._open_pool(self.config.database.get_secret_value())
 
     async def _open_pool(self, url: str) -> Any:
-        from syncworker.connectors.postgres.client import (
-            ConnectSettings,
-            create_pool,
-            describe_url,
-            open_pool,
+        return await open_kit_pool(
+            "media",
+            url,
+            pool_size=self.config.pool_size,
+            connect_timeout_s=self.config.connect_timeout,
         )
-
-        label = f"media kit database {describe_url(url)!r}"
-        settings = ConnectSettings(
-            url=url, connect_timeout_s=self.config.connect_timeout, statement_timeout_s=30.0
-        )
-        pool = create_pool(settings, min_size=1, max_size=self.config.pool_size, name="media")
-        await open_pool(pool, self.config.connect_timeout, label)
-        return pool
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

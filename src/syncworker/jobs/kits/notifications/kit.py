@@ -20,6 +20,7 @@ import structlog
 from syncworker.errors import ConnectionFailed, PermanentError, RetryableError
 from syncworker.jobs.context import JobContext
 from syncworker.jobs.kits.base import Kit
+from syncworker.jobs.kits.database import open_kit_pool
 from syncworker.jobs.kits.notifications.config import NotificationsKitConfig
 from syncworker.jobs.kits.notifications.models import NotificationJob
 
@@ -87,23 +88,12 @@ class NotificationsKit(Kit):
         return httpx.AsyncClient(limits=limits, timeout=10.0, follow_redirects=False)
 
     async def _open_pool(self, url: str) -> Any:
-        from syncworker.connectors.postgres.client import (
-            ConnectSettings,
-            create_pool,
-            describe_url,
-            open_pool,
-        )
-
-        label = f"notifications kit database {describe_url(url)!r}"
-        settings = ConnectSettings(
-            url=url,
+        return await open_kit_pool(
+            "notifications",
+            url,
+            pool_size=self.config.pool_size,
             connect_timeout_s=self.config.connect_timeout,
-            statement_timeout_s=30.0,
-            application_name="syncworker-notifications",
         )
-        pool = create_pool(settings, min_size=1, max_size=self.config.pool_size, name="notify")
-        await open_pool(pool, self.config.connect_timeout, label)
-        return pool
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
