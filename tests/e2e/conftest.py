@@ -80,10 +80,21 @@ async def _ready(url: str) -> bool:
         return (await anonymous.get("/ready")).status_code == 200
 
 
+# uvicorn closes a keep-alive connection idle for 5 s (timeout_keep_alive): a client keeping
+# one idle as long may send on it just as it closes ("Server disconnected without sending a
+# response", seen in CI after a test spent 5 s in the browser). Dropped sooner here.
+CLIENT_LIMITS = httpx.Limits(keepalive_expiry=2.0)
+
+
+def api_client(url: str) -> httpx.AsyncClient:
+    """A client of the control API at ``url`` with the test token."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    return httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=CLIENT_LIMITS)
+
+
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[RunningApi]:
     engine, server = await start_api(tmp_path)
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as client:
+    async with api_client(server.url) as client:
         yield RunningApi(engine, server, client, tmp_path)
     await engine.stop()

@@ -32,7 +32,7 @@ from syncworker.core import jsonvalue
 from syncworker.core.engine import Engine
 from syncworker.jobs.service import JobsService
 from syncworker.state import state_store_from_url
-from tests.e2e.conftest import TOKEN, RunningApi
+from tests.e2e.conftest import TOKEN, RunningApi, api_client
 from tests.e2e.test_api_schema import EXAMPLES, no_undocumented_server_error
 from tests.integration.conftest import REDIS_URL, pg_url, redis_prefix  # noqa: F401 - fixtures
 from tests.waiting import eventually, wait_for, wait_until_serving
@@ -144,8 +144,7 @@ async def running_jobs_api(root: Path, backend: str) -> AsyncIterator[JobsApi]:
     await engine.start()
     try:
         await eventually(service.opened.is_set, "the jobs backend to open")
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as client:
+        async with api_client(server.url) as client:
             yield JobsApi(engine, client, server.url)
     finally:
         Gate.release.set()
