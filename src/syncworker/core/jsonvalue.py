@@ -150,7 +150,7 @@ def dumps(
         | (orjson.OPT_APPEND_NEWLINE if newline else 0)
         | (orjson.OPT_INDENT_2 if indent else 0)
     )
-    encode = _encoder(default)
+    encode = _PLAIN_ENCODER if default is None else _encoder(default)
     try:
         return orjson.dumps(value, default=encode, option=option)
     except orjson.JSONEncodeError as exc:
@@ -235,6 +235,9 @@ def _encoder(default: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
         raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
     return encode
+
+
+_PLAIN_ENCODER = _encoder(None)  # made once: dumps runs per record and per job
 
 
 def _big_ints_as_text(value: Any) -> Any:
