@@ -30,7 +30,11 @@ fresh databases and fresh processes:
 
 - ``syncworker LISTEN``: ``listen: true`` (NOTIFY wakes the source at once);
 - ``syncworker poll``: ``listen: false, poll_interval: 1s``, the fallback while the listening
-  connection is down (for scale).
+  connection is down (for scale);
+- ``hand-written LISTEN``: the floor, a loop as a team would write the seed's real-time path
+  (``child_floor``): LISTEN, the keys of the NOTIFYs waiting, those rows read and upserted
+  with the same stale-write guard in one transaction. It keeps no change log (the trigger
+  still writes one) and survives no lost connection: a lower bound for the same work.
 
 Target (issue 10): LISTEN p50 <= 5 ms, p99 <= 25 ms (medians over the runs); ``--check`` exits
 1 when it is missed or an update is missing.
@@ -88,7 +92,17 @@ SYNCED_MS = (
 CASES: dict[str, dict[str, Any]] = {
     "syncworker LISTEN": {"listen": True},
     "syncworker poll": {"listen": False, "poll_interval": "1s"},
+    "hand-written LISTEN": {"floor": True},
 }
+SELECT_KEYS = "SELECT id, name, seq, changed_at, updated_at FROM items WHERE id = ANY(%s::bigint[])"
+UPSERT = (
+    "INSERT INTO items AS t (id, name, seq, changed_at, updated_at, synced_at, source_updated_at)"
+    " VALUES (%s, %s, %s, %s, %s, clock_timestamp(), %s)"
+    " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, seq = EXCLUDED.seq,"
+    " changed_at = EXCLUDED.changed_at, updated_at = EXCLUDED.updated_at,"
+    " synced_at = EXCLUDED.synced_at, source_updated_at = EXCLUDED.source_updated_at"
+    " WHERE t.source_updated_at IS NULL OR t.source_updated_at <= EXCLUDED.source_updated_at"
+)
 
 
 # -- databases ---------------------------------------------------------------------------
@@ -231,6 +245,57 @@ async def child_worker(source: str, target: str, settings: dict[str, Any]) -> di
         await engine.run()
         sink = engine.pipeline("items").sinks[0]
         return {"receipts": sink.receipts, "cpu_s": cpu_s() - cpu_started, "rss": peak_rss_mb()}
+
+
+async def child_floor(source: str, target: str) -> dict[str, Any]:
+    """The hand-written floor, as a team would write the seed's real-time path: LISTEN on
+    the capture's channel, take the keys of every NOTIFY waiting (up to a batch), read those
+    rows, upsert them into the target with the same stale-write guard in one transaction,
+    note the time. It leaves the change log alone (a lower bound: syncworker also acks by
+    deleting its rows) and keeps nothing across a lost connection."""
+    import signal as signals
+
+    import psycopg
+
+    from syncworker.connectors.postgres.table_capture import CaptureNames
+
+    channel = CaptureNames.for_table("items").channel
+    listen = await psycopg.AsyncConnection.connect(source, autocommit=True)
+    read = await psycopg.AsyncConnection.connect(source, autocommit=True)
+    write = await psycopg.AsyncConnection.connect(target)
+    await listen.execute(f'LISTEN "{channel}"')  # type: ignore[arg-type]
+    payloads: asyncio.Queue[str] = asyncio.Queue()
+
+    async def pump() -> None:
+        async for notify in listen.notifies():
+            payloads.put_nowait(notify.payload)
+
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signals.SIGTERM, stopping.set)
+    pumping = asyncio.create_task(pump())
+    stopped = asyncio.create_task(stopping.wait())
+    receipts: list[tuple[float, list[tuple[str, str | None]]]] = []
+    print("ready", flush=True)
+    cpu_started = cpu_s()
+    while True:
+        first = asyncio.create_task(payloads.get())
+        await asyncio.wait({first, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not first.done():
+            first.cancel()
+            break
+        batch = [first.result()]
+        while len(batch) < BATCH and not payloads.empty():
+            batch.append(payloads.get_nowait())
+        keys = [int(payload.partition(":")[2]) for payload in batch]
+        rows = await (await read.execute(SELECT_KEYS, (keys,))).fetchall()
+        async with write.transaction():
+            await write.cursor().executemany(UPSERT, [(*row, row[4]) for row in rows])
+        committed = time.time()
+        receipts.append((committed, [(str(row[0]), row[3].isoformat()) for row in rows]))
+    pumping.cancel()
+    for conn in (listen, read, write):
+        await conn.close()
+    return {"receipts": receipts, "cpu_s": cpu_s() - cpu_started, "rss": peak_rss_mb()}
 
 
 # -- the producer ------------------------------------------------------------------------
@@ -463,7 +528,11 @@ def child_main(args: argparse.Namespace) -> None:
     import os
 
     settings = json.loads(os.environ["SW_BENCH_LATENCY_SETTINGS"])
-    print(json.dumps(asyncio.run(child_worker(args.source, args.target, settings))), flush=True)
+    if settings["source"].get("floor"):
+        done = asyncio.run(child_floor(args.source, args.target))
+    else:
+        done = asyncio.run(child_worker(args.source, args.target, settings))
+    print(json.dumps(done), flush=True)
 
 
 def main() -> int:

@@ -74,7 +74,7 @@ def test_pg_table_latency_bench_runs(tmp_path: Path) -> None:
     results = {
         r["case"]: r for r in run_bench("pg_table_latency.py", tmp_path, *args, timeout_s=240)
     }
-    assert set(results) == {"syncworker LISTEN", "syncworker poll"}
+    assert set(results) == {"syncworker LISTEN", "syncworker poll", "hand-written LISTEN"}
     for result in results.values():
         assert result["updates"] == 400
         assert result["arrived"] == 400 and result["missing"] == 0
