@@ -16,8 +16,8 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +25,14 @@ import httpx
 import orjson
 import psycopg
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from PIL import Image
 
 from tests.fakes.fcm import FcmServer
 from tests.fakes.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, s3_server
+from tests.integration.test_notifications_kit import Mailbox, smtp
 from tests.waiting import NotYet, eventually
 
-__all__ = ["s3_server"]  # the fixture, used by the tests below
+__all__ = ["s3_server", "smtp"]  # the fixtures, used by the tests below
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "messenger_worker"
 AMQP_URL = os.environ.get("SYNCWORKER_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
@@ -44,28 +43,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-@dataclass
-class Mailbox:
-    """An aiosmtpd handler keeping what it accepted."""
-
-    received: list[tuple[list[str], bytes]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.received.append((list(envelope.rcpt_tos), envelope.original_content or b""))
-        return "250 2.0.0 Ok: queued"
-
-
-@pytest.fixture
-def mailbox() -> Iterator[tuple[Mailbox, int]]:
-    box = Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield box, controller.port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture
@@ -97,12 +74,12 @@ class Stack:
 
 
 @pytest.fixture
-def stack(pg_url: str, s3_server: S3Server, fcm: FcmServer, mailbox: tuple[Mailbox, int]) -> Stack:
+def stack(pg_url: str, s3_server: S3Server, fcm: FcmServer, smtp: tuple[Mailbox, int]) -> Stack:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute((EXAMPLE / "schema.sql").read_text())
     bucket = s3_server.new_bucket()
     push = fcm.push_settings()
-    box, smtp_port = mailbox
+    box, smtp_port = smtp
     variables = {
         "DATABASE_URL": pg_url,
         "AWS_S3_BUCKET": bucket,
