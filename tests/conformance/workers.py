@@ -148,7 +148,11 @@ def spin_until_killed(payload: dict[str, Any]) -> None:
     for up to ``payload["spin_s"]`` seconds."""
     import os
 
-    Path(payload["pid_file"]).write_text(str(os.getpid()))
+    # Written aside then renamed: a reader polling for the file never sees it empty.
+    target = Path(payload["pid_file"])
+    aside = target.with_name(f".{target.name}.tmp")
+    aside.write_text(str(os.getpid()))
+    aside.replace(target)
     deadline = time.monotonic() + payload["spin_s"]
     while time.monotonic() < deadline:
         pass
