@@ -1,7 +1,8 @@
 """Seed 000's path: Redis lists -> PostgreSQL (and -> JSONL), beside hand-written psycopg.
 
-1,000,000 messages of about 200 bytes are LPUSHed over `whatsapp:in` / `whatsapp:out`
-(Redis db 9, emptied first), then drained by one sync run with batches of 5,000, in a fresh
+1,000,000 messages of about 200 bytes are LPUSHed over `whatsapp:in` / `whatsapp:out` (on
+the Redis of `--redis-url`, under a key prefix of the run's own whose keys are deleted before
+each case and at the end: nothing else in that database is touched), then drained by one sync run with batches of 5,000, in a fresh
 child process per case and a fresh PostgreSQL database per case:
 
 - `syncworker redis_list -> postgres`: the `postgres` sink's default layout
@@ -34,9 +35,12 @@ import orjson
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_embedded import cpu_s, peak_rss_mb
 
-# The seed's list names are fixed and each case starts from FLUSHDB: a database of its own,
-# or (the smoke test, so two suites on one machine never share it) a private server.
-REDIS_URL = os.environ.get("SYNCWORKER_BENCH_REDIS", "redis://127.0.0.1:6379/9")
+# Redis from --redis-url (or SYNCWORKER_BENCH_REDIS). Every key the run makes (the seed's
+# lists and the source's processing lists) starts with a prefix of its own, so nothing else
+# in that database is touched; the prefix's keys are deleted before each case and at the end.
+# The parent sets both variables; its child processes inherit them.
+REDIS_URL = os.environ.setdefault("SYNCWORKER_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+KEYS = os.environ.setdefault("SYNCWORKER_BENCH_REDIS_PREFIX", f"swbench:{uuid.uuid4().hex[:8]}:")
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BATCH = 5_000
 CASES = [
@@ -61,15 +65,25 @@ def message(n: int, stream: str) -> bytes:
     )
 
 
-def fill_redis(count: int) -> None:
+def delete_own_keys() -> None:
+    """Deletes the keys under this run's prefix, and nothing else."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
+    for key in client.scan_iter(match=f"{KEYS}*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+def fill_redis(count: int) -> None:
+    import redis
+
+    delete_own_keys()
+    client = redis.Redis.from_url(REDIS_URL)
     pipe = client.pipeline(transaction=False)
     for n in range(count):
         stream = "in" if n % 2 == 0 else "out"
-        pipe.lpush(f"whatsapp:{stream}", message(n, stream))
+        pipe.lpush(f"{KEYS}whatsapp:{stream}", message(n, stream))
         if n % 10_000 == 9_999:
             pipe.execute()
     pipe.execute()
@@ -84,8 +98,8 @@ def config_text(root: Path, pg_url: str, sink: str) -> str:
     return (
         f'state: "sqlite:///{root}/state.db"\n'
         "pipelines:\n  bench:\n"
-        f'    source: {{type: redis_list, url: "{REDIS_URL}", '
-        '\n      lists: {in: "whatsapp:in", out: "whatsapp:out"}, key_field: id}\n'
+        f'    source: {{type: redis_list, url: "{REDIS_URL}", processing_prefix: "{KEYS}tmp:",'
+        f'\n      lists: {{in: "{KEYS}whatsapp:in", out: "{KEYS}whatsapp:out"}}, key_field: id}}\n'
         f"    sinks: [{sinks[sink]}]\n"
         f"    batch: {{size: {BATCH}, max_wait: 10ms, max_in_flight: 2}}\n"
         "    schedule: {manual: true}\n"
@@ -205,11 +219,20 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--root", type=Path)
     parser.add_argument("--pg")
+    parser.add_argument(
+        "--redis-url", help="the Redis to use (default $SYNCWORKER_BENCH_REDIS or db 0 on :6379)"
+    )
     args = parser.parse_args()
     if args.child:
         child_main(args.child, args.root, args.pg, args.messages)
         return
-    results = [run_case(name, args.messages) for name in CASES]
+    if args.redis_url:
+        global REDIS_URL
+        REDIS_URL = os.environ["SYNCWORKER_BENCH_REDIS"] = args.redis_url
+    try:
+        results = [run_case(name, args.messages) for name in CASES]
+    finally:
+        delete_own_keys()
     baseline = results[2]["msgs_per_s"]
     print(
         f"{'case':<36} {'messages':>10} {'msgs/s':>10} {'of baseline':>12} "

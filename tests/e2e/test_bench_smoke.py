@@ -44,14 +44,22 @@ def test_pipeline_embedded_bench_runs(tmp_path: Path) -> None:
 
 
 def test_redis_to_postgres_bench_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with private_redis() as redis_url:  # the bench flushes its database, fixed list names
+    import redis
+
+    with private_redis() as redis_url:
         monkeypatch.setenv("SYNCWORKER_BENCH_REDIS", redis_url)
+        client = redis.Redis.from_url(redis_url)
+        client.set("not:the:bench's", "kept")
         results = {
             r["case"]: r
             for r in run_bench(
                 "redis_to_postgres.py", tmp_path, "--messages", "5000", timeout_s=300
             )
         }
+        # The server's other keys are left alone, and the bench leaves none of its own.
+        assert client.get("not:the:bench's") == b"kept"
+        assert client.dbsize() == 1
+        client.close()
     assert set(results) == {
         "syncworker redis_list -> postgres",
         "syncworker redis_list -> jsonl",
