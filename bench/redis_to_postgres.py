@@ -2,8 +2,9 @@
 
 1,000,000 messages of about 200 bytes are LPUSHed over `whatsapp:in` / `whatsapp:out` (on
 the Redis of `--redis-url`, under a key prefix of the run's own whose keys are deleted before
-each case and at the end: nothing else in that database is touched), then drained by one sync run with batches of 5,000, in a fresh
-child process per case and a fresh PostgreSQL database per case:
+each case and at the end: nothing else in that database is touched), then drained by one
+sync run with batches of 5,000, in a fresh child process per case and a fresh PostgreSQL
+database per case:
 
 - `syncworker redis_list -> postgres`: the `postgres` sink's default layout
   (key, stream, data jsonb, synced_at);
