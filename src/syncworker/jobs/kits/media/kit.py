@@ -57,15 +57,12 @@ class MediaKit(Kit):
                 raise ConnectionFailed(f"media kit: {program!r} not found (install ffmpeg)")
         await self.storage.open()
         if self.config.database is not None and self._pool is None:
-            self._pool = await self._open_pool(self.config.database.get_secret_value())
-
-    async def _open_pool(self, url: str) -> Any:
-        return await open_kit_pool(
-            "media",
-            url,
-            pool_size=self.config.pool_size,
-            connect_timeout_s=self.config.connect_timeout,
-        )
+            self._pool = await open_kit_pool(
+                "media",
+                self.config.database.get_secret_value(),
+                pool_size=self.config.pool_size,
+                connect_timeout_s=self.config.connect_timeout,
+            )
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

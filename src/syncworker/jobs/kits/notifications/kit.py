@@ -75,7 +75,12 @@ class NotificationsKit(Kit):
                 config.sms, self._http, max_retry_after_s=config.max_retry_after
             )
         if config.database is not None and self._pool is None:
-            self._pool = await self._open_pool(config.database.get_secret_value())
+            self._pool = await open_kit_pool(
+                "notifications",
+                config.database.get_secret_value(),
+                pool_size=self.config.pool_size,
+                connect_timeout_s=self.config.connect_timeout,
+            )
 
     def _http_client(self) -> httpx.AsyncClient:
         push = self.config.push
@@ -86,14 +91,6 @@ class NotificationsKit(Kit):
             keepalive_expiry=30.0,
         )
         return httpx.AsyncClient(limits=limits, timeout=10.0, follow_redirects=False)
-
-    async def _open_pool(self, url: str) -> Any:
-        return await open_kit_pool(
-            "notifications",
-            url,
-            pool_size=self.config.pool_size,
-            connect_timeout_s=self.config.connect_timeout,
-        )
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
