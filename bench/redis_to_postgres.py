@@ -42,7 +42,9 @@ from pipeline_embedded import cpu_s, peak_rss_mb
 # The parent sets both variables; its child processes inherit them.
 REDIS_URL = os.environ.setdefault("SYNCWORKER_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 KEYS = os.environ.setdefault("SYNCWORKER_BENCH_REDIS_PREFIX", f"swbench:{uuid.uuid4().hex[:8]}:")
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"  # --pg-dsn: cases make own databases
+    "postgresql://postgres@127.0.0.1:5432/postgres"  # --pg-dsn; each case makes its own database
+)
 BATCH = 5_000
 CASES = [
     "syncworker redis_list -> postgres",
@@ -158,13 +160,13 @@ def child_hand_written(pg_url: str, count: int) -> dict[str, float]:
     return {"records": moved, "seconds": elapsed_s, "cpu_s": cpu_s() - cpu_started}
 
 
-def run_case(name: str, count: int) -> dict[str, Any]:
+def run_case(name: str, count: int, pg_admin: str) -> dict[str, Any]:
     import psycopg
 
     database = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+    with psycopg.connect(pg_admin, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{database}"')
-    pg_url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{database}"
+    pg_url = f"{pg_admin.rsplit('/', 1)[0]}/{database}"
     try:
         if not name.startswith("hand-written"):
             fill_redis(count)
@@ -190,7 +192,7 @@ def run_case(name: str, count: int) -> dict[str, Any]:
             raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
         figures = json.loads(result.stdout.strip().splitlines()[-1])
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        with psycopg.connect(pg_admin, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     assert figures["records"] == count, (name, figures)
     return {
@@ -223,6 +225,9 @@ def main() -> None:
     parser.add_argument(
         "--redis-url", help="the Redis to use (default $SYNCWORKER_BENCH_REDIS or db 0 on :6379)"
     )
+    parser.add_argument(
+        "--pg-dsn", default=PG_ADMIN, help="admin DSN of the server the cases' databases go to"
+    )
     args = parser.parse_args()
     if args.child:
         child_main(args.child, args.root, args.pg, args.messages)
@@ -231,7 +236,7 @@ def main() -> None:
         global REDIS_URL
         REDIS_URL = os.environ["SYNCWORKER_BENCH_REDIS"] = args.redis_url
     try:
-        results = [run_case(name, args.messages) for name in CASES]
+        results = [run_case(name, args.messages, args.pg_dsn) for name in CASES]
     finally:
         delete_own_keys()
     baseline = results[2]["msgs_per_s"]
