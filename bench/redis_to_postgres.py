@@ -43,8 +43,6 @@ from pipeline_embedded import cpu_s, peak_rss_mb
 REDIS_URL = os.environ.setdefault("SYNCWORKER_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 KEYS = os.environ.setdefault("SYNCWORKER_BENCH_REDIS_PREFIX", f"swbench:{uuid.uuid4().hex[:8]}:")
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"  # --pg-dsn: cases make own databases
-    "postgresql://postgres@127.0.0.1:5432/postgres"  # --pg-dsn; each case makes its own database
-)
 BATCH = 5_000
 CASES = [
     "syncworker redis_list -> postgres",
