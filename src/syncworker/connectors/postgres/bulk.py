@@ -55,6 +55,7 @@ from psycopg import sql
 
 from syncworker.connectors.postgres.client import (
     ConnectSettings,
+    Statement,
     dependency_error,
     describe,
     describe_url,
@@ -149,11 +150,11 @@ class _Target:
     key_column: str
     staged: list[tuple[str, str]]
     """(target column, source path) of every staged column after the key."""
-    stage: sql.Composed
-    upsert: sql.Composed
-    delete: sql.Composed
-    remaining: sql.Composed
-    held: sql.Composed
+    stage: Statement
+    upsert: Statement
+    delete: Statement
+    remaining: Statement
+    held: Statement
     fencing_column: str | None
     version_column: str | None
     has_batch_values: bool

@@ -47,6 +47,7 @@ from syncworker.connectors.postgres.client import (
     ConnectSettings,
     Pool,
     PostgresConnectionConfig,
+    Statement,
     check_identifier,
     connect,
     create_pool,
@@ -55,6 +56,7 @@ from syncworker.connectors.postgres.client import (
     describe_url,
     is_data_error,
     open_pool,
+    rendered,
     split_table,
     table_identifier,
 )
@@ -243,25 +245,25 @@ class Held:
 class SinkStatements:
     """Every statement the sink runs, composed once; identifiers always quoted by psycopg."""
 
-    create: sql.Composed
-    stage: sql.Composed
-    copy: sql.Composed
-    upsert: sql.Composed
-    delete: sql.Composed
-    remaining: sql.Composed
+    create: Statement
+    stage: Statement
+    copy: Statement
+    upsert: Statement
+    delete: Statement
+    remaining: Statement
     # Isolating the records a batch failed on: the rows staged once with their position, then
     # merged by positions inside savepoints.
-    isolate_stage: sql.Composed
-    isolate_copy: sql.Composed
-    isolate_upsert: sql.Composed
-    probe: sql.Composed
+    isolate_stage: Statement
+    isolate_copy: Statement
+    isolate_upsert: Statement
+    probe: Statement
     # With both guards: of the staged rows the merge skipped, how many fencing held back and
     # how many only the version guard did (the skipped rows are still as they were).
-    held: sql.Composed
-    isolate_held: sql.Composed
+    held: Statement
+    isolate_held: Statement
     # The merge around its rows' source, for a small batch's rows sent as parameters.
-    merge_head: sql.Composed
-    merge_tail: sql.Composed
+    merge_head: Statement
+    merge_tail: Statement
 
     @classmethod
     def build(
@@ -365,8 +367,8 @@ class SmallStatements:
     type's own input, as COPY does, and a length or precision it would refuse still fails
     the assignment instead of being cut by an explicit cast."""
 
-    upsert: sql.Composed
-    held: sql.Composed
+    upsert: Statement
+    held: Statement
     params: tuple[str, ...]
 
     @classmethod
@@ -508,8 +510,8 @@ class PostgresSink:
             columns += (Column(config.version_column, config.version, VERSION_TYPE),)
         self._columns = columns
         self._guards = Guards(config.fencing_column, config.version_column)
-        self._statements = SinkStatements.build(
-            config.table, config.key_column, self._columns, self._guards
+        self._statements = rendered(
+            SinkStatements.build(config.table, config.key_column, self._columns, self._guards)
         )
         self.rows_stale = 0
         """Changes skipped by the version guard since the sink was built (never refused)."""
@@ -601,13 +603,16 @@ class PostgresSink:
             " AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
         )
         found = await cursor.fetchall()
-        small = SmallStatements.build(
-            self._statements,
-            self.config.table,
-            self.config.key_column,
-            [name for name, _ in found],
-            [type_name for _, type_name in found],
-            self._guards,
+        small = rendered(
+            SmallStatements.build(
+                self._statements,
+                self.config.table,
+                self.config.key_column,
+                [name for name, _ in found],
+                [type_name for _, type_name in found],
+                self._guards,
+            ),
+            conn,
         )
         empty: dict[str, list[str]] = {name: [] for name in small.params}
         await conn.execute(sql.SQL("EXPLAIN {}").format(small.upsert), {**params, **empty})
@@ -724,8 +729,15 @@ class PostgresSink:
                 # names the bad rows costs less than a failed one first.
                 held = await self._write_isolating(batch, params, records)
             else:
-                async with self._pool.connection() as conn, conn.transaction():
-                    held = await self._apply(conn, batch, params)
+                small_rows = self._small_rows(batch)
+                async with self._pool.connection() as conn:
+                    if self._one_statement(batch, small_rows):
+                        # A statement is a transaction of its own: BEGIN and COMMIT would
+                        # cost two round trips more on every small batch of a stream.
+                        held = await self._apply(conn, batch, params, small_rows)
+                    else:
+                        async with conn.transaction():
+                            held = await self._apply(conn, batch, params, small_rows)
         except psycopg.Error as exc:
             translated = dependency_error(exc, self._label)
             if translated is not None:
@@ -734,17 +746,35 @@ class PostgresSink:
         refused = len(batch.failed) - not_built
         return batch.failed, held, len(batch.rows) + len(batch.deletes) - refused
 
-    async def _apply(self, conn: Connection, batch: PreparedBatch, params: dict[str, Any]) -> Held:
-        """Run the batch's statements; the changes the guards held back."""
+    def _small_rows(self, batch: PreparedBatch) -> dict[str, list[str | None]] | None:
+        """The batch's rows as the small merge's parameters, when it goes that way."""
+        small = self._small
+        if small is None or not 0 < len(batch.rows) <= SMALL_BATCH_ROWS:
+            return None
+        return small.rows_params(batch.rows)
+
+    def _one_statement(
+        self, batch: PreparedBatch, small_rows: dict[str, list[str | None]] | None
+    ) -> bool:
+        """Whether ``_apply`` runs one statement only: the small merge, no delete, and no
+        question after it of which guard held a row back (asked only with both guards)."""
+        guards = self._guards
+        both_guards = guards.fencing_column is not None and guards.version_column is not None
+        return small_rows is not None and not batch.deletes and not both_guards
+
+    async def _apply(
+        self,
+        conn: Connection,
+        batch: PreparedBatch,
+        params: dict[str, Any],
+        small_rows: dict[str, list[str | None]] | None,
+    ) -> Held:
+        """Run the batch's statements; the changes the guards held back. ``small_rows``:
+        the rows as the small merge's parameters (``_small_rows``), or None for COPY."""
         held = Held()
         small = self._small
-        rows_params = (
-            small.rows_params(batch.rows)
-            if small is not None and 0 < len(batch.rows) <= SMALL_BATCH_ROWS
-            else None
-        )
-        if small is not None and rows_params is not None:
-            merged = {**params, **rows_params}
+        if small is not None and small_rows is not None:
+            merged = {**params, **small_rows}
             async with conn.cursor() as cursor:
                 await cursor.execute(small.upsert, merged)
                 skipped = len(batch.rows) - cursor.rowcount
@@ -779,7 +809,7 @@ class PostgresSink:
         self,
         cursor: psycopg.AsyncCursor[Any],
         skipped: int,
-        statement: sql.Composed,
+        statement: Statement,
         params: dict[str, Any],
     ) -> Held:
         """Why the merge skipped ``skipped`` staged rows: with one guard configured, that
