@@ -44,6 +44,7 @@ from syncworker.connectors.postgres.client import (
     ConnectSettings,
     Pool,
     PostgresConnectionConfig,
+    Statement,
     check_identifier,
     connect,
     create_pool,
@@ -51,6 +52,7 @@ from syncworker.connectors.postgres.client import (
     describe,
     describe_url,
     open_pool,
+    rendered,
     split_table,
 )
 from syncworker.connectors.postgres.listener import Backoff, Listener
@@ -470,17 +472,18 @@ class TableStatements:
     """Every statement of one source, composed once (identifiers quoted by psycopg; the
     ``where`` filter is the configuration's own SQL text)."""
 
-    first_page: sql.Composed
-    next_page: sql.Composed
-    first_page_until: sql.Composed
-    next_page_until: sql.Composed
-    by_keys: sql.Composed
-    claim: sql.Composed
-    ack: sql.Composed
-    lookback: sql.Composed | None
-    resync: sql.Composed
-    backlog: sql.Composed
-    estimate: sql.Composed
+    first_page: Statement
+    next_page: Statement
+    first_page_until: Statement
+    next_page_until: Statement
+    by_keys: Statement
+    claim: Statement
+    claim_reading: Statement
+    ack: Statement
+    lookback: Statement | None
+    resync: Statement
+    backlog: Statement
+    estimate: Statement
 
     @classmethod
     def build(
@@ -514,6 +517,9 @@ class TableStatements:
             next_page_until=NEXT_PAGE_UNTIL.format(**fields),
             by_keys=BY_KEYS.format(**fields),
             claim=table_capture.CLAIM_CHANGES.format(**log_table),
+            claim_reading=CLAIM_READING.format(
+                claim=table_capture.CLAIM_CHANGES.format(**log_table), **fields
+            ),
             ack=table_capture.DELETE_CHANGES.format(**log_table),
             lookback=lookback,
             resync=table_capture.RESYNC.format(**log_table),
@@ -595,7 +601,9 @@ class PgTableSource:
         async with conn:
             try:
                 key_type = await self._inspect(conn)
-                statements = TableStatements.build(self.config, self.names, key_type)
+                statements = rendered(
+                    TableStatements.build(self.config, self.names, key_type), conn
+                )
                 await self._check_filter(conn, statements)
             except psycopg.Error as exc:
                 raise self._error(exc, "open failed") from exc
@@ -678,6 +686,7 @@ class PgTableSource:
         try:
             async with self._connection() as conn:
                 await conn.execute(statements.claim, {"busy": [], "limit": 0})
+                await conn.execute(statements.claim_reading, {"busy": [], "limit": 0})
                 await conn.execute(statements.by_keys, {"keys": []})
         except psycopg.Error as exc:
             log.warning("pg_table_warm_up_failed", source=self.name, error=describe(exc))
@@ -908,13 +917,18 @@ class PgTableSource:
         statements = self._statements()
         await self._prepare_bulk()
         while True:
+            # A claim that cannot be copied in bulk reads its keys' rows in the same
+            # statement: one round trip where a claim and a read of the keys take two.
+            reads = not self._may_copy_changes(limit)
             async with self._connection() as conn:
                 params = {"busy": list(self._busy), "limit": limit}
                 # Planned with its values every time, never prepared: a generic plan tests
                 # ``key <> ALL(busy)`` by scanning the array for every log row (10,000 keys in
                 # flight over 10,000 rows: seconds per claim); a custom plan hashes it.
-                claim = await conn.execute(statements.claim, params, prepare=False)
-                rows = await claim.fetchall()
+                statement = statements.claim_reading if reads else statements.claim
+                claim = await conn.execute(statement, params, prepare=False)
+                found = await claim.fetchall()
+                rows = [row[:3] for row in found if row[0] is not None] if reads else found
                 self._drained = len(rows) < limit
                 await self._refresh_backlog(conn)
                 if not rows:
@@ -929,13 +943,27 @@ class PgTableSource:
                 if self._copies_changes(len(changes)):
                     return self._bulk_changes(list(changes), ids)
                 self._changes_as_records = False
-                current = dict(await self._read_keys(conn, list(changes)))
+                if reads:
+                    read = [(row[1], row[3], row[4]) for row in found if row[0] is None]
+                    current = dict(await self._decode(conn, read))
+                else:
+                    current = dict(await self._read_keys(conn, list(changes)))
             records = [
                 self._record(key, current.get(key), "stream", change.operation)
                 for key, change in changes.items()
             ]
             self._busy.update(changes)
             return Batch(records, TableToken(ids=ids, keys=list(changes)))
+
+    def _may_copy_changes(self, limit: int) -> bool:
+        """Whether a claim of up to ``limit`` rows could go by the copier."""
+        from syncworker.connectors.postgres.bulk import CHANGES_MIN_KEYS
+
+        return (
+            self._copier is not None
+            and not self._changes_as_records
+            and (limit >= CHANGES_MIN_KEYS)
+        )
 
     def _copies_changes(self, keys: int) -> bool:
         """Whether a claim of ``keys`` changed keys goes by the copier (bulk.py): there is
@@ -1328,6 +1356,18 @@ BY_KEYS = sql.SQL(
 )
 """Rows by key, each with whether it is still to be kept (matches ``where``, not
 soft-deleted): a row not kept, or not found, becomes a delete."""
+CLAIM_READING = sql.SQL(
+    "WITH c AS ({claim})"
+    " SELECT c.id, c.key, c.op, NULL::text, NULL::boolean FROM c"
+    " UNION ALL"
+    " SELECT NULL, t.{key}::text, NULL, {row}::text, coalesce(({where}), false) AND {keep}"
+    " FROM {table} AS t"
+    " WHERE t.{key} = ANY(ARRAY(SELECT c.key::{key_type} FROM c WHERE c.op <> 'T'))"
+    " ORDER BY 1"
+)
+"""The claim (``table_capture.CLAIM_CHANGES``) and ``BY_KEYS`` of its keys in one statement,
+so in one snapshot: the log rows (id, key, op) in id order, then the rows read (no id; key,
+row, kept). The keys go to the index as an array, as ``BY_KEYS`` sends them."""
 ESTIMATE = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {table} AS t WHERE ({where})")
 
 _COLUMNS = (
