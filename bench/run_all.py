@@ -16,8 +16,8 @@ HERE = Path(__file__).parent
 BENCHES = {
     "pipeline_embedded.py": False,
     "redis_to_postgres.py": True,
-    "outbox_latency.py": False,
-    "outbox_throughput.py": False,
+    "outbox_latency.py": True,
+    "outbox_throughput.py": True,
     "poison_drain.py": False,
     "table_sync.py": True,
     "pg_table_latency.py": True,

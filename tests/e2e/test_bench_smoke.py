@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,7 @@ import pytest
 from tests.private_redis import private_redis
 
 BENCH = Path(__file__).parents[2] / "bench"
+PG_ADMIN = os.environ.get("SYNCWORKER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def run_bench(script: str, tmp_path: Path, *args: str, timeout_s: float) -> list[dict[str, Any]]:
@@ -71,37 +76,84 @@ def test_redis_to_postgres_bench_runs(tmp_path: Path, monkeypatch: pytest.Monkey
         assert result["left_in_redis"] == 0 and result["worker_cpu_us_per_msg"] > 0
 
 
+@contextmanager
+def outbox_services(tag: str) -> Iterator[list[str]]:
+    """The options for an outbox bench: the test server, a prefix of the test's own and no
+    lock. A database of that prefix made beforehand must survive the run (the bench drops
+    only what it created), and none of the bench's own may be left."""
+    import psycopg
+    from psycopg import sql
+
+    prefix = f"sw_smoke_{tag}_{uuid.uuid4().hex[:6]}"
+    bystander = sql.Identifier(f"{prefix}_kept")
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(bystander))
+    try:
+        yield ["--pg-dsn", PG_ADMIN, "--db-prefix", prefix, "--lock", ""]
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            left = admin.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY 1",
+                (prefix,),
+            ).fetchall()
+        assert left == [(f"{prefix}_kept",)]
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(bystander))
+
+
+def run_outbox_bench(script: str, tmp_path: Path, *args: str) -> dict[str, Any]:
+    """Run an outbox bench without --check (its targets cannot hold at smoke sizes): it
+    still exits 1 when anything is missing. Returns what it wrote with --json."""
+    out = tmp_path / "result.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args, "--json", str(out)],
+        timeout=110,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| case |" in done.stdout and "target" in done.stdout
+    result: dict[str, Any] = json.loads(out.read_text())
+    assert result["problems"] == []
+    assert result["targets"] and all(isinstance(t["met"], bool) for t in result["targets"])
+    return result
+
+
 def test_outbox_latency_bench_runs(tmp_path: Path) -> None:
-    results = {
-        r["case"]: r
-        for r in run_bench(
-            "outbox_latency.py", tmp_path, "--rate", "200", "--seconds", "3", timeout_s=110
-        )
-    }
-    assert set(results) == {"syncworker LISTEN", "syncworker listen=false", "seed poller"}
-    for result in results.values():
-        assert result["changes"] == 600
-        assert result["arrived"] == result["changes"] and result["missing"] == 0
-        assert result["queue_unfinished"] == 0
-        assert result["p50_ms"] >= 0 and result["max_ms"] >= result["p50_ms"]
+    with outbox_services("lat") as services:
+        args = ["--rate", "200", "--seconds", "3", "--repeat", "1", *services]
+        result = run_outbox_bench("outbox_latency.py", tmp_path, *args)
+    cases = {r["case"]: r for r in result["cases"]}
+    assert set(cases) == {"syncworker LISTEN", "syncworker listen=false", "seed poller"}
+    for case in cases.values():
+        assert case["runs"] == 1 and case["changes"] == 600
+        assert case["arrived"] == case["changes"] and case["missing"] == 0
+        assert case["queue_unfinished"] == 0 and case["stale"] == 0
+        assert case["queue_rows"] >= 600
+        assert case["p50_ms_min"] <= case["p50_ms"] <= case["p50_ms_max"]
+        assert case["p50_ms"] >= 0 and case["max_ms"] >= case["p50_ms"]
+        assert case["worker_peak_rss_mb"] > 0
+    assert len(result["targets"]) == 2
 
 
 def test_outbox_throughput_bench_runs(tmp_path: Path) -> None:
-    results = {
-        r["case"]: r
-        for r in run_bench(
-            "outbox_throughput.py", tmp_path, "--rows", "5000", "--repeat", "1", timeout_s=110
-        )
-    }
-    assert set(results) == {
+    with outbox_services("tp") as services:
+        args = ["--rows", "5000", "--repeat", "2", *services]
+        result = run_outbox_bench("outbox_throughput.py", tmp_path, *args)
+    cases = {r["case"]: r for r in result["cases"]}
+    assert set(cases) == {
         "syncworker 1 worker, batch 5000",
         "syncworker 3 workers, batch 5000",
         "syncworker 1 worker, batch 100",
         "hand-written 1 worker, batch 100",
         "hand-written 1 worker, batch 5000",
     }
-    for result in results.values():
-        assert result["rows"] == 5000 and result["rows_per_s"] > 0
-        assert len(result["records_per_worker"]) == result["workers"]
-        assert sum(result["records_per_worker"]) == 5000
-        assert all(rss > 0 for rss in result["peak_rss_mb"])
+    for case in cases.values():
+        assert case["runs"] == 2 and case["rows"] == 5000 and case["completed"] == 2 * 5000
+        assert case["rows_per_s_min"] <= case["rows_per_s"] <= case["rows_per_s_max"]
+        assert len(case["received_per_worker"]) == case["workers"]
+        assert sum(case["received_per_worker"]) == 5000
+        assert case["peak_rss_mb"] > 0
+    [target] = result["targets"]
+    assert target["value"] > 0 and len(target["ratio_per_repeat"]) == 2
