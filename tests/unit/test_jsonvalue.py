@@ -97,6 +97,42 @@ def test_numbers_beside_strings_and_escaped_quotes_are_still_exact(
 
 
 @pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # digits after a colon, comma, bracket or space inside a string, then a number
+        # outside orjson would round
+        (
+            b'{"e": "Event 4113824000000512345", "t": "a:1234567890123456789", '
+            b'"n": 0.1000000000000000000000001}',
+            {
+                "e": "Event 4113824000000512345",
+                "t": "a:1234567890123456789",
+                "n": Decimal("0.1000000000000000000000001"),
+            },
+        ),
+        # pretty-printed: whitespace before the number
+        (b'{\n  "n":\n    -12345678901234567890123\n}', {"n": -12345678901234567890123}),
+        (b"[1,\t1.5e-400]", [1, Decimal("1.5e-400")]),
+        (b"12345678901234567890123", 12345678901234567890123),
+    ],
+)
+def test_numbers_after_digit_runs_in_strings_are_still_exact(raw: bytes, expected: object) -> None:
+    assert jsonvalue.loads(raw) == expected
+
+
+def test_digit_runs_after_separators_inside_strings_keep_orjson_s_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = b'{"e": "Event 4113824000000512345", "t": "a:1234567890123456789,[1.5e-400", "p": 0.1}'
+
+    def slow(*_: object) -> object:
+        raise AssertionError("read with the slow exact reader")
+
+    monkeypatch.setattr(jsonvalue, "_exact_loads", slow)
+    assert jsonvalue.loads(raw) == orjson.loads(raw)
+
+
+@pytest.mark.parametrize(
     ("raw", "reason"),
     [
         (b"", "empty"),
