@@ -237,13 +237,14 @@ class HttpHarness(ZohoCreatorHarness):
     restart_settings: ClassVar[dict[str, Any]] = {
         "max_attempts": 1,
         "timeout": "2s",
-        "page_size": 5,
+        "page_size": 2,
     }
 
     def private_service(self, password: str | None = None) -> Service:
         service = super().private_service(password)
         assert isinstance(service, FakeThread)
-        service.server.strict_sizes = False  # pages of 5, so the restart falls between two
+        service.server.strict_sizes = False  # pages of 2: the restart falls inside the read,
+        # the page read ahead included
         return service
 
     def config(self, **overrides: Any) -> dict[str, Any]:

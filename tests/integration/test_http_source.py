@@ -15,11 +15,12 @@ from starlette.routing import Route
 
 from syncworker.connectors.http.source_rest import HttpSource
 from syncworker.core.pipeline import Pipeline
-from syncworker.errors import ConfigRefused, PermanentError
+from syncworker.errors import ConfigRefused, PermanentError, RetryableError
 from syncworker.state.base import StateStore
 from syncworker.testing import MemorySink
 from tests.fakes.local_server import LocalServer
 from tests.integration.zoho_support import settings
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +36,8 @@ class RestServer(LocalServer):
     def __init__(self) -> None:
         super().__init__()
         self.requests = 0
+        self.pages_asked: list[int] = []
+        self.fail_once: set[int] = set()  # /pages answered 503 once
 
     @property
     def url(self) -> str:
@@ -63,6 +66,10 @@ class RestServer(LocalServer):
             return refused
         size = int(request.query_params["per_page"])
         page = int(request.query_params["page"])
+        self.pages_asked.append(page)
+        if page in self.fail_once:
+            self.fail_once.discard(page)
+            return JSONResponse({"error": "busy"}, 503)
         return JSONResponse({"results": ITEMS[(page - 1) * size : page * size]})
 
     async def _offsets(self, request: Request) -> Response:
@@ -167,3 +174,43 @@ async def test_another_4xx_is_a_permanent_error(rest: RestServer) -> None:
     finally:
         await src.close()
     assert rest.requests == 1  # refused at once, not retried
+
+
+async def test_the_next_page_is_asked_for_while_the_last_one_is_written(rest: RestServer) -> None:
+    src = source(rest, "/pages", STYLES["page"][1])
+    await src.open()
+    try:
+        first = await src.claim(10)
+        assert first is not None
+        assert [r.key for r in first.records] == [item["id"] for item in ITEMS[:10]]
+        # no other claim yet, nothing acked: page 2 is asked for all the same
+        await eventually(lambda: rest.pages_asked == [1, 2], "page 2 asked for ahead")
+        second = await src.claim(10)
+        assert second is not None
+        assert [r.key for r in second.records] == [item["id"] for item in ITEMS[10:20]]
+        assert rest.pages_asked[:2] == [1, 2]  # served from the page read ahead
+    finally:
+        await src.close()
+
+
+async def test_a_page_read_ahead_that_fails_fails_the_claim_that_needs_it(
+    rest: RestServer,
+) -> None:
+    rest.fail_once = {2}
+    src = source(rest, "/pages", STYLES["page"][1], max_attempts=1)
+    await src.open()
+    try:
+        first = await src.claim(10)
+        assert first is not None and len(first.records) == 10
+        await src.ack(first)
+        with pytest.raises(RetryableError, match="503"):
+            await src.claim(10)
+        records = []
+        while (batch := await src.claim(10)) is not None and batch.records:
+            records += batch.records
+            await src.ack(batch)
+    finally:
+        await src.close()
+    # the read stayed at page 2: asked again, and nothing read twice or lost
+    assert [r.key for r in records] == [item["id"] for item in ITEMS[10:]]
+    assert rest.pages_asked[:3] == [1, 2, 2]

@@ -24,6 +24,7 @@ else the read fails (``ConnectorError``) and is retried by the runtime.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
@@ -158,6 +159,9 @@ class HttpSource:
         self._reads: deque[_Read] = deque()
         self._resyncs: deque[_Read] = deque()
         self._reading: _Read | None = None
+        # The next page, asked for while the records of the last one are written: the wait
+        # for the API overlaps the sink's write instead of following it.
+        self._ahead: tuple[_Read, PageRequest, asyncio.Task[Page]] | None = None
         self._finishing: list[_Read] = []
         self._planned: tuple[int, str, str | None] | None = None
         self._idle_since = 0.0
@@ -202,6 +206,7 @@ class HttpSource:
 
     async def close(self) -> None:
         """Close the connections; records read but not claimed are read again next time."""
+        await self._drop_ahead()
         client, self._client = self._client, None
         if client is not None:
             await client.close()
@@ -235,7 +240,10 @@ class HttpSource:
                 if end is not None:
                     return end
                 if self._ready:
-                    return self._take(limit)
+                    batch = self._take(limit)
+                    if len(self._ready) < limit:
+                        self._read_ahead()
+                    return batch
                 read = self._next_read()
                 if read is None:
                     return None
@@ -675,16 +683,50 @@ class HttpSource:
             )
         return items
 
-    async def _fetch(self, read: _Read) -> None:
-        """Read the next page of ``read`` into the ready queue."""
+    def _request_of(self, read: _Read) -> PageRequest | None:
+        """The request of ``read``'s next page (its first once started), or None when done."""
         if not read.started:
             read.started = True
             read.request = read.pager.first()
-        request = read.request
+        return read.request
+
+    def _read_ahead(self) -> None:
+        """Ask for the next page now (the current read's, or the next read's first), unless
+        one is asked for already. Its records are queued when a claim needs them, as
+        without this; a failure is raised by that claim, the read still at that page."""
+        if self._ahead is not None:
+            return
+        read = self._next_read()
+        request = None if read is None else self._request_of(read)
+        if read is None or request is None:
+            return
+        task = asyncio.create_task(self._get(self.config.path, request, read.filter))
+        self._ahead = (read, request, task)
+
+    async def _page_of(self, read: _Read, request: PageRequest) -> Page:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            if ahead[0] is read and ahead[1] is request:
+                return await ahead[2]
+            self._ahead = ahead
+            await self._drop_ahead()
+        return await self._get(self.config.path, request, read.filter)
+
+    async def _drop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            task = ahead[2]
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _fetch(self, read: _Read) -> None:
+        """Read the next page of ``read`` into the ready queue."""
+        request = self._request_of(read)
         if request is None:
             read.done = True
             return
-        page = await self._get(self.config.path, request, read.filter)
+        page = await self._page_of(read, request)
         number = read.pager.page
         self._status["page"] = number
         self._status["pages_read"] += 1
