@@ -25,6 +25,7 @@ BENCHES = {
     "rest_to_redis.py": True,
     "jobs.py": True,
     "media.py": True,
+    "connectors.py": True,
 }
 
 
