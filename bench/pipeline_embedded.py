@@ -1,77 +1,131 @@
-"""Embedded pipeline throughput: sqlite_queue -> jsonl (+ sqlite), records/s and peak RSS.
+"""Embedded pipeline throughput: sqlite_queue -> jsonl (+ sqlite), records/s, CPU and peak RSS.
 
-Each case runs in a fresh child process so its peak RSS is its own. The queue is filled
-before the child starts (not timed); the child runs one sync (``Engine.run_once``) that drains
-the whole backlog and reports records/s and peak RSS. Backlogs of 100k and 1M show whether
-memory stays flat as the backlog grows (it must: memory is bounded by batch size x in-flight).
+Messages of about 110 bytes on two streams (message n on `in` when n is even, `out` when odd)
+are put in a SQLite queue before anything is timed; each run then drains a fresh copy of that
+queue in a fresh child process (so its peak RSS is its own), around the drain only: wall
+time, the worker's CPU (every thread) and its peak RSS (VmHWM). Cases, interleaved
+(A, B, C, D, A, ...) and each run `--repeat` times per backlog (100k and 1M by default):
 
-Beside syncworker, in the same run: a hand-written worker in the seeds' style (claim a batch
-with one UPDATE ... RETURNING, append it to a JSONL file, fsync, delete the rows): the floor
-of what this machine can do with the same SQLite and file work and none of the guarantees.
+- `syncworker jsonl`: one sync run (`Engine.run_once`), sqlite_queue -> jsonl, batches of
+  5,000, two in flight;
+- `syncworker jsonl + api`: the same with the control API served by the engine and, in a
+  process of its own, a poller doing what a dashboard and a Prometheus scraper do: `/status`,
+  `/dead-letters`, `/errors` and `/metrics`, each once a second. The poller's CPU is counted
+  apart from the worker's (from /proc, over the same window);
+- `syncworker jsonl+sqlite`: the same into JSONL and a SQLite table;
+- `hand-written jsonl`: a worker in the seeds' style (claim a batch with one UPDATE ...
+  RETURNING, append it to a JSONL file, fsync, delete the rows): the floor of what this
+  machine does with the same SQLite and file work, with none of the guarantees.
 
-    python bench/pipeline_embedded.py                # 100k and 1M, every case
-    python bench/pipeline_embedded.py --messages 20000 --repeat 1  # the smoke run in the suite
+What arrived is checked after every run, not taken from the runtime's counters: every
+message exactly once as a line of its stream's JSONL file (and a row of the SQLite sink's
+table), nothing else, nothing left in the queue. A missing or repeated message fails the run
+(exit 1). Targets (issue 14), `--check` exits 1 when one is missed, at every backlog:
+`syncworker jsonl` >= 0.6x `hand-written jsonl` (median records/s) and the control API
+costs < 5% of throughput (median over the interleaved pairs of 1 - with/without).
+
+`--profile DIR` runs `syncworker jsonl` and `hand-written jsonl` once each under cProfile
+(every thread; no timing figures, no targets) and prints where the time goes.
+
+    python bench/pipeline_embedded.py --check                 # 100k and 1M, 3 runs per case
+    python bench/pipeline_embedded.py --messages 20000 --repeat 1 --lock ''   # the smoke run
+    python bench/pipeline_embedded.py --messages 100000 --profile /tmp/prof   # the profile
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
 import json
 import os
+import pstats
+import re
 import resource
 import shutil
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+sys.path.insert(0, str(Path(__file__).parent))
+from table_sync import bench_lock
+
 BATCH = 5_000
-CASES = {
-    "syncworker jsonl": ["jsonl"],
-    "syncworker jsonl + api": ["jsonl"],
-    "syncworker jsonl+sqlite": ["jsonl", "sqlite"],
-    "hand-written jsonl": None,
+CHILD_TIMEOUT_S = 1800
+SW = "syncworker jsonl"
+SW_API = "syncworker jsonl + api"
+SW_SQLITE = "syncworker jsonl+sqlite"
+HAND = "hand-written jsonl"
+CASES: dict[str, list[str] | None] = {
+    SW: ["jsonl"],
+    SW_API: ["jsonl"],
+    SW_SQLITE: ["jsonl", "sqlite"],
+    HAND: None,
 }
-# What a dashboard and a Prometheus scraper do to a running engine, from another process:
-# /status, /dead-letters and /errors every second (the dashboard) and /metrics (the scraper).
+TARGET_OF_HAND = 0.6
+TARGET_API_COST = 0.05
+# A dashboard and a Prometheus scraper, from another process: every endpoint once a second,
+# on a fixed tick (a slow answer does not lower the rate). It notes each round's start and
+# its own CPU seconds after it; on SIGTERM it prints those and its CPU seconds then, so the
+# worker counts the requests and the poller's CPU that fell in its timed window.
 POLLER = """
-import sys, time, httpx
+import json, resource, signal, sys, time, httpx
 url, token = sys.argv[1], sys.argv[2]
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+rounds = []
+def stop(*_):
+    print(json.dumps({"rounds": rounds, "cpu_s": cpu()}), flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
 with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+    tick = time.time()
     while True:
         for path in ("/status", "/dead-letters", "/errors", "/metrics"):
             client.get(path).raise_for_status()
-        time.sleep(1)
+        rounds.append((tick, cpu()))
+        tick += 1.0
+        time.sleep(max(0.0, tick - time.time()))
 """
+POLLER_PATHS = 4
+
+
+def stream_of(n: int) -> str:
+    return "in" if n % 2 == 0 else "out"
+
+
+def message(n: int) -> bytes:
+    stream = stream_of(n)
+    return orjson.dumps(
+        {
+            "id": f"{stream}-{n}",
+            "from": "+447000000000",
+            "text": "see you at nine, the order shipped",
+            "ts": n,
+        }
+    )
 
 
 def fill_queue(path: Path, count: int) -> None:
+    """Messages 0..count-1, each on its stream, in order."""
     from syncworker.connectors.sqlite.queue import SqliteQueue
 
-    chunk = 100_000
+    chunk = 100_000  # even, so each chunk starts on `in`
     with SqliteQueue(path) as queue:
         for start in range(0, count, chunk):
             stop = min(start + chunk, count)
-            for stream in ("in", "out"):
-                queue.enqueue(
-                    (
-                        orjson.dumps(
-                            {
-                                "id": f"{stream}-{n}",
-                                "from": "+447000000000",
-                                "text": "see you at nine, the order shipped",
-                                "ts": n,
-                            }
-                        )
-                        for n in range(start, stop, 2)
-                    ),
-                    stream=stream,
-                )
+            for stream, first in (("in", start), ("out", start + 1)):
+                queue.enqueue((message(n) for n in range(first, stop, 2)), stream=stream)
 
 
 def config_text(root: Path, sinks: list[str]) -> str:
@@ -107,7 +161,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-async def child_syncworker(root: Path, sinks: list[str], *, api: bool) -> dict[str, float]:
+# -- the children -------------------------------------------------------------------------
+
+
+class Profiler:
+    """cProfile in the main thread and in every thread started after it, one profile per
+    thread (saved as <path>.<thread name>): the SQLite client and the JSONL sink work in
+    threads of their own, and which thread is busy is what tells the critical path."""
+
+    def __init__(self) -> None:
+        self.main = cProfile.Profile()
+        self.threads: dict[str, cProfile.Profile] = {}
+        threading.setprofile(self._start_in_thread)
+
+    def _start_in_thread(self, *_: object) -> None:
+        profile = cProfile.Profile()
+        # Thread names hold file paths ("sqlite-state store '/tmp/.../state.db'_0").
+        name = re.sub(r"[^\w.-]+", "_", re.sub(r"'[^']*'", "", threading.current_thread().name))
+        self.threads[f"{name}-{len(self.threads)}"] = profile
+        profile.enable()
+
+    def save(self, path: Path) -> None:
+        threading.setprofile(None)
+        self.main.dump_stats(f"{path}.MainThread")
+        for name, profile in self.threads.items():
+            profile.dump_stats(f"{path}.{name}")
+
+
+async def child_syncworker(
+    root: Path, sinks: list[str], *, api: bool, profiler: Profiler | None
+) -> dict[str, Any]:
     from syncworker.config import parse_config
     from syncworker.core.engine import Engine
     from syncworker.observe.logging import configure_logging
@@ -123,23 +206,25 @@ async def child_syncworker(root: Path, sinks: list[str], *, api: bool) -> dict[s
     await engine.pipeline("bench").open()
     poller = await _start_api(engine) if api else None
     await state.close()
-    cpu_started = cpu_s()
-    started = time.perf_counter()
+    wall0, cpu0, started = time.time(), cpu_s(), time.perf_counter()
+    if profiler:
+        profiler.main.enable()
     try:
         [run] = await engine.run_once()
     finally:
-        elapsed_s = time.perf_counter() - started
-        cpu_used_s = cpu_s() - cpu_started
-        if poller is not None:
-            poller.kill()
-            poller.wait()
-            for service in engine.services:
-                await service.stop()
+        if profiler:
+            profiler.main.disable()
+        seconds = time.perf_counter() - started
+        cpu_used_s = cpu_s() - cpu0
+        wall1 = time.time()
+        poller_figures = _stop_poller(poller, wall0, wall1) if poller else {}
+        for service in engine.services:
+            await service.stop()
     assert run.status == "success", run
-    return {"records": run.processed, "seconds": elapsed_s, "cpu_s": cpu_used_s}
+    return {"records": run.processed, "seconds": seconds, "cpu_s": cpu_used_s, **poller_figures}
 
 
-async def _start_api(engine: Any) -> subprocess.Popen[bytes]:
+async def _start_api(engine: Any) -> subprocess.Popen[str]:
     """The API on a free port, and a poller process hitting it like a dashboard would."""
     from syncworker.api.server import ApiServer
 
@@ -147,25 +232,41 @@ async def _start_api(engine: Any) -> subprocess.Popen[bytes]:
     await server.start()
     engine.services.append(server)  # stopped with the engine
     # Popen only starts the process (it does not wait), so the loop is not blocked.
-    poller = subprocess.Popen([sys.executable, "-c", POLLER, server.url, "bench"])  # noqa: ASYNC220
+    poller = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-c", POLLER, server.url, "bench"], stdout=subprocess.PIPE, text=True
+    )
     await asyncio.sleep(1.5)  # the poller is up and has polled once before the clock starts
     if poller.poll() is not None:
         raise SystemExit("the API poller died")
     return poller
 
 
-def child_hand_written(root: Path) -> dict[str, float]:
-    """The seeds' loop, done as fast as plain Python can: no retries, no dead letters."""
-    import sqlite3
+def _stop_poller(poller: subprocess.Popen[str], wall0: float, wall1: float) -> dict[str, Any]:
+    """The poller's requests and CPU over the window [wall0, wall1]; the poller is stopped.
+    Its CPU counts from the end of its last round before the window (its start-up and the
+    rounds before are left out) to its stop."""
+    poller.terminate()
+    out, _ = poller.communicate(timeout=10)
+    report = json.loads(out.strip().splitlines()[-1])
+    before = [cpu for tick, cpu in report["rounds"] if tick < wall0]
+    inside = [tick for tick, _ in report["rounds"] if wall0 <= tick <= wall1]
+    return {
+        "poller_cpu_s": report["cpu_s"] - before[-1] if before else None,
+        "poller_requests": POLLER_PATHS * len(inside),
+    }
 
+
+def child_hand_written(root: Path, profiler: Profiler | None) -> dict[str, Any]:
+    """The seeds' loop, done as fast as plain Python can: no retries, no dead letters."""
     conn = sqlite3.connect(root / "queue.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     (root / "out").mkdir(exist_ok=True)
     fds: dict[str, int] = {}
     moved = 0
-    cpu_started = cpu_s()
-    started = time.perf_counter()
+    cpu0, started = cpu_s(), time.perf_counter()
+    if profiler:
+        profiler.main.enable()
     while True:
         conn.execute("BEGIN IMMEDIATE")
         rows = conn.execute(
@@ -191,104 +292,393 @@ def child_hand_written(root: Path) -> dict[str, float]:
             (min(r[0] for r in rows), max(r[0] for r in rows)),
         )
         moved += len(rows)
-    return {
-        "records": moved,
-        "seconds": time.perf_counter() - started,
-        "cpu_s": cpu_s() - cpu_started,
-    }
-
-
-def run_child(name: str, count: int, template: Path) -> dict[str, float]:
-    """One run of one case, in a fresh process on a fresh copy of the filled queue."""
-    with tempfile.TemporaryDirectory(prefix="bench-embedded-") as tmp:
-        root = Path(tmp)
-        shutil.copy(template, root / "queue.db")
-        result = subprocess.run(
-            [sys.executable, __file__, "--child", name, "--root", str(root)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
-        figures: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
-    assert figures["records"] == count, (name, figures)
+    if profiler:
+        profiler.main.disable()
+    figures = {"records": moved, "seconds": time.perf_counter() - started, "cpu_s": cpu_s() - cpu0}
+    for fd in fds.values():
+        os.close(fd)
+    conn.close()
     return figures
 
 
-def run_cases(names: list[str], count: int, template: Path, repeat: int) -> list[dict[str, object]]:
-    """Every case ``repeat`` times, interleaved (a, b, c, a, b, c, ...) so drift of the
-    machine's speed during the run falls on every case alike; the median run is kept."""
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-    for _ in range(repeat):
-        for name in names:
-            runs[name].append(run_child(name, count, template))
-    results: list[dict[str, object]] = []
-    for name, figures in runs.items():
-        figures.sort(key=lambda f: f["seconds"])
-        median = figures[len(figures) // 2]
-        results.append(
-            {
-                "case": name,
-                "backlog": count,
-                "records_per_s": count / median["seconds"],
-                "seconds": median["seconds"],
-                "peak_rss_mb": max(f["rss"] for f in figures),
-                # Whole-process CPU per record (set-up included): steadier than wall time on a
-                # shared VM, and what an always-on API or dashboard really costs.
-                "cpu_us_per_record": sorted(f["cpu_s"] for f in figures)[len(figures) // 2]
-                / count
-                * 1e6,
-                "runs": len(figures),
-            }
-        )
-    return results
-
-
-def child_main(name: str, root: Path) -> None:
+def child_main(name: str, root: Path, profile: Path | None) -> None:
     sinks = CASES[name]
+    profiler = Profiler() if profile else None
     if sinks is None:
-        figures = child_hand_written(root)
+        figures = child_hand_written(root, profiler)
     else:
-        figures = asyncio.run(child_syncworker(root, sinks, api=name.endswith("+ api")))
+        figures = asyncio.run(child_syncworker(root, sinks, api=name == SW_API, profiler=profiler))
     figures["rss"] = peak_rss_mb()
+    if profiler and profile:
+        profiler.save(profile)
     print(json.dumps(figures))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, nargs="*", default=[100_000, 1_000_000])
-    parser.add_argument("--quick", action="store_true", help="syncworker jsonl case only")
-    parser.add_argument(
-        "--case", action="append", choices=list(CASES), help="run only this case (repeatable)"
+# -- what arrived -------------------------------------------------------------------------
+
+
+class Arrivals:
+    """How often each message 0..count-1 was seen at a target, and what else was there."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.seen = bytearray(count)
+        self.items = 0
+        self.strays = 0
+
+    def note(self, stream: str, key: str, ts: object) -> None:
+        self.items += 1
+        n = ts if isinstance(ts, int) else -1
+        if 0 <= n < self.count and stream == stream_of(n) and key == f"{stream}-{n}":
+            self.seen[n] = min(255, self.seen[n] + 1)
+        else:
+            self.strays += 1
+
+    def problems(self, where: str) -> list[str]:
+        found = []
+        missing = self.seen.count(0)
+        repeated = sum(1 for times in self.seen if times > 1)
+        if missing:
+            found.append(f"{where}: {missing} of {self.count} messages missing")
+        if repeated:
+            found.append(f"{where}: {repeated} messages written more than once")
+        if self.strays:
+            found.append(f"{where}: {self.strays} lines/rows that are no message")
+        return found
+
+
+def jsonl_arrivals(out: Path, count: int) -> Arrivals:
+    """Every line of the JSONL files; the stream is the file's (messages_{stream}[_date])."""
+    arrivals = Arrivals(count)
+    for path in sorted(out.glob("*.jsonl")):
+        stream = path.stem.removeprefix("messages_").split("_")[0]
+        with path.open("rb") as handle:
+            for line in handle:
+                data = orjson.loads(line)
+                arrivals.note(stream, data.get("id"), data.get("ts"))
+    return arrivals
+
+
+def sqlite_arrivals(db: Path, count: int) -> Arrivals:
+    """Every row of the SQLite sink's table (default layout: key, stream, data)."""
+    arrivals = Arrivals(count)
+    with sqlite3.connect(db) as conn:
+        for key, stream, data in conn.execute("SELECT key, stream, data FROM messages"):
+            record = orjson.loads(data)
+            arrivals.note(stream, key if record.get("id") == key else "", record.get("ts"))
+    return arrivals
+
+
+def left_in_queue(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT count(*) FROM syncworker_queue").fetchone()
+    return int(row[0])
+
+
+# -- one run ------------------------------------------------------------------------------
+
+
+def spawn_child(name: str, root: Path, profile: Path | None = None) -> dict[str, Any]:
+    args = ["--child", name, "--root", str(root)]
+    if profile:
+        args += ["--profile-to", str(profile)]
+    result = subprocess.run(
+        [sys.executable, __file__, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=CHILD_TIMEOUT_S,
     )
-    parser.add_argument("--repeat", type=int, default=3, help="runs per case (median kept)")
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--child")
-    parser.add_argument("--root", type=Path)
-    args = parser.parse_args()
-    if args.child:
-        child_main(args.child, args.root)
+    if result.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def run_case(name: str, count: int, template: Path) -> dict[str, Any]:
+    """One run of one case on a fresh copy of the filled queue, and what arrived."""
+    with tempfile.TemporaryDirectory(prefix="bench-embedded-") as tmp:
+        root = Path(tmp)
+        shutil.copy(template, root / "queue.db")
+        figures = spawn_child(name, root)
+        problems = jsonl_arrivals(root / "out", count).problems("jsonl")
+        if name == SW_SQLITE:
+            problems += sqlite_arrivals(root / "sink.db", count).problems("sqlite")
+        left = left_in_queue(root / "queue.db")
+    if left:
+        problems.append(f"{left} messages left in the queue")
+    if figures["records"] != count:
+        problems.append(f"the run counted {figures['records']} records, not {count}")
+    poller_cpu = figures.get("poller_cpu_s")
+    return {
+        "case": name,
+        "backlog": count,
+        "seconds": figures["seconds"],
+        "records_per_s": count / figures["seconds"],
+        "worker_cpu_us_per_record": figures["cpu_s"] / count * 1e6,
+        "poller_cpu_us_per_record": None if poller_cpu is None else poller_cpu / count * 1e6,
+        "poller_cpu_s": poller_cpu,
+        "poller_requests": figures.get("poller_requests"),
+        "peak_rss_mb": figures["rss"],
+        "runtime_records": figures["records"],
+        "left_in_queue": left,
+        "problems": problems,
+    }
+
+
+# -- summary ------------------------------------------------------------------------------
+
+MEDIAN_KEYS = (
+    "records_per_s",
+    "seconds",
+    "worker_cpu_us_per_record",
+    "poller_cpu_us_per_record",
+    "peak_rss_mb",
+)
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per backlog and case: medians with min-max over the runs; problems of every run kept,
+    so nothing missing hides behind a median."""
+    summary = []
+    for count, name in dict.fromkeys((r["backlog"], r["case"]) for r in runs):
+        mine = [r for r in runs if r["case"] == name and r["backlog"] == count]
+        row: dict[str, Any] = {"case": name, "backlog": count, "runs": len(mine)}
+        row["problems"] = [p for r in mine for p in r["problems"]]
+        row["complete_runs"] = sum(not r["problems"] for r in mine)
+        for key in MEDIAN_KEYS:
+            values = [r[key] for r in mine]
+            if None in values:
+                row[key] = row[f"{key}_min"] = row[f"{key}_max"] = None
+                continue
+            row[key] = statistics.median(values)
+            row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
+        row["all_runs"] = mine
+        summary.append(row)
+    return summary
+
+
+def api_pairs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The n-th run without the API beside the n-th with it, per backlog (interleaved, so
+    each pair ran back to back)."""
+    pairs = []
+    for count in dict.fromkeys(r["backlog"] for r in runs):
+        off = [r for r in runs if r["backlog"] == count and r["case"] == SW]
+        on = [r for r in runs if r["backlog"] == count and r["case"] == SW_API]
+        for repeat, (a, b) in enumerate(zip(off, on, strict=False), 1):
+            pairs.append(
+                {
+                    "backlog": count,
+                    "repeat": repeat,
+                    "records_per_s_off": a["records_per_s"],
+                    "records_per_s_on": b["records_per_s"],
+                    "throughput_cost": 1 - b["records_per_s"] / a["records_per_s"],
+                    "worker_cpu_us_off": a["worker_cpu_us_per_record"],
+                    "worker_cpu_us_on": b["worker_cpu_us_per_record"],
+                    "poller_cpu_ms": None if b["poller_cpu_s"] is None else b["poller_cpu_s"] * 1e3,
+                    "poller_cpu_us": b["poller_cpu_us_per_record"],
+                    "poller_requests": b["poller_requests"],
+                    "seconds_on": b["seconds"],
+                }
+            )
+    return pairs
+
+
+def _range(row: dict[str, Any], key: str, spec: str) -> str:
+    if row[key] is None:
+        return "-"
+    return f"{row[key]:{spec}} ({row[f'{key}_min']:{spec}}-{row[f'{key}_max']:{spec}})"
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else f"{value:{spec}}"
+
+
+def print_summary(summary: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> None:
+    hand = {r["backlog"]: r for r in summary if r["case"] == HAND}
+    print(
+        "| case | backlog | runs | records/s (min-max) | s (min-max) | of hand-written "
+        "| worker CPU us/rec (min-max) | poller CPU us/rec | peak RSS MB (min-max) "
+        "| complete runs |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in summary:
+        base = hand.get(r["backlog"])
+        share = f"{r['records_per_s'] / base['records_per_s']:.2f}x" if base else "-"
+        print(
+            f"| {r['case']} | {r['backlog']:,} | {r['runs']} "
+            f"| {_range(r, 'records_per_s', ',.0f')} "
+            f"| {_range(r, 'seconds', '.2f')} | {share} "
+            f"| {_range(r, 'worker_cpu_us_per_record', '.2f')} "
+            f"| {_num(r['poller_cpu_us_per_record'], '.3f') if r['case'] == SW_API else '-'} "
+            f"| {_range(r, 'peak_rss_mb', '.1f')} | {r['complete_runs']} of {r['runs']} |"
+        )
+    if not pairs:
         return
-    names = args.case or (["syncworker jsonl"] if args.quick else list(CASES))
-    results = []
+    print()
+    print(
+        "| backlog | pair | records/s without API | with API | throughput cost "
+        "| worker CPU us/rec without | with | poller CPU ms (us/rec) | poller requests |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for p in pairs:
+        print(
+            f"| {p['backlog']:,} | {p['repeat']} | {p['records_per_s_off']:,.0f} "
+            f"| {p['records_per_s_on']:,.0f} | {p['throughput_cost']:+.1%} "
+            f"| {p['worker_cpu_us_off']:.2f} | {p['worker_cpu_us_on']:.2f} "
+            f"| {_num(p['poller_cpu_ms'], '.0f')} ({_num(p['poller_cpu_us'], '.3f')}) "
+            f"| {p['poller_requests']} in {p['seconds_on']:.1f} s |"
+        )
+
+
+def targets(summary: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The checked targets of issue 14 (items 8 and 9), at every backlog measured."""
+    by = {(r["backlog"], r["case"]): r for r in summary}
+    found = []
+    for count in dict.fromkeys(r["backlog"] for r in summary):
+        sw, hand = by.get((count, SW)), by.get((count, HAND))
+        name = f"{SW} >= {TARGET_OF_HAND:g}x {HAND} (median records/s, backlog {count:,})"
+        if sw and hand:
+            ratio = sw["records_per_s"] / hand["records_per_s"]
+            detail = f"{ratio:.2f}x ({sw['records_per_s']:,.0f} vs {hand['records_per_s']:,.0f})"
+            found.append(
+                {"target": name, "value": ratio, "detail": detail, "met": ratio >= TARGET_OF_HAND}
+            )
+        else:
+            found.append({"target": name, "value": None, "detail": "not run", "met": False})
+        mine = [p["throughput_cost"] for p in pairs if p["backlog"] == count]
+        name = (
+            f"control API cost < {TARGET_API_COST:.0%} of throughput "
+            f"(median of the interleaved pairs, backlog {count:,})"
+        )
+        if mine:
+            cost = statistics.median(mine)
+            detail = f"{cost:+.1%} (pairs: {', '.join(f'{c:+.1%}' for c in mine)})"
+            found.append(
+                {"target": name, "value": cost, "detail": detail, "met": cost < TARGET_API_COST}
+            )
+        else:
+            found.append({"target": name, "value": None, "detail": "not run", "met": False})
+    problems = [f"{r['case']} at {r['backlog']:,}: {p}" for r in summary for p in r["problems"]]
+    found.append(
+        {
+            "target": "every message arrived exactly once, nothing left in the queue",
+            "value": len(problems),
+            "detail": "; ".join(problems) or "yes",
+            "met": not problems,
+        }
+    )
+    return found
+
+
+# -- the profile --------------------------------------------------------------------------
+
+
+# What a thread does while it has nothing to do: not work, left out of its busy time.
+IDLE = (
+    "<method 'get' of '_queue.SimpleQueue' objects>",
+    "<method 'poll' of 'select.epoll' objects>",
+)
+
+
+def profile_text(path: Path, limit: int = 15) -> str:
+    """Per thread: time profiled, time idle, the top functions by own time and the top
+    syncworker functions by cumulative time."""
+    out = io.StringIO()
+    for thread in sorted(path.parent.glob(f"{path.name}.*")):
+        stats = pstats.Stats(str(thread), stream=out)
+        own = stats.stats  # type: ignore[attr-defined]
+        total = sum(entry[2] for entry in own.values())
+        idle = sum(entry[2] for func, entry in own.items() if func[2] in IDLE)
+        out.write(
+            f"--- thread {thread.suffix[1:]}: {total:.3f} s profiled, {idle:.3f} s of it idle "
+            f"(waiting for work), {total - idle:.3f} s busy\n"
+        )
+        stats.sort_stats("tottime").print_stats(limit)
+        stats.sort_stats("cumulative").print_stats("syncworker|pipeline_embedded", limit)
+    return out.getvalue()
+
+
+def run_profile(count: int, directory: Path) -> None:
+    """One run of syncworker jsonl and one of the hand-written worker under cProfile."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
+        template = Path(tmp) / "queue.db"
+        fill_queue(template, count)
+        for name in (SW, HAND):
+            path = directory / f"{name.replace(' ', '_')}.prof"
+            with tempfile.TemporaryDirectory(prefix="bench-embedded-") as run_dir:
+                root = Path(run_dir)
+                shutil.copy(template, root / "queue.db")
+                figures = spawn_child(name, root, profile=path)
+                problems = jsonl_arrivals(root / "out", count).problems("jsonl")
+            if problems:
+                raise SystemExit(f"{name} under the profiler: {'; '.join(problems)}")
+            print(
+                f"== {name}: {count:,} records in {figures['seconds']:.2f} s under cProfile, "
+                f"CPU {figures['cpu_s']:.2f} s; stats in {path}"
+            )
+            print(profile_text(path))
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    runs = []
     for count in args.messages:
         with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
             template = Path(tmp) / "queue.db"
-            fill_queue(template, count)
-            results.extend(run_cases(names, count, template, args.repeat))
-    print(
-        f"{'case':<26} {'backlog':>10} {'records/s':>12} {'seconds':>9} {'peak RSS MB':>12} "
-        f"{'CPU us/rec':>11}"
-    )
-    for r in results:
-        print(
-            f"{r['case']:<26} {r['backlog']:>10,} {r['records_per_s']:>12,.0f} "
-            f"{r['seconds']:>9.2f} {r['peak_rss_mb']:>12.1f} {r['cpu_us_per_record']:>11.2f}"
-        )
+            with bench_lock(args.lock):
+                fill_queue(template, count)
+            for repeat in range(args.repeat):
+                for name in args.case or list(CASES):  # interleaved
+                    with bench_lock(args.lock):
+                        run = run_case(name, count, template)
+                    runs.append(run)
+                    print(
+                        f"run {repeat + 1}/{args.repeat} {name} at {count:,}: "
+                        f"{run['records_per_s']:,.0f} records/s"
+                        + "".join(f"; {p}" for p in run["problems"]),
+                        flush=True,
+                    )
+    return runs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case (medians kept)")
+    parser.add_argument("--case", action="append", choices=list(CASES), help="default: all")
+    parser.add_argument("--lock", default="/tmp/bench.lock", help="benchmark lock ('' = none)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--profile", type=Path, help="profile one run of each into this dir")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--profile-to", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(args.child, args.root, args.profile_to)
+        return 0
+    if args.profile:
+        with bench_lock(args.lock):
+            run_profile(args.messages[0], args.profile)
+        return 0
+    runs = measure(args)
+    summary, pairs = summarize(runs), api_pairs(runs)
+    print_summary(summary, pairs)
+    print(f"(batches of {BATCH:,}, two in flight; medians with min-max in brackets)")
+    found = targets(summary, pairs)
+    for target in found:
+        print(f"  {'held' if target['met'] else 'MISSED'}: {target['target']}: {target['detail']}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        result = {"cases": summary, "api_pairs": pairs, "targets": found}
+        result["problems"] = [p for r in summary for p in r["problems"]]
+        args.json.write_text(json.dumps(result, indent=2))
+    incomplete = any(r["problems"] for r in summary)
+    return 1 if incomplete or (args.check and not all(t["met"] for t in found)) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
