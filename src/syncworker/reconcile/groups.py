@@ -349,9 +349,9 @@ class HttpRedisSides:
         if getattr(self.source, "_client", None) is None:
             await self.source.open()
             self._opened_source = True
-        from syncworker.connectors.redis.client import create_client
+        from syncworker.reconcile.redis_side import side_client
 
-        self._client = create_client(self.sink.config)
+        self._client = side_client(self.sink.config)
 
     async def close(self) -> None:
         client, self._client = self._client, None

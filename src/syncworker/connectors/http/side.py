@@ -16,10 +16,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from syncworker.connectors.http.source_rest import HttpSource
-from syncworker.reconcile.digest import record_digest
+from syncworker.reconcile.digest import RangeDigests, record_digest
 from syncworker.reconcile.sides import Key, KeyKind, KeyRange, SideInfo, Summary
-
-_MASK64 = (1 << 64) - 1
 
 
 class HttpGroupSide:
@@ -35,6 +33,7 @@ class HttpGroupSide:
         self._keys: list[str] = []
         self._data: dict[str, dict[str, Any]] = {}
         self._digests: dict[str, int] = {}
+        self._ranges = RangeDigests([], [])
         self._opened_client = False
 
     async def open(self) -> SideInfo:
@@ -48,6 +47,7 @@ class HttpGroupSide:
             self._data[key] = data
         self._digests = {key: record_digest(data) for key, data in self._data.items()}
         self._keys = sorted(self._data)
+        self._ranges = RangeDigests(self._keys, [self._digests[k] for k in self._keys])
         columns = sorted({name for data in self._data.values() for name in data})
         modified = self.source.config.modified_field is not None
         return SideInfo(self.label, columns, can_tell_recent=modified)
@@ -62,19 +62,17 @@ class HttpGroupSide:
             return None
         return self._keys[0], self._keys[-1]
 
-    def _in(self, rng: KeyRange) -> list[str]:
+    def _span(self, rng: KeyRange) -> tuple[int, int]:
         lo = 0 if rng.lo is None else bisect.bisect_left(self._keys, str(rng.lo))
         hi = len(self._keys) if rng.hi is None else bisect.bisect_left(self._keys, str(rng.hi))
+        return lo, max(lo, hi)
+
+    def _in(self, rng: KeyRange) -> list[str]:
+        lo, hi = self._span(rng)
         return self._keys[lo:hi]
 
     async def summarize(self, ranges: Sequence[KeyRange], exclude: frozenset[Key]) -> list[Summary]:
-        out: list[Summary] = []
-        for rng in ranges:
-            keys = self._in(rng)
-            compared = [k for k in keys if k not in exclude]
-            digest = sum(self._digests[k] for k in compared) & _MASK64
-            out.append(Summary(len(keys), len(compared), digest))
-        return out
+        return [Summary(*self._ranges.summary(*self._span(rng), exclude)) for rng in ranges]
 
     async def fetch(self, ranges: Sequence[KeyRange], exclude: frozenset[Key]) -> dict[Key, int]:
         found: dict[Key, int] = {}
