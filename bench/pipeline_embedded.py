@@ -24,8 +24,9 @@ table), nothing else, nothing left in the queue. A missing or repeated message f
 `syncworker jsonl` >= 0.6x `hand-written jsonl` (median records/s) and the control API
 costs < 5% of throughput (median over the interleaved pairs of 1 - with/without).
 
-`--profile DIR` runs `syncworker jsonl` and `hand-written jsonl` once each under cProfile
-(every thread; no timing figures, no targets) and prints where the time goes.
+`--profile DIR` runs `syncworker jsonl` and `hand-written jsonl` (or the `--case`s) once
+each under cProfile (every thread; no timing figures, no targets) and prints where the
+time goes.
 
     python bench/pipeline_embedded.py --check                 # 100k and 1M, 3 runs per case
     python bench/pipeline_embedded.py --messages 20000 --repeat 1 --lock ''   # the smoke run
@@ -599,14 +600,15 @@ def profile_text(path: Path, limit: int = 15) -> str:
     return out.getvalue()
 
 
-def run_profile(count: int, directory: Path) -> None:
-    """One run of syncworker jsonl and one of the hand-written worker under cProfile."""
+def run_profile(count: int, directory: Path, names: list[str]) -> None:
+    """One run of each case under cProfile (default: syncworker jsonl and the hand-written
+    worker)."""
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
         template = Path(tmp) / "queue.db"
         fill_queue(template, count)
-        for name in (SW, HAND):
-            path = directory / f"{name.replace(' ', '_')}.prof"
+        for name in names:
+            path = directory / (re.sub(r"[^\w-]+", "_", name) + ".prof")
             with tempfile.TemporaryDirectory(prefix="bench-embedded-") as run_dir:
                 root = Path(run_dir)
                 shutil.copy(template, root / "queue.db")
@@ -663,7 +665,7 @@ def main() -> int:
         return 0
     if args.profile:
         with bench_lock(args.lock):
-            run_profile(args.messages[0], args.profile)
+            run_profile(args.messages[0], args.profile, args.case or [SW, HAND])
         return 0
     runs = measure(args)
     summary, pairs = summarize(runs), api_pairs(runs)
