@@ -20,7 +20,7 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import psycopg
@@ -43,9 +43,6 @@ from syncworker.errors import (
     SyncWorkerError,
 )
 from syncworker.observe.logging import redact_url
-
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
 
 Connection = psycopg.AsyncConnection[TupleRow]
 Statement = sql.SQL | sql.Composed
@@ -138,7 +135,7 @@ def table_identifier(table: str) -> sql.Identifier:
     return sql.Identifier(*split_table(table))
 
 
-StatementsT = TypeVar("StatementsT", bound="DataclassInstance")
+StatementsT = TypeVar("StatementsT")
 
 
 def rendered(statements: StatementsT, context: Connection | None = None) -> StatementsT:
@@ -149,10 +146,11 @@ def rendered(statements: StatementsT, context: Connection | None = None) -> Stat
     CPU in a cProfile of ``bench/pg_table_latency.py``)."""
     texts = {
         field.name: sql.SQL(value.as_string(context))
-        for field in dataclasses.fields(statements)
+        for field in dataclasses.fields(cast(Any, statements))
         if isinstance(value := getattr(statements, field.name), sql.Composed)
     }
-    return dataclasses.replace(statements, **texts)
+    replaced: StatementsT = dataclasses.replace(cast(Any, statements), **texts)
+    return replaced
 
 
 def describe_url(url: str) -> str:
