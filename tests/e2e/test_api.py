@@ -270,6 +270,19 @@ async def test_errors_endpoint_lists_recent_errors(api: RunningApi) -> None:
     assert errors[0]["type"] == "dead_letter" and errors[0]["record_key"] == "m7"
 
 
+async def test_a_closed_state_store_is_503_with_the_reason(api: RunningApi) -> None:
+    # as while the engine stops: the client may try again, so no 500 and no traceback
+    await api.engine.state.close()
+    try:
+        answer = await api.client.get("/errors")
+    finally:
+        await api.engine.state.open()
+    assert answer.status_code == 503
+    body = answer.json()
+    assert body["error"] == "a dependency is unavailable"
+    assert "ConnectionClosed" in body["detail"]["reason"] and "not open" in body["detail"]["reason"]
+
+
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     # httpx honours proxy variables; the engine is on loopback.

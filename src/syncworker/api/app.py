@@ -32,7 +32,7 @@ from syncworker.compat.zoho_worker import last_sync_time, seed_config, seed_stat
 from syncworker.core import jsonvalue
 from syncworker.core.engine import Engine
 from syncworker.core.pipeline import Pipeline
-from syncworker.errors import ConfigError, UnsupportedOperation
+from syncworker.errors import ConfigError, ConnectorError, UnsupportedOperation
 from syncworker.jobs.metrics import find_jobs_service, queue_figures
 from syncworker.jobs.service import JobsService
 from syncworker.observe.health import evaluate
@@ -364,6 +364,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
         return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
+
+    # A dependency the request needs (the state store, a queue backend) down or closed, as
+    # while the engine stops: the client may try again, so 503 with the reason, not a 500.
+    @app.exception_handler(ConnectorError)
+    async def unavailable(request: Request, exc: ConnectorError) -> JSONResponse:
+        reason = redact_url(f"{type(exc).__name__}: {exc}")
+        log.warning("api_dependency_unavailable", path=request.url.path, error=reason)
+        return JSONResponse(
+            {"error": "a dependency is unavailable", "detail": {"reason": reason}},
+            status_code=503,
+        )
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
