@@ -46,7 +46,6 @@ import asyncio
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,6 +65,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(REPO))
 from pipeline_embedded import cpu_s, peak_rss_mb  # noqa: E402
+from runstats import add_medians, median_range, number  # noqa: E402
 from table_sync import bench_lock  # noqa: E402
 
 PER_SOURCE = 1_000  # messages per write / POST / Algolia call, in syncworker and the loops
@@ -741,26 +741,10 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for key in COUNT_KEYS:
             row[key] = sum(r[key] for r in mine)
         row["problems"] = [p for r in mine for p in r["problems"]]
-        for key in MEDIAN_KEYS:
-            values = [r[key] for r in mine]
-            if None in values:
-                row[key] = row[f"{key}_min"] = row[f"{key}_max"] = None
-                continue
-            row[key] = statistics.median(values)
-            row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
+        add_medians(row, mine, MEDIAN_KEYS)
         row["all_runs"] = mine
         summary.append(row)
     return summary
-
-
-def _range(row: dict[str, Any], key: str, spec: str) -> str:
-    if row[key] is None:
-        return "-"
-    return f"{row[key]:{spec}} ({row[f'{key}_min']:{spec}}-{row[f'{key}_max']:{spec}})"
-
-
-def _num(value: float | None, spec: str) -> str:
-    return "-" if value is None else f"{value:{spec}}"
 
 
 def _of_loop(row: dict[str, Any], by: dict[str, Any], key: str) -> str:
@@ -783,13 +767,14 @@ def print_summary(summary: list[dict[str, Any]]) -> None:
         if r["repeats"] or r["strays"]:
             arrived += f" (+{r['repeats']} repeats, {r['strays']} strays)"
         print(
-            f"| {r['label']} | {r['runs']} | {r['messages']:,} | {_range(r, 'msgs_per_s', ',.0f')} "
-            f"| {_range(r, 'seconds', '.2f')} | {_of_loop(r, by, 'msgs_per_s')} "
-            f"| {_range(r, 'net_msgs_per_s', ',.0f')} | {_of_loop(r, by, 'net_msgs_per_s')} "
-            f"| {_num(r['worker_cpu_us_per_msg'], '.2f')} "
-            f"| {_num(r['redis_cpu_us_per_msg'], '.2f')} "
-            f"| {_num(r['server_cpu_us_per_msg'], '.2f')} "
-            f"| {_range(r, 'peak_rss_mb', '.0f')} | {arrived} |"
+            f"| {r['label']} | {r['runs']} | {r['messages']:,} "
+            f"| {median_range(r, 'msgs_per_s', ',.0f')} "
+            f"| {median_range(r, 'seconds', '.2f')} | {_of_loop(r, by, 'msgs_per_s')} "
+            f"| {median_range(r, 'net_msgs_per_s', ',.0f')} | {_of_loop(r, by, 'net_msgs_per_s')} "
+            f"| {number(r['worker_cpu_us_per_msg'], '.2f')} "
+            f"| {number(r['redis_cpu_us_per_msg'], '.2f')} "
+            f"| {number(r['server_cpu_us_per_msg'], '.2f')} "
+            f"| {median_range(r, 'peak_rss_mb', '.0f')} | {arrived} |"
         )
 
 

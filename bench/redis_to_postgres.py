@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_embedded import cpu_s, peak_rss_mb
+from runstats import add_medians, median_range, number
 from table_sync import bench_lock
+
+NA = "n/a"  # a figure not measured (PostgreSQL's CPU on another host)
 
 # Redis from --redis-url (or SYNCWORKER_BENCH_REDIS). Every key the run makes (the seed's
 # lists and the processing lists) starts with a prefix of its own, so nothing else in that
@@ -504,26 +506,10 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for key in ("arrived", "missing", "stored", "left_in_redis"):
             row[key] = sum(r[key] for r in mine)
         row["problems"] = [p for r in mine for p in r["problems"]]
-        for key in MEDIAN_KEYS:
-            values = [r[key] for r in mine]
-            if None in values:
-                row[key] = row[f"{key}_min"] = row[f"{key}_max"] = None
-                continue
-            row[key] = statistics.median(values)
-            row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
+        add_medians(row, mine, MEDIAN_KEYS)
         row["all_runs"] = mine
         summary.append(row)
     return summary
-
-
-def _range(row: dict[str, Any], key: str, spec: str) -> str:
-    if row[key] is None:
-        return "n/a"
-    return f"{row[key]:{spec}} ({row[f'{key}_min']:{spec}}-{row[f'{key}_max']:{spec}})"
-
-
-def _num(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else f"{value:{spec}}"
 
 
 def _share(row: dict[str, Any], by: dict[str, Any]) -> dict[str, str]:
@@ -548,11 +534,13 @@ def print_summary(summary: list[dict[str, Any]]) -> None:
     for r in summary:
         share = _share(r, by)
         print(
-            f"| {r['case']} | {r['runs']} | {_range(r, 'msgs_per_s', ',.0f')} "
-            f"| {_range(r, 'seconds', '.2f')} | {share['loop']} | {share['floor']} "
-            f"| {_num(r['worker_cpu_us_per_msg'], '.2f')} "
-            f"| {_num(r['redis_cpu_us_per_msg'], '.2f')} | {_num(r['pg_cpu_us_per_msg'], '.2f')} "
-            f"| {_range(r, 'total_cpu_us_per_msg', '.2f')} | {_range(r, 'peak_rss_mb', '.0f')} "
+            f"| {r['case']} | {r['runs']} | {median_range(r, 'msgs_per_s', ',.0f', NA)} "
+            f"| {median_range(r, 'seconds', '.2f', NA)} | {share['loop']} | {share['floor']} "
+            f"| {number(r['worker_cpu_us_per_msg'], '.2f', NA)} "
+            f"| {number(r['redis_cpu_us_per_msg'], '.2f', NA)} "
+            f"| {number(r['pg_cpu_us_per_msg'], '.2f', NA)} "
+            f"| {median_range(r, 'total_cpu_us_per_msg', '.2f', NA)} "
+            f"| {median_range(r, 'peak_rss_mb', '.0f', NA)} "
             f"| {r['arrived']:,} of {r['runs'] * r['messages']:,} |"
         )
 
