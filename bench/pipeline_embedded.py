@@ -58,8 +58,10 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
+from runstats import add_medians, median_range, number
 from table_sync import bench_lock
 
+NA = "n/a"
 BATCH = 5_000
 CHILD_TIMEOUT_S = 1800
 SW = "syncworker jsonl"
@@ -84,16 +86,19 @@ url, token = sys.argv[1], sys.argv[2]
 def cpu():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-rounds = []
+rounds, failed = [], []
 def stop(*_):
-    print(json.dumps({"rounds": rounds, "cpu_s": cpu()}), flush=True)
+    print(json.dumps({"rounds": rounds, "cpu_s": cpu(), "failed": failed}), flush=True)
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop)
 with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
     tick = time.time()
     while True:
         for path in ("/status", "/dead-letters", "/errors", "/metrics"):
-            client.get(path).raise_for_status()
+            try:
+                client.get(path, timeout=30).raise_for_status()
+            except httpx.HTTPError as exc:  # noted with its time; the worker judges it
+                failed.append((time.time(), path, str(exc)[:200]))
         rounds.append((tick, cpu()))
         tick += 1.0
         time.sleep(max(0.0, tick - time.time()))
@@ -251,9 +256,13 @@ def _stop_poller(poller: subprocess.Popen[str], wall0: float, wall1: float) -> d
     report = json.loads(out.strip().splitlines()[-1])
     before = [cpu for tick, cpu in report["rounds"] if tick < wall0]
     inside = [tick for tick, _ in report["rounds"] if wall0 <= tick <= wall1]
+    # A request that failed while the run was timed is a defect the run reports; after it
+    # (the engine closing its state store while the poller still polls) it is not.
+    failed = [f"{path}: {why}" for when, path, why in report["failed"] if when <= wall1]
     return {
         "poller_cpu_s": report["cpu_s"] - before[-1] if before else None,
         "poller_requests": POLLER_PATHS * len(inside),
+        "poller_failed": failed,
     }
 
 
@@ -410,6 +419,9 @@ def run_case(name: str, count: int, template: Path) -> dict[str, Any]:
         problems.append(f"{left} messages left in the queue")
     if figures["records"] != count:
         problems.append(f"the run counted {figures['records']} records, not {count}")
+    problems += [
+        f"an API request failed during the run: {f}" for f in figures.get("poller_failed", [])
+    ]
     poller_cpu = figures.get("poller_cpu_s")
     return {
         "case": name,
@@ -447,13 +459,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"case": name, "backlog": count, "runs": len(mine)}
         row["problems"] = [p for r in mine for p in r["problems"]]
         row["complete_runs"] = sum(not r["problems"] for r in mine)
-        for key in MEDIAN_KEYS:
-            values = [r[key] for r in mine]
-            if None in values:
-                row[key] = row[f"{key}_min"] = row[f"{key}_max"] = None
-                continue
-            row[key] = statistics.median(values)
-            row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
+        add_medians(row, mine, MEDIAN_KEYS)
         row["all_runs"] = mine
         summary.append(row)
     return summary
@@ -485,16 +491,6 @@ def api_pairs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return pairs
 
 
-def _range(row: dict[str, Any], key: str, spec: str) -> str:
-    if row[key] is None:
-        return "-"
-    return f"{row[key]:{spec}} ({row[f'{key}_min']:{spec}}-{row[f'{key}_max']:{spec}})"
-
-
-def _num(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else f"{value:{spec}}"
-
-
 def print_summary(summary: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> None:
     hand = {r["backlog"]: r for r in summary if r["case"] == HAND}
     print(
@@ -508,11 +504,11 @@ def print_summary(summary: list[dict[str, Any]], pairs: list[dict[str, Any]]) ->
         share = f"{r['records_per_s'] / base['records_per_s']:.2f}x" if base else "-"
         print(
             f"| {r['case']} | {r['backlog']:,} | {r['runs']} "
-            f"| {_range(r, 'records_per_s', ',.0f')} "
-            f"| {_range(r, 'seconds', '.2f')} | {share} "
-            f"| {_range(r, 'worker_cpu_us_per_record', '.2f')} "
-            f"| {_num(r['poller_cpu_us_per_record'], '.3f') if r['case'] == SW_API else '-'} "
-            f"| {_range(r, 'peak_rss_mb', '.1f')} | {r['complete_runs']} of {r['runs']} |"
+            f"| {median_range(r, 'records_per_s', ',.0f')} "
+            f"| {median_range(r, 'seconds', '.2f')} | {share} "
+            f"| {median_range(r, 'worker_cpu_us_per_record', '.2f')} "
+            f"| {number(r['poller_cpu_us_per_record'], '.3f', NA) if r['case'] == SW_API else '-'} "
+            f"| {median_range(r, 'peak_rss_mb', '.1f')} | {r['complete_runs']} of {r['runs']} |"
         )
     if not pairs:
         return
@@ -527,7 +523,7 @@ def print_summary(summary: list[dict[str, Any]], pairs: list[dict[str, Any]]) ->
             f"| {p['backlog']:,} | {p['repeat']} | {p['records_per_s_off']:,.0f} "
             f"| {p['records_per_s_on']:,.0f} | {p['throughput_cost']:+.1%} "
             f"| {p['worker_cpu_us_off']:.2f} | {p['worker_cpu_us_on']:.2f} "
-            f"| {_num(p['poller_cpu_ms'], '.0f')} ({_num(p['poller_cpu_us'], '.3f')}) "
+            f"| {number(p['poller_cpu_ms'], '.0f', NA)} ({number(p['poller_cpu_us'], '.3f', NA)}) "
             f"| {p['poller_requests']} in {p['seconds_on']:.1f} s |"
         )
 
