@@ -102,7 +102,10 @@ class ApiServer:
     def _bind(self) -> socket.socket:
         # Bound here, not by uvicorn, so port 0 gives the real port before serving starts.
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP named, not 0: asyncio turns on TCP_NODELAY only for sockets whose proto
+        # says TCP (accepted ones inherit it); without it, a response written in two parts
+        # waited for the client's delayed ACK, 40 ms on every kept-alive request.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))
