@@ -58,7 +58,7 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runstats import add_medians, median_range, number
+from runstats import add_medians, median_range, number, run_child
 from table_sync import bench_lock
 
 NA = "n/a"
@@ -392,17 +392,7 @@ def spawn_child(name: str, root: Path, profile: Path | None = None) -> dict[str,
     args = ["--child", name, "--root", str(root)]
     if profile:
         args += ["--profile-to", str(profile)]
-    result = subprocess.run(
-        [sys.executable, __file__, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=CHILD_TIMEOUT_S,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
-    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return figures
+    return run_child(__file__, name, args, CHILD_TIMEOUT_S)
 
 
 def run_case(name: str, count: int, template: Path) -> dict[str, Any]:

@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,7 +55,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_embedded import cpu_s, peak_rss_mb
-from runstats import add_medians, median_range, number
+from runstats import add_medians, median_range, number, run_child
 from table_sync import bench_lock
 
 NA = "n/a"  # a figure not measured (PostgreSQL's CPU on another host)
@@ -411,17 +410,7 @@ def arrived_in_jsonl(out: Path, count: int) -> tuple[int, int]:
 
 def spawn_child(name: str, root: str, pg_url: str, count: int) -> dict[str, Any]:
     args = ["--child", name, "--root", root, "--pg", pg_url, "--messages", str(count)]
-    result = subprocess.run(
-        [sys.executable, __file__, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=CHILD_TIMEOUT_S,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
-    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return figures
+    return run_child(__file__, name, args, CHILD_TIMEOUT_S)
 
 
 def run_case(name: str, count: int, args: argparse.Namespace) -> dict[str, Any]:

@@ -1,10 +1,30 @@
-"""What the benchmarks share to report repeated runs: medians with min-max, and their text."""
+"""What the benchmarks share: a child process that reports its figures as one JSON line, and
+the medians with min-max of repeated runs, with their text."""
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 from collections.abc import Iterable
 from typing import Any
+
+
+def run_child(script: str, name: str, args: list[str], timeout_s: float) -> dict[str, Any]:
+    """Run ``script`` with ``args`` in a fresh interpreter; the JSON object its last line of
+    output holds. Exits with the child's error output when it fails."""
+    result = subprocess.run(
+        [sys.executable, script, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout_s,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def add_medians(row: dict[str, Any], runs: list[dict[str, Any]], keys: Iterable[str]) -> None:
