@@ -704,12 +704,11 @@ class HttpSource:
         self._ahead = (read, request, task)
 
     async def _page_of(self, read: _Read, request: PageRequest) -> Page:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            if ahead[0] is read and ahead[1] is request:
-                return await ahead[2]
-            self._ahead = ahead
-            await self._drop_ahead()
+        ahead = self._ahead
+        if ahead is not None and ahead[0] is read and ahead[1] is request:
+            self._ahead = None
+            return await ahead[2]
+        await self._drop_ahead()  # asked for another page (a nack, a resync first)
         return await self._get(self.config.path, request, read.filter)
 
     async def _drop_ahead(self) -> None:

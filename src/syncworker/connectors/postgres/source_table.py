@@ -919,7 +919,8 @@ class PgTableSource:
         while True:
             # A claim that cannot be copied in bulk reads its keys' rows in the same
             # statement: one round trip where a claim and a read of the keys take two.
-            reads = not self._may_copy_changes(limit)
+            # (A claim of up to ``limit`` rows that could go by the copier reads nothing.)
+            reads = not self._copies_changes(limit)
             async with self._connection() as conn:
                 params = {"busy": list(self._busy), "limit": limit}
                 # Planned with its values every time, never prepared: a generic plan tests
@@ -954,16 +955,6 @@ class PgTableSource:
             ]
             self._busy.update(changes)
             return Batch(records, TableToken(ids=ids, keys=list(changes)))
-
-    def _may_copy_changes(self, limit: int) -> bool:
-        """Whether a claim of up to ``limit`` rows could go by the copier."""
-        from syncworker.connectors.postgres.bulk import CHANGES_MIN_KEYS
-
-        return (
-            self._copier is not None
-            and not self._changes_as_records
-            and (limit >= CHANGES_MIN_KEYS)
-        )
 
     def _copies_changes(self, keys: int) -> bool:
         """Whether a claim of ``keys`` changed keys goes by the copier (bulk.py): there is
